@@ -1,0 +1,139 @@
+"""The text of replication commands, built from validated, quoted parts.
+
+Slot names are checked against PostgreSQL's own rule before any command is
+built; plugin and option names are quoted as identifiers, option values
+as string literals. Nothing a caller passes can end a command early or
+add another one.
+"""
+
+import re
+
+from .errors import InvalidName
+from .lsn import format_lsn, parse_lsn
+
+_SLOT_RE = re.compile(r"[a-z0-9_]{1,63}\Z")
+_PLUGIN_RE = re.compile(r"[A-Za-z0-9_.\-]{1,63}\Z")
+_SNAPSHOT_ACTIONS = ("export", "use", "nothing")
+
+
+def check_slot_name(name):
+    """Return ``name`` if it is a valid slot name, else raise InvalidName."""
+    if not isinstance(name, str):
+        raise InvalidName("a slot name must be a str, got %s"
+                          % type(name).__name__)
+    if not _SLOT_RE.match(name):
+        raise InvalidName(
+            "invalid replication slot name %r: use 1 to 63 lower-case "
+            "letters, digits and underscores" % name)
+    return name
+
+
+def check_plugin_name(name):
+    """Return ``name`` if it can be an output plugin name, else raise."""
+    if not isinstance(name, str) or not _PLUGIN_RE.match(name):
+        raise InvalidName(
+            "invalid output plugin name %r: use letters, digits, '_', '.' "
+            "and '-'" % (name,))
+    return name
+
+
+def quote_ident(name):
+    """Quote an identifier of the replication grammar ("...")."""
+    if not name or "\0" in name:
+        raise InvalidName("an identifier cannot be empty or hold NUL: %r"
+                          % (name,))
+    return '"' + name.replace('"', '""') + '"'
+
+
+def quote_literal(value):
+    """Quote a string literal ('...'), doubling the quotes inside."""
+    if "\0" in value:
+        raise InvalidName("a value cannot hold a NUL character: %r" % (value,))
+    return "'" + value.replace("'", "''") + "'"
+
+
+def option_value(value):
+    """The text sent for a plugin option value (None: no value)."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, (list, tuple, set, frozenset)):
+        return ",".join(str(v) for v in value)
+    return str(value)
+
+
+def check_options(options):
+    """Normalise plugin options to a list of (name, text or None)."""
+    if options is None:
+        return []
+    if not hasattr(options, "items"):
+        raise TypeError("options must be a mapping, got %s"
+                        % type(options).__name__)
+    rv = []
+    for name, value in options.items():
+        if not isinstance(name, str) or not name:
+            raise InvalidName("plugin option names must be non-empty str, "
+                              "got %r" % (name,))
+        quote_ident(name)
+        text = option_value(value)
+        if text is not None:
+            quote_literal(text)
+        rv.append((name, text))
+    return rv
+
+
+def lsn_text(lsn):
+    """An LSN (int or 'X/Y' str) as the 'X/Y' text of the grammar."""
+    if isinstance(lsn, str):
+        lsn = parse_lsn(lsn)
+    if not isinstance(lsn, int) or isinstance(lsn, bool):
+        raise TypeError("an LSN must be an int or a str like '16/B374D848'")
+    return format_lsn(lsn)
+
+
+def start_replication(slot, lsn=0, options=()):
+    """START_REPLICATION SLOT "slot" LOGICAL X/Y ("opt" 'value', ...)"""
+    cmd = "START_REPLICATION SLOT %s LOGICAL %s" % (
+        quote_ident(check_slot_name(slot)), lsn_text(lsn))
+    if options:
+        parts = []
+        for name, text in options:
+            if text is None:
+                parts.append(quote_ident(name))
+            else:
+                parts.append("%s %s" % (quote_ident(name), quote_literal(text)))
+        cmd += " (%s)" % ", ".join(parts)
+    return cmd
+
+
+def create_slot(slot, plugin, temporary=False, snapshot="export",
+                server_version=150000):
+    """CREATE_REPLICATION_SLOT, in the form the server version takes."""
+    if snapshot not in _SNAPSHOT_ACTIONS:
+        raise ValueError("snapshot must be one of %s, got %r"
+                         % (", ".join(_SNAPSHOT_ACTIONS), snapshot))
+    cmd = "CREATE_REPLICATION_SLOT %s %sLOGICAL %s" % (
+        quote_ident(check_slot_name(slot)),
+        "TEMPORARY " if temporary else "",
+        quote_ident(check_plugin_name(plugin)))
+    if server_version >= 150000:
+        cmd += " (SNAPSHOT %s)" % quote_literal(snapshot)
+    else:
+        cmd += {"export": " EXPORT_SNAPSHOT", "use": " USE_SNAPSHOT",
+                "nothing": " NOEXPORT_SNAPSHOT"}[snapshot]
+    return cmd
+
+
+def drop_slot(slot, wait=False):
+    """DROP_REPLICATION_SLOT "slot" [WAIT]"""
+    return "DROP_REPLICATION_SLOT %s%s" % (
+        quote_ident(check_slot_name(slot)), " WAIT" if wait else "")
+
+
+def slot_query(slot):
+    """SQL reading a slot's row from pg_replication_slots."""
+    return ("SELECT slot_name, plugin, slot_type, database, temporary, active,"
+            " active_pid, confirmed_flush_lsn, restart_lsn"
+            " FROM pg_catalog.pg_replication_slots WHERE slot_name = %s"
+            % quote_literal(check_slot_name(slot)))

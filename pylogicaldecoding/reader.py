@@ -1,0 +1,318 @@
+"""The Reader: subclass it, override `event()`, call `ack()`, `start()`.
+
+The C base (`pylogicaldecoding._core.ReaderBase`) owns the connection and
+the stream loop; this layer merges the connection parameters, manages the
+slot, builds the command text and gives the API its shape.
+"""
+
+import collections
+import threading
+
+from . import _core
+from . import commands
+from . import conninfo
+from .errors import (
+    InterfaceError, SlotExists, SlotMismatch, SlotNotFound, WalLevelError)
+
+#: Plugins whose output is binary: their payloads are bytes, not str.
+BINARY_PLUGINS = frozenset(["pgoutput"])
+
+#: PostgreSQL 10 is the first that takes SQL on a replication connection.
+MIN_SERVER_VERSION = 100000
+
+SlotInfo = collections.namedtuple(
+    "SlotInfo", "slot_name consistent_point snapshot_name output_plugin")
+SlotInfo.__doc__ = """What CREATE_REPLICATION_SLOT returned.
+
+``consistent_point`` is an int LSN: the first change the slot will stream.
+``snapshot_name`` (or None) can be used with ``SET TRANSACTION SNAPSHOT``
+on another connection, to read the data as of that point, until the next
+command on this Reader's connection."""
+
+SystemInfo = collections.namedtuple(
+    "SystemInfo", "systemid timeline xlogpos dbname")
+SystemInfo.__doc__ = """What IDENTIFY_SYSTEM returned (xlogpos as an int LSN)."""
+
+
+class Reader(_core.ReaderBase):
+    """A consumer of a logical replication slot.
+
+    Subclass it and override `event()`; `start()` connects, creates the slot
+    if needed and calls `event()` with every change, in WAL order, until
+    `stop()`. Call `ack()` once a change is safely processed: the server then
+    forgets it. After a restart, every transaction not covered by an ack is
+    sent again (at least once delivery, whole transactions).
+
+    :param dsn: a libpq conninfo string or URI ("" uses the PG* variables).
+    :param slot: the replication slot name (lower-case letters, digits, _).
+    :param plugin: the output plugin of the slot.
+    :param options: a mapping of plugin options, sent with START_REPLICATION
+        (bool values become 'true'/'false', None sends the bare name).
+    :param create_slot: create the slot if it does not exist (and check that
+        an existing one uses `plugin`); if False a missing slot raises
+        `SlotNotFound`.
+    :param temporary: create a temporary slot, dropped with the connection.
+    :param start_lsn: where to start (int or 'X/Y'); default: where the slot
+        left off (its confirmed_flush_lsn).
+    :param status_interval: seconds between status updates to the server.
+    :param binary: payloads as bytes; default: True for pgoutput only.
+    :param conninfo: libpq keywords (host, port, dbname, user, password,
+        connect_timeout, sslmode...) merged over `dsn`.
+    """
+
+    def __init__(self, dsn="", *, slot, plugin="test_decoding", options=None,
+                 create_slot=True, temporary=False, start_lsn=None,
+                 status_interval=10.0, binary=None, **conninfo_kwargs):
+        self.slot = commands.check_slot_name(slot)
+        self.plugin = commands.check_plugin_name(plugin)
+        self.options = dict(options) if options else {}
+        self._options = commands.check_options(self.options)
+        self.create_slot_if_missing = bool(create_slot)
+        self.temporary = bool(temporary)
+        self.start_lsn = start_lsn
+        if start_lsn is not None:
+            commands.lsn_text(start_lsn)
+        self.status_interval = status_interval
+        self.binary = (plugin in BINARY_PLUGINS) if binary is None else binary
+        self._params = conninfo.make_params(dsn, **conninfo_kwargs)
+        self._stream_thread = None
+        self._stream_done = threading.Event()
+        self._stream_done.set()
+        self._close_requested = False
+        self.wal_sender_timeout = None
+
+    # -- the hook --
+
+    def event(self, msg):
+        """Called once per message of the stream, in WAL order.
+
+        ``msg`` is a `Message`: ``msg.payload`` (str for text plugins, bytes
+        for pgoutput), ``msg.data_start`` (its LSN), ``msg.wal_end``,
+        ``msg.send_time``. It runs in the thread that called `start()`; it
+        may call `ack()`, `stop()` and `close()`. An exception raised here
+        ends the stream, closes the connection and propagates out of
+        `start()`; nothing after the last `ack()` is confirmed.
+        """
+        raise NotImplementedError(
+            "subclass Reader and override event(msg) to consume the stream")
+
+    # -- connection --
+
+    @property
+    def dsn(self):
+        """The connection string in use, with any password masked."""
+        return conninfo.to_string(self._params)
+
+    def connect(self):
+        """Open the replication connection if it is not open.
+
+        Check that the server can do logical decoding (PostgreSQL 10 or
+        later, ``wal_level=logical``) and read its ``wal_sender_timeout``.
+        """
+        if not self.closed:
+            return
+        keys = list(self._params)
+        self._connect(keys, [self._params[k] for k in keys])
+        try:
+            if self.server_version < MIN_SERVER_VERSION:
+                raise WalLevelError(
+                    "PostgreSQL %s is too old: logical decoding with this "
+                    "library needs PostgreSQL 10 or later" % self.server_version)
+            _, rows = self.execute(
+                "SELECT current_setting('wal_level'),"
+                " current_setting('wal_sender_timeout')")
+            wal_level, timeout = rows[0]
+            if wal_level != "logical":
+                raise WalLevelError(
+                    "the server has wal_level=%s: logical decoding needs "
+                    "wal_level=logical in postgresql.conf (and a server "
+                    "restart)" % wal_level)
+            self.wal_sender_timeout = _parse_ms(timeout) / 1000.0
+        except BaseException:
+            super().close()
+            raise
+
+    def close(self):
+        """Close the connection; a temporary slot disappears with it.
+
+        From `event()` (or a signal handler during `start()`), the stream is
+        stopped and the connection closed before `start()` returns. From
+        another thread, wait for the stream to end first. The acked position
+        is sent to the server before the connection closes.
+        """
+        if self.streaming:
+            self._close_requested = True
+            self.stop()
+            if self._stream_thread == threading.get_ident():
+                return
+        super().close()
+
+    def stop(self, timeout=None):
+        """Ask `start()` to return after the current `event()`.
+
+        Safe from `event()`, from a signal handler and from another thread.
+        From another thread it waits (up to ``timeout`` seconds, None: no
+        limit) until the stream has ended and the acks reached the server;
+        it returns True if the stream has ended.
+        """
+        super().stop()
+        thread = self._stream_thread
+        if thread is not None and thread != threading.get_ident():
+            return self._stream_done.wait(timeout)
+        return self._stream_thread is None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def __repr__(self):
+        state = "streaming" if self.streaming else (
+            "closed" if self.closed else "connected")
+        return "<%s slot=%r plugin=%r dsn=%r %s>" % (
+            type(self).__name__, self.slot, self.plugin, self.dsn, state)
+
+    # -- replication commands --
+
+    def identify_system(self):
+        """Run IDENTIFY_SYSTEM: the server's system id, timeline, current
+        WAL position and database, as a `SystemInfo`."""
+        self.connect()
+        _, rows = self.execute("IDENTIFY_SYSTEM")
+        systemid, timeline, xlogpos, dbname = rows[0]
+        return SystemInfo(systemid, int(timeline), _core.parse_lsn(xlogpos),
+                          dbname)
+
+    def slot_status(self):
+        """The slot's row of pg_replication_slots as a dict, or None.
+
+        Keys: slot_name, plugin, slot_type, database, temporary, active,
+        active_pid, confirmed_flush_lsn, restart_lsn (LSNs as ints).
+        """
+        self.connect()
+        names, rows = self.execute(commands.slot_query(self.slot))
+        if not rows:
+            return None
+        row = dict(zip(names, rows[0]))
+        for key in ("confirmed_flush_lsn", "restart_lsn"):
+            if row[key] is not None:
+                row[key] = _core.parse_lsn(row[key])
+        for key in ("temporary", "active"):
+            row[key] = row[key] == "t"
+        if row["active_pid"] is not None:
+            row["active_pid"] = int(row["active_pid"])
+        return row
+
+    def create_slot(self, *, temporary=None, snapshot="export"):
+        """Create the slot with this Reader's plugin; return a `SlotInfo`.
+
+        ``temporary`` defaults to the Reader's setting. ``snapshot`` is
+        'export' (the snapshot name is returned, usable until the next
+        command on this connection), 'use' or 'nothing'. Raises `SlotExists`
+        if the slot exists.
+        """
+        self.connect()
+        if temporary is None:
+            temporary = self.temporary
+        _, rows = self.execute(commands.create_slot(
+            self.slot, self.plugin, temporary=temporary, snapshot=snapshot,
+            server_version=self.server_version))
+        name, point, snapshot_name, plugin = rows[0]
+        return SlotInfo(name, _core.parse_lsn(point), snapshot_name, plugin)
+
+    def drop_slot(self, *, wait=False, missing_ok=False):
+        """Drop the slot. Raises `SlotNotFound` if it does not exist (unless
+        ``missing_ok``) and `SlotInUse` if it is active (unless ``wait``:
+        then wait until it is released)."""
+        self.connect()
+        try:
+            self.execute(commands.drop_slot(self.slot, wait=wait))
+        except SlotNotFound:
+            if not missing_ok:
+                raise
+
+    def _ensure_slot(self):
+        status = self.slot_status()
+        if status is None:
+            if not self.create_slot_if_missing:
+                raise SlotNotFound(
+                    "replication slot %r does not exist (create_slot=False)"
+                    % self.slot)
+            try:
+                self.create_slot(snapshot="nothing")
+                return
+            except SlotExists:
+                status = self.slot_status()   # created meanwhile by another
+                if status is None:
+                    raise
+        _, rows = self.execute("SELECT current_database()")
+        if status["slot_type"] != "logical":
+            raise SlotMismatch("replication slot %r is a physical slot"
+                               % self.slot)
+        if status["database"] != rows[0][0]:
+            raise SlotMismatch(
+                "replication slot %r belongs to database %r, not %r"
+                % (self.slot, status["database"], rows[0][0]))
+        if status["plugin"] != self.plugin:
+            raise SlotMismatch(
+                "replication slot %r uses plugin %r, not %r"
+                % (self.slot, status["plugin"], self.plugin))
+
+    # -- streaming --
+
+    def _configure_intervals(self):
+        timeout = self.wal_sender_timeout
+        if timeout:
+            # a status update at least three times per timeout, even while
+            # event() runs: the server drops us after `timeout` of silence
+            self.keepalive_interval = max(0.05, min(self.status_interval,
+                                                    timeout / 3.0))
+        else:
+            self.keepalive_interval = self.status_interval
+
+    def start(self, *, until_lsn=None):
+        """Stream the slot, calling `event()`, until `stop()` is called.
+
+        Connect (if needed), create the slot (if asked), start streaming at
+        ``start_lsn`` (default: where the slot left off) and deliver every
+        message to `event()`. Returns normally after `stop()`, with every
+        ack sent to the server. With ``until_lsn`` (int or 'X/Y'), also
+        return once every change up to that position was delivered.
+
+        Raises `ConnectionLost` if the connection drops; any exception from
+        `event()` propagates unchanged, after the connection is closed.
+        """
+        if self.streaming:
+            raise InterfaceError("the stream is already running")
+        self._close_requested = False
+        self._stream_thread = threading.get_ident()
+        self._stream_done.clear()
+        try:
+            self.connect()
+            if self.create_slot_if_missing or self.temporary:
+                self._ensure_slot()
+            self._configure_intervals()
+            self.start_copy(commands.start_replication(
+                self.slot, self.start_lsn or 0, self._options))
+            self._stream(until_lsn=until_lsn)
+        finally:
+            self._stream_thread = None
+            self._stream_done.set()
+            if self._close_requested:
+                self._close_requested = False
+                super().close()
+
+
+def _parse_ms(text):
+    """A duration setting as SHOW prints it ('60s', '2500ms', '1min')."""
+    units = [("ms", 1), ("min", 60000), ("s", 1000), ("h", 3600000),
+             ("d", 86400000)]
+    text = text.strip()
+    for suffix, factor in units:
+        if text.endswith(suffix):
+            return float(text[:-len(suffix)]) * factor
+    return float(text)
+
+
+__all__ = ["Reader", "SlotInfo", "SystemInfo", "BINARY_PLUGINS"]

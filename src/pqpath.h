@@ -1,0 +1,35 @@
+/* pqpath.h - every libpq call of the module */
+
+#ifndef PLD_PQPATH_H
+#define PLD_PQPATH_H 1
+
+#include "reader.h"
+
+/* results of pq_read_message() */
+#define PQ_MSG_NONE 0       /* nothing complete in the buffer */
+#define PQ_MSG_DATA 1       /* an XLogData message was built */
+#define PQ_MSG_END 2        /* the server ended the stream */
+
+/* results of pq_wait() */
+#define PQ_WAIT_TIMEOUT 0
+#define PQ_WAIT_READY 1
+#define PQ_WAIT_WAKEUP 2
+
+HIDDEN void pq_raise(readerObject *self, PGresult *res, PyObject *cls) RAISES;
+HIDDEN void pq_raise_message(PyObject *cls, const char *msg) RAISES;
+HIDDEN RAISES_NEG int pq_connect(readerObject *self, const char *const *keys,
+                                 const char *const *values);
+HIDDEN void pq_close(readerObject *self);
+HIDDEN PyObject *pq_execute(readerObject *self, const char *command) RAISES;
+HIDDEN RAISES_NEG int pq_start_copy(readerObject *self, const char *command);
+HIDDEN RAISES_NEG int pq_wait(readerObject *self, int for_write,
+                              double timeout);
+HIDDEN RAISES_NEG int pq_consume_input(readerObject *self);
+HIDDEN RAISES_NEG int pq_read_message(readerObject *self, PyObject **msg);
+HIDDEN int pq_send_status_nogil(readerObject *self, int reply);
+HIDDEN RAISES_NEG int pq_send_status(readerObject *self, int reply);
+HIDDEN RAISES_NEG int pq_end_copy(readerObject *self, double timeout);
+HIDDEN PyObject *pq_conninfo_parse(const char *dsn) RAISES;
+HIDDEN PyObject *pq_conninfo_keywords(void) RAISES;
+
+#endif /* PLD_PQPATH_H */

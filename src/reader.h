@@ -1,0 +1,53 @@
+/* reader.h - the Reader type: a replication connection and its stream */
+
+#ifndef PLD_READER_H
+#define PLD_READER_H 1
+
+#include "pld.h"
+
+#include <pthread.h>
+#include <signal.h>
+
+extern HIDDEN PyTypeObject readerType;
+
+typedef struct {
+    PyObject_HEAD
+
+    PGconn *pgconn;
+    PyObject *weakreflist;
+
+    /* Serialises libpq use between the Python side and the keepalive
+     * thread. Held by whoever calls libpq; never held while Python code
+     * (event(), a signal handler) runs or while waiting in poll(). */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;        /* wakes the keepalive thread */
+    pthread_t ka_thread;
+    int ka_running;             /* the keepalive thread exists */
+    int ka_quit;                /* asks it to exit */
+
+    int copying;                /* inside COPY BOTH */
+    int streaming;              /* inside _stream() */
+    volatile sig_atomic_t stop_requested;
+    int polling;                /* waiting in poll(): ack() must wake us */
+    int wakeup_fds[2];          /* self-pipe: stop()/ack() from elsewhere */
+
+    int binary;                 /* payloads as bytes rather than str */
+
+    lsn_t received_lsn;         /* data_start of the last delivered message */
+    lsn_t delivered_max;        /* highest data_start delivered */
+    lsn_t flushed_lsn;          /* acked: the only position confirmed */
+    lsn_t sent_flushed_lsn;     /* flush position in the last status sent */
+    lsn_t server_wal_end;       /* latest walEnd the server told us */
+    lsn_t until_lsn;            /* stop before messages past it (0: never) */
+
+    double status_interval;     /* seconds between status updates */
+    double keepalive_interval;  /* thread's period while event() runs, 0=off */
+    double last_status;         /* monotonic time of the last status update */
+    int feedback_pending;       /* an ack is waiting to be sent */
+    int64_t status_count;       /* status updates sent (for tests/stats) */
+    int64_t messages;           /* XLogData messages received */
+} readerObject;
+
+HIDDEN RAISES_NEG int reader_init_type(void);
+
+#endif /* PLD_READER_H */

@@ -1,0 +1,848 @@
+/* reader_type.c - the Reader base type: owns the connection and the hot loop */
+
+#include "reader.h"
+#include "message.h"
+#include "pqpath.h"
+#include "wire.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <structmember.h>
+
+#define LOCK(self) pthread_mutex_lock(&(self)->lock)
+#define UNLOCK(self) pthread_mutex_unlock(&(self)->lock)
+
+/* How long stop() lets the server finish the stream before closing */
+#define END_COPY_TIMEOUT 5.0
+
+static PyObject *event_name = NULL;     /* "event", interned */
+
+
+/* -- helpers -- */
+
+static RAISES_NEG int
+check_open(readerObject *self)
+{
+    if (!self->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return -1;
+    }
+    return 0;
+}
+
+static RAISES_NEG int
+lsn_from_object(PyObject *obj, lsn_t *out)
+{
+    if (PyLong_Check(obj)) {
+        unsigned long long v = PyLong_AsUnsignedLongLong(obj);
+        if (v == (unsigned long long)-1 && PyErr_Occurred()) { return -1; }
+        *out = (lsn_t)v;
+        return 0;
+    }
+    if (PyUnicode_Check(obj)) {
+        Py_ssize_t len;
+        const char *s = PyUnicode_AsUTF8AndSize(obj, &len);
+        if (!s) { return -1; }
+        return wire_parse_lsn(s, len, out);
+    }
+    PyErr_Format(PyExc_TypeError,
+        "an LSN must be an int or a str like '16/B374D848', got %s",
+        Py_TYPE(obj)->tp_name);
+    return -1;
+}
+
+static void
+wake_up(readerObject *self)
+{
+    if (self->wakeup_fds[1] >= 0) {
+        ssize_t n = write(self->wakeup_fds[1], "x", 1);
+        (void)n;    /* a full pipe already wakes the loop */
+    }
+}
+
+/* Record a message as delivered; lock held. */
+static void
+delivered(readerObject *self, messageObject *msg)
+{
+    self->received_lsn = msg->data_start;
+    if (msg->data_start > self->delivered_max) {
+        self->delivered_max = msg->data_start;
+    }
+}
+
+
+/* -- the keepalive thread --
+ *
+ * While Python code runs (a slow event(), another thread holding the GIL)
+ * the loop cannot answer the server; this thread sends the status updates
+ * instead, with the acked position only, so that wal_sender_timeout does
+ * not drop the connection. It takes no GIL and uses libpq only under the
+ * lock. */
+
+static void *
+ka_main(void *arg)
+{
+    readerObject *self = (readerObject *)arg;
+    struct timespec ts;
+    double interval;
+
+    LOCK(self);
+    while (!self->ka_quit) {
+        interval = self->keepalive_interval;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_sec += (time_t)interval;
+        ts.tv_nsec += (long)((interval - (double)(long)interval) * 1e9);
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec += 1;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&self->cond, &self->lock, &ts);
+        if (self->ka_quit) { break; }
+        if (self->copying
+                && wire_monotonic() - self->last_status >= interval) {
+            /* a failure shows up in the loop's next read */
+            (void)pq_send_status_nogil(self, 0);
+        }
+    }
+    UNLOCK(self);
+    return NULL;
+}
+
+static RAISES_NEG int
+ka_start(readerObject *self)
+{
+    sigset_t all, old;
+    int err;
+
+    if (self->ka_running || self->keepalive_interval <= 0) { return 0; }
+    self->ka_quit = 0;
+    /* The thread must never take a signal: Ctrl-C has to interrupt the
+     * main thread's poll(). It inherits this mask. */
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, &old);
+    err = pthread_create(&self->ka_thread, NULL, ka_main, self);
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    if (err) {
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
+        return -1;
+    }
+    self->ka_running = 1;
+    return 0;
+}
+
+static void
+ka_stop(readerObject *self)
+{
+    if (!self->ka_running) { return; }
+    LOCK(self);
+    self->ka_quit = 1;
+    pthread_cond_signal(&self->cond);
+    UNLOCK(self);
+    Py_BEGIN_ALLOW_THREADS
+    pthread_join(self->ka_thread, NULL);
+    Py_END_ALLOW_THREADS
+    self->ka_running = 0;
+}
+
+
+/* -- the stream loop -- */
+
+/* Deliver messages to event() until stop() is asked for (return 0), the
+ * server ends the stream (1) or an error (-1, exception set). */
+static RAISES_NEG int
+stream_loop(readerObject *self)
+{
+    PyObject *msg = NULL, *res;
+    double now, wait;
+    int rv, w;
+
+    LOCK(self);
+    for (;;) {
+        if (self->stop_requested) { rv = 0; break; }
+
+        rv = pq_read_message(self, &msg);
+        if (rv < 0) { break; }
+        if (rv == PQ_MSG_END) { rv = 1; break; }
+
+        if (rv == PQ_MSG_DATA) {
+            messageObject *m = (messageObject *)msg;
+            if (self->until_lsn && m->data_start > self->until_lsn) {
+                Py_DECREF(msg);
+                rv = 0;
+                break;
+            }
+            delivered(self, m);
+            UNLOCK(self);
+            res = PyObject_CallMethodOneArg((PyObject *)self, event_name, msg);
+            Py_DECREF(msg);
+            LOCK(self);
+            if (!res) { rv = -1; break; }
+            Py_DECREF(res);
+            if (self->until_lsn && self->received_lsn >= self->until_lsn) {
+                rv = 0;
+                break;
+            }
+            continue;
+        }
+
+        /* Nothing left in the buffer: send what is due, then wait. */
+        if (self->until_lsn && self->server_wal_end >= self->until_lsn
+                && self->received_lsn < self->until_lsn) {
+            /* the server has nothing for us up to until_lsn */
+            rv = 0;
+            break;
+        }
+        now = wire_monotonic();
+        if (self->feedback_pending
+                || now - self->last_status >= self->status_interval) {
+            if (pq_send_status(self, 0) < 0) { rv = -1; break; }
+        }
+        wait = self->last_status + self->status_interval - wire_monotonic();
+        if (wait < 0) { wait = 0; }
+        self->polling = 1;
+        UNLOCK(self);
+        w = pq_wait(self, 0, wait);
+        LOCK(self);
+        self->polling = 0;
+        if (w < 0) { rv = -1; break; }
+        if (w == PQ_WAIT_READY && pq_consume_input(self) < 0) {
+            rv = -1;
+            break;
+        }
+    }
+    UNLOCK(self);
+    return rv;
+}
+
+/* End the stream after an error: confirm the acked position, close the
+ * connection (the slot is released), keep the original exception. */
+static void
+abort_stream(readerObject *self)
+{
+    PyObject *type, *value, *tb;
+
+    PyErr_Fetch(&type, &value, &tb);
+    if (self->pgconn && self->copying
+            && PQstatus(self->pgconn) == CONNECTION_OK) {
+        (void)pq_send_status_nogil(self, 0);
+    }
+    pq_close(self);
+    PyErr_Restore(type, value, tb);
+}
+
+#define stream_doc \
+"_stream(until_lsn=0)\n\n" \
+"Run the stream loop: call `event()` for every message until `stop()`.\n\n" \
+"Called by `Reader.start()` after `start_copy()`. Returns normally after\n" \
+"`stop()` with the stream ended and the connection open; on any error the\n" \
+"acked position is sent, the connection closed and the error raised."
+
+static PyObject *
+reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"until_lsn", NULL};
+    PyObject *ountil = Py_None;
+    int rv;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &ountil)) {
+        return NULL;
+    }
+    if (check_open(self) < 0) { return NULL; }
+    if (!self->copying) {
+        PyErr_SetString(pld_ProgrammingError,
+            "the stream is not started: call start_copy() first");
+        return NULL;
+    }
+    if (self->streaming) {
+        PyErr_SetString(pld_ProgrammingError, "the stream loop is already running");
+        return NULL;
+    }
+    self->until_lsn = 0;
+    if (ountil != Py_None && lsn_from_object(ountil, &self->until_lsn) < 0) {
+        return NULL;
+    }
+
+    self->streaming = 1;
+    if (ka_start(self) < 0) {
+        self->streaming = 0;
+        return NULL;
+    }
+    rv = stream_loop(self);
+    ka_stop(self);
+
+    if (rv == 0) {
+        /* stop(): confirm the acks, then end the copy politely */
+        if (pq_send_status(self, 0) < 0) { rv = -1; }
+        else {
+            int e = pq_end_copy(self, END_COPY_TIMEOUT);
+            if (e < 0) { rv = -1; }
+            else if (e > 0) { pq_close(self); }
+        }
+    }
+    else if (rv == 1) {
+        PyErr_SetString(pld_ConnectionLost,
+            "the server ended the replication stream (is it shutting down?)");
+        rv = -1;
+    }
+    self->streaming = 0;
+    self->stop_requested = 0;
+    if (rv < 0) {
+        abort_stream(self);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
+
+/* -- methods -- */
+
+#define connect_doc \
+"_connect(keywords, values)\n\n" \
+"Open the connection with `PQconnectdbParams()`; the two sequences of str\n" \
+"are the conninfo already merged by the Python layer."
+
+static PyObject *
+reader_connect(readerObject *self, PyObject *args)
+{
+    PyObject *okeys, *ovalues, *keys = NULL, *values = NULL, *rv = NULL;
+    const char **ckeys = NULL, **cvalues = NULL;
+    Py_ssize_t n, i;
+
+    if (!PyArg_ParseTuple(args, "OO", &okeys, &ovalues)) { return NULL; }
+    if (self->pgconn) {
+        PyErr_SetString(pld_ProgrammingError, "the connection is already open");
+        return NULL;
+    }
+    if (!(keys = PySequence_Fast(okeys, "keywords must be a sequence"))) {
+        goto exit;
+    }
+    if (!(values = PySequence_Fast(ovalues, "values must be a sequence"))) {
+        goto exit;
+    }
+    n = PySequence_Fast_GET_SIZE(keys);
+    if (n != PySequence_Fast_GET_SIZE(values)) {
+        PyErr_SetString(PyExc_ValueError, "keywords and values differ in length");
+        goto exit;
+    }
+    ckeys = PyMem_Calloc(n + 1, sizeof(char *));
+    cvalues = PyMem_Calloc(n + 1, sizeof(char *));
+    if (!ckeys || !cvalues) {
+        PyErr_NoMemory();
+        goto exit;
+    }
+    for (i = 0; i < n; i++) {
+        if (!(ckeys[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(keys, i)))
+            || !(cvalues[i] = PyUnicode_AsUTF8(
+                    PySequence_Fast_GET_ITEM(values, i)))) {
+            goto exit;
+        }
+    }
+    if (pq_connect(self, ckeys, cvalues) < 0) { goto exit; }
+    self->received_lsn = self->delivered_max = 0;
+    self->server_wal_end = 0;
+    rv = Py_None;
+    Py_INCREF(rv);
+
+exit:
+    PyMem_Free(ckeys);
+    PyMem_Free(cvalues);
+    Py_XDECREF(keys);
+    Py_XDECREF(values);
+    return rv;
+}
+
+#define execute_doc \
+"execute(command) -> (names, rows)\n\n" \
+"Run a replication command or SQL statement with the simple query\n" \
+"protocol; rows are tuples of str (None for NULL). Not while streaming."
+
+static PyObject *
+reader_execute(readerObject *self, PyObject *args)
+{
+    const char *command;
+
+    if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
+    if (check_open(self) < 0) { return NULL; }
+    return pq_execute(self, command);
+}
+
+#define start_copy_doc \
+"start_copy(command)\n\n" \
+"Send a START_REPLICATION command and enter the COPY BOTH stream.\n" \
+"Then use `_stream()` (the loop calling `event()`) or the non-blocking\n" \
+"primitives `read_message()`, `send_feedback()` and `fileno()`."
+
+static PyObject *
+reader_start_copy(readerObject *self, PyObject *args)
+{
+    const char *command;
+
+    if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
+    if (check_open(self) < 0) { return NULL; }
+    self->stop_requested = 0;
+    if (pq_start_copy(self, command) < 0) { return NULL; }
+    self->last_status = wire_monotonic();
+    Py_RETURN_NONE;
+}
+
+#define read_message_doc \
+"read_message() -> Message or None\n\n" \
+"Non-blocking: return the next message if the server has sent one, else\n" \
+"None (then wait until `fileno()` is readable). Keepalives are answered\n" \
+"and due status updates sent on the way. A returned message counts as\n" \
+"delivered: `ack()` without argument covers it."
+
+static PyObject *
+reader_read_message(readerObject *self, PyObject *dummy)
+{
+    PyObject *msg = NULL;
+    int rv, attempt;
+
+    if (check_open(self) < 0) { return NULL; }
+    if (!self->copying) {
+        PyErr_SetString(pld_ProgrammingError, "the stream is not started");
+        return NULL;
+    }
+    LOCK(self);
+    for (attempt = 0; attempt < 2; attempt++) {
+        rv = pq_read_message(self, &msg);
+        if (rv != PQ_MSG_NONE || attempt) { break; }
+        if (pq_consume_input(self) < 0) { rv = -1; break; }
+    }
+    if (rv == PQ_MSG_DATA) {
+        delivered(self, (messageObject *)msg);
+    }
+    else if (rv == PQ_MSG_NONE) {
+        if (self->feedback_pending
+                || wire_monotonic() - self->last_status
+                    >= self->status_interval) {
+            if (pq_send_status(self, 0) < 0) { rv = -1; }
+        }
+    }
+    UNLOCK(self);
+
+    if (rv < 0) { return NULL; }
+    if (rv == PQ_MSG_END) {
+        PyErr_SetString(pld_ConnectionLost,
+            "the server ended the replication stream (is it shutting down?)");
+        return NULL;
+    }
+    if (rv == PQ_MSG_NONE) { Py_RETURN_NONE; }
+    return msg;
+}
+
+#define send_feedback_doc \
+"send_feedback(reply=False)\n\n" \
+"Send a standby status update now: the acked position as flushed.\n" \
+"`reply=True` asks the server to answer with a keepalive."
+
+static PyObject *
+reader_send_feedback(readerObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"reply", NULL};
+    int reply = 0, rv;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", kwlist, &reply)) {
+        return NULL;
+    }
+    if (check_open(self) < 0) { return NULL; }
+    if (!self->copying) {
+        PyErr_SetString(pld_ProgrammingError, "the stream is not started");
+        return NULL;
+    }
+    LOCK(self);
+    rv = pq_send_status(self, reply);
+    UNLOCK(self);
+    if (rv < 0) { return NULL; }
+    Py_RETURN_NONE;
+}
+
+#define end_copy_doc \
+"end_copy(timeout=5.0) -> bool\n\n" \
+"End the stream from our side (CopyDone) after sending the acked position;\n" \
+"wait up to `timeout` seconds for the server to finish, discarding what\n" \
+"it still sends. Return False (and close the connection) on timeout."
+
+static PyObject *
+reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"timeout", NULL};
+    double timeout = END_COPY_TIMEOUT;
+    int rv;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|d", kwlist, &timeout)) {
+        return NULL;
+    }
+    if (self->streaming) {
+        PyErr_SetString(pld_ProgrammingError,
+            "the stream loop is running: call stop()");
+        return NULL;
+    }
+    if (!self->pgconn || !self->copying) { Py_RETURN_TRUE; }
+    if (pq_send_status(self, 0) < 0) { return NULL; }
+    if ((rv = pq_end_copy(self, timeout)) < 0) { return NULL; }
+    if (rv > 0) {
+        pq_close(self);
+        Py_RETURN_FALSE;
+    }
+    Py_RETURN_TRUE;
+}
+
+#define ack_doc \
+"ack(lsn=None)\n\n" \
+"Confirm to the server everything up to `lsn` (an int or 'X/Y' str), by\n" \
+"default up to the last message delivered. Never moves backwards; an LSN\n" \
+"beyond what was delivered is refused. Sent before the loop next waits,\n" \
+"and at the latest when the stream ends."
+
+static PyObject *
+reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"lsn", NULL};
+    PyObject *olsn = Py_None;
+    lsn_t lsn;
+    int wake = 0;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &olsn)) {
+        return NULL;
+    }
+    LOCK(self);
+    lsn = self->received_lsn;
+    UNLOCK(self);
+    if (olsn != Py_None && lsn_from_object(olsn, &lsn) < 0) { return NULL; }
+
+    LOCK(self);
+    if (lsn > self->delivered_max) {
+        char a[LSN_BUFSIZE], b[LSN_BUFSIZE];
+        wire_format_lsn(a, sizeof(a), lsn);
+        wire_format_lsn(b, sizeof(b), self->delivered_max);
+        UNLOCK(self);
+        PyErr_Format(pld_ProgrammingError,
+            "cannot ack %s: beyond the last message delivered (%s)", a, b);
+        return NULL;
+    }
+    if (lsn > self->flushed_lsn) {
+        self->flushed_lsn = lsn;
+        self->feedback_pending = 1;
+        wake = self->polling;
+    }
+    UNLOCK(self);
+    if (wake) { wake_up(self); }
+    Py_RETURN_NONE;
+}
+
+#define stop_doc \
+"stop()\n\n" \
+"Ask the stream loop to end: `_stream()` returns after the current\n" \
+"`event()`. Safe from `event()`, another thread or a signal handler."
+
+static PyObject *
+reader_stop(readerObject *self, PyObject *dummy)
+{
+    self->stop_requested = 1;
+    wake_up(self);
+    Py_RETURN_NONE;
+}
+
+#define close_doc \
+"close()\n\n" \
+"Close the connection (a temporary slot disappears with it). Not while\n" \
+"the stream loop runs: stop it first."
+
+static PyObject *
+reader_close(readerObject *self, PyObject *dummy)
+{
+    if (self->streaming) {
+        PyErr_SetString(pld_ProgrammingError,
+            "the stream loop is running: call stop() first");
+        return NULL;
+    }
+    LOCK(self);
+    if (self->pgconn && self->copying
+            && PQstatus(self->pgconn) == CONNECTION_OK) {
+        (void)pq_send_status_nogil(self, 0);
+    }
+    UNLOCK(self);
+    pq_close(self);
+    Py_RETURN_NONE;
+}
+
+#define fileno_doc \
+"fileno() -> int\n\nThe connection's socket, to wait on for readability."
+
+static PyObject *
+reader_fileno(readerObject *self, PyObject *dummy)
+{
+    if (check_open(self) < 0) { return NULL; }
+    return PyLong_FromLong((long)PQsocket(self->pgconn));
+}
+
+
+/* -- attributes -- */
+
+static PyObject *
+closed_get(readerObject *self, void *closure)
+{
+    return PyBool_FromLong(self->pgconn == NULL);
+}
+
+static PyObject *
+copying_get(readerObject *self, void *closure)
+{
+    return PyBool_FromLong(self->copying);
+}
+
+static PyObject *
+streaming_get(readerObject *self, void *closure)
+{
+    return PyBool_FromLong(self->streaming);
+}
+
+static PyObject *
+server_version_get(readerObject *self, void *closure)
+{
+    if (check_open(self) < 0) { return NULL; }
+    return PyLong_FromLong(PQserverVersion(self->pgconn));
+}
+
+static PyObject *
+backend_pid_get(readerObject *self, void *closure)
+{
+    if (check_open(self) < 0) { return NULL; }
+    return PyLong_FromLong(PQbackendPID(self->pgconn));
+}
+
+#define LSN_GETTER(field) \
+static PyObject * \
+field ## _get(readerObject *self, void *closure) \
+{ \
+    lsn_t v; \
+    LOCK(self); \
+    v = self->field; \
+    UNLOCK(self); \
+    return PyLong_FromUnsignedLongLong(v); \
+}
+
+LSN_GETTER(flushed_lsn)
+LSN_GETTER(received_lsn)
+LSN_GETTER(server_wal_end)
+LSN_GETTER(sent_flushed_lsn)
+
+static PyObject *
+binary_get(readerObject *self, void *closure)
+{
+    return PyBool_FromLong(self->binary);
+}
+
+static int
+binary_set(readerObject *self, PyObject *value, void *closure)
+{
+    int v;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete binary");
+        return -1;
+    }
+    if ((v = PyObject_IsTrue(value)) < 0) { return -1; }
+    self->binary = v;
+    return 0;
+}
+
+static int
+interval_set(readerObject *self, PyObject *value, double *field,
+             int allow_zero)
+{
+    double v;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete this attribute");
+        return -1;
+    }
+    v = PyFloat_AsDouble(value);
+    if (v == -1.0 && PyErr_Occurred()) { return -1; }
+    if (!(v > 0.0 || (allow_zero && v == 0.0)) || v > 86400.0) {
+        PyErr_Format(PyExc_ValueError,
+            "interval must be %s 0 and at most 86400 seconds, got %R",
+            allow_zero ? "at least" : "more than", value);
+        return -1;
+    }
+    LOCK(self);
+    *field = v;
+    UNLOCK(self);
+    return 0;
+}
+
+static PyObject *
+status_interval_get(readerObject *self, void *closure)
+{
+    return PyFloat_FromDouble(self->status_interval);
+}
+
+static int
+status_interval_set(readerObject *self, PyObject *value, void *closure)
+{
+    return interval_set(self, value, &self->status_interval, 0);
+}
+
+static PyObject *
+keepalive_interval_get(readerObject *self, void *closure)
+{
+    return PyFloat_FromDouble(self->keepalive_interval);
+}
+
+static int
+keepalive_interval_set(readerObject *self, PyObject *value, void *closure)
+{
+    if (self->streaming) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot change keepalive_interval while streaming");
+        return -1;
+    }
+    return interval_set(self, value, &self->keepalive_interval, 1);
+}
+
+
+/* -- object life -- */
+
+static PyObject *
+reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    readerObject *self;
+
+    if (!(self = (readerObject *)type->tp_alloc(type, 0))) { return NULL; }
+    self->wakeup_fds[0] = self->wakeup_fds[1] = -1;
+    pthread_mutex_init(&self->lock, NULL);
+    {
+        pthread_condattr_t attr;
+        pthread_condattr_init(&attr);
+        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
+        pthread_cond_init(&self->cond, &attr);
+        pthread_condattr_destroy(&attr);
+    }
+    self->status_interval = 10.0;
+    self->keepalive_interval = 5.0;
+    if (pipe(self->wakeup_fds) < 0) {
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(self);
+        return NULL;
+    }
+    fcntl(self->wakeup_fds[0], F_SETFL, O_NONBLOCK);
+    fcntl(self->wakeup_fds[1], F_SETFL, O_NONBLOCK);
+    fcntl(self->wakeup_fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(self->wakeup_fds[1], F_SETFD, FD_CLOEXEC);
+    return (PyObject *)self;
+}
+
+static int
+reader_traverse(readerObject *self, visitproc visit, void *arg)
+{
+    /* no Python references of its own: subclasses' dicts are theirs */
+    return 0;
+}
+
+static void
+reader_dealloc(readerObject *self)
+{
+    PyObject_GC_UnTrack(self);
+    if (self->weakreflist) { PyObject_ClearWeakRefs((PyObject *)self); }
+    ka_stop(self);
+    if (self->pgconn) {
+        PQfinish(self->pgconn);
+        self->pgconn = NULL;
+    }
+    if (self->wakeup_fds[0] >= 0) { close(self->wakeup_fds[0]); }
+    if (self->wakeup_fds[1] >= 0) { close(self->wakeup_fds[1]); }
+    pthread_cond_destroy(&self->cond);
+    pthread_mutex_destroy(&self->lock);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+
+static struct PyMethodDef reader_methods[] = {
+    {"_connect", (PyCFunction)reader_connect, METH_VARARGS, connect_doc},
+    {"execute", (PyCFunction)reader_execute, METH_VARARGS, execute_doc},
+    {"start_copy", (PyCFunction)reader_start_copy, METH_VARARGS,
+        start_copy_doc},
+    {"_stream", (PyCFunction)(void (*)(void))reader_stream,
+        METH_VARARGS | METH_KEYWORDS, stream_doc},
+    {"read_message", (PyCFunction)reader_read_message, METH_NOARGS,
+        read_message_doc},
+    {"send_feedback", (PyCFunction)(void (*)(void))reader_send_feedback,
+        METH_VARARGS | METH_KEYWORDS, send_feedback_doc},
+    {"end_copy", (PyCFunction)(void (*)(void))reader_end_copy,
+        METH_VARARGS | METH_KEYWORDS, end_copy_doc},
+    {"ack", (PyCFunction)(void (*)(void))reader_ack,
+        METH_VARARGS | METH_KEYWORDS, ack_doc},
+    {"stop", (PyCFunction)reader_stop, METH_NOARGS, stop_doc},
+    {"close", (PyCFunction)reader_close, METH_NOARGS, close_doc},
+    {"fileno", (PyCFunction)reader_fileno, METH_NOARGS, fileno_doc},
+    {NULL}
+};
+
+static struct PyGetSetDef reader_getsets[] = {
+    {"closed", (getter)closed_get, NULL, "True if the connection is closed."},
+    {"copying", (getter)copying_get, NULL,
+        "True while the connection is in the COPY BOTH stream."},
+    {"streaming", (getter)streaming_get, NULL,
+        "True while the stream loop (`_stream()`) runs."},
+    {"server_version", (getter)server_version_get, NULL,
+        "The server version as an int (150004 for 15.4)."},
+    {"backend_pid", (getter)backend_pid_get, NULL,
+        "The PID of the server process (the walsender) of the connection."},
+    {"flushed_lsn", (getter)flushed_lsn_get, NULL,
+        "The acked position (an int LSN): what the server may forget."},
+    {"received_lsn", (getter)received_lsn_get, NULL,
+        "data_start of the last message delivered (an int LSN)."},
+    {"server_wal_end", (getter)server_wal_end_get, NULL,
+        "The latest end of WAL the server reported (an int LSN)."},
+    {"sent_flushed_lsn", (getter)sent_flushed_lsn_get, NULL,
+        "The flush position in the last status update sent (an int LSN)."},
+    {"binary", (getter)binary_get, (setter)binary_set,
+        "True: payloads are bytes; False: str decoded from UTF-8."},
+    {"status_interval", (getter)status_interval_get,
+        (setter)status_interval_set,
+        "Seconds between status updates to the server."},
+    {"keepalive_interval", (getter)keepalive_interval_get,
+        (setter)keepalive_interval_set,
+        "While Python code runs, a C thread sends status updates at this "
+        "period (seconds) so that the server does not drop the connection; "
+        "0 turns it off."},
+    {NULL}
+};
+
+static struct PyMemberDef reader_members[] = {
+    {"status_count", T_LONGLONG, offsetof(readerObject, status_count),
+        READONLY, "Number of status updates sent."},
+    {"message_count", T_LONGLONG, offsetof(readerObject, messages),
+        READONLY, "Number of XLogData messages received."},
+    {NULL}
+};
+
+#define reader_doc \
+"The C base of `pylogicaldecoding.Reader`: a replication connection, its\n" \
+"COPY BOTH stream and the loop calling `event()`. Use the Python class."
+
+PyTypeObject readerType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "pylogicaldecoding._core.ReaderBase",
+    .tp_basicsize = sizeof(readerObject),
+    .tp_dealloc = (destructor)reader_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
+    .tp_doc = reader_doc,
+    .tp_traverse = (traverseproc)reader_traverse,
+    .tp_weaklistoffset = offsetof(readerObject, weakreflist),
+    .tp_methods = reader_methods,
+    .tp_members = reader_members,
+    .tp_getset = reader_getsets,
+    .tp_new = reader_tp_new,
+};
+
+RAISES_NEG int
+reader_init_type(void)
+{
+    if (!(event_name = PyUnicode_InternFromString("event"))) { return -1; }
+    return PyType_Ready(&readerType);
+}
