@@ -32,6 +32,7 @@ typedef struct {
     int wakeup_fds[2];          /* self-pipe: stop()/ack() from elsewhere */
 
     int binary;                 /* payloads as bytes rather than str */
+    PyObject *decoder;          /* decoder(msg) -> change, or NULL */
 
     lsn_t received_lsn;         /* data_start of the last delivered message */
     lsn_t delivered_max;        /* highest data_start delivered */

@@ -64,6 +64,20 @@ wake_up(readerObject *self)
     }
 }
 
+/* Set msg.change from the decoder, if any; lock not held. */
+static RAISES_NEG int
+decode(readerObject *self, messageObject *msg)
+{
+    PyObject *change;
+
+    if (!self->decoder || self->decoder == Py_None) { return 0; }
+    if (!(change = PyObject_CallOneArg(self->decoder, (PyObject *)msg))) {
+        return -1;
+    }
+    Py_XSETREF(msg->change, change);
+    return 0;
+}
+
 /* Record a message as delivered; lock held. */
 static void
 delivered(readerObject *self, messageObject *msg)
@@ -178,7 +192,11 @@ stream_loop(readerObject *self)
             }
             delivered(self, m);
             UNLOCK(self);
-            res = PyObject_CallMethodOneArg((PyObject *)self, event_name, msg);
+            if (decode(self, m) < 0) { res = NULL; }
+            else {
+                res = PyObject_CallMethodOneArg(
+                    (PyObject *)self, event_name, msg);
+            }
             Py_DECREF(msg);
             LOCK(self);
             if (!res) { rv = -1; break; }
@@ -426,6 +444,10 @@ reader_read_message(readerObject *self, PyObject *dummy)
     }
     UNLOCK(self);
 
+    if (rv == PQ_MSG_DATA && decode(self, (messageObject *)msg) < 0) {
+        Py_DECREF(msg);
+        return NULL;
+    }
     if (rv < 0) { return NULL; }
     if (rv == PQ_MSG_END) {
         PyErr_SetString(pld_ConnectionLost,
@@ -739,7 +761,14 @@ reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 static int
 reader_traverse(readerObject *self, visitproc visit, void *arg)
 {
-    /* no Python references of its own: subclasses' dicts are theirs */
+    Py_VISIT(self->decoder);
+    return 0;
+}
+
+static int
+reader_clear(readerObject *self)
+{
+    Py_CLEAR(self->decoder);
     return 0;
 }
 
@@ -749,6 +778,7 @@ reader_dealloc(readerObject *self)
     PyObject_GC_UnTrack(self);
     if (self->weakreflist) { PyObject_ClearWeakRefs((PyObject *)self); }
     ka_stop(self);
+    Py_CLEAR(self->decoder);
     if (self->pgconn) {
         PQfinish(self->pgconn);
         self->pgconn = NULL;
@@ -814,6 +844,9 @@ static struct PyGetSetDef reader_getsets[] = {
 };
 
 static struct PyMemberDef reader_members[] = {
+    {"decoder", T_OBJECT, offsetof(readerObject, decoder), 0,
+        "None, or a callable `decoder(msg)` whose result is stored in "
+        "`msg.change` before `event(msg)` is called."},
     {"status_count", T_LONGLONG, offsetof(readerObject, status_count),
         READONLY, "Number of status updates sent."},
     {"message_count", T_LONGLONG, offsetof(readerObject, messages),
@@ -833,6 +866,7 @@ PyTypeObject readerType = {
     .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_BASETYPE | Py_TPFLAGS_HAVE_GC,
     .tp_doc = reader_doc,
     .tp_traverse = (traverseproc)reader_traverse,
+    .tp_clear = (inquiry)reader_clear,
     .tp_weaklistoffset = offsetof(readerObject, weakreflist),
     .tp_methods = reader_methods,
     .tp_members = reader_members,
