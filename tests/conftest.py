@@ -1,0 +1,210 @@
+"""Fixtures shared by the test suite.
+
+The tests run against a real PostgreSQL server with ``wal_level=logical``:
+the one named by the conninfo in ``PLD_TEST_DSN`` if that variable is set,
+else a throwaway cluster started by ``pylogicaldecoding.testing.Server``.
+When neither can be had the session stops with an error saying why; the
+tests are never skipped for want of a server.
+
+Fixtures:
+
+- ``pg_server`` (session): the server object: ``dsn``, ``dsn_params``,
+  ``execute(sql, dbname=None)`` (through psql), ``pg_bin(name)``,
+  ``can_restart``; with ``can_restart`` true also ``stop(mode)``,
+  ``start()``, ``restart(mode)``, ``port``, ``running``.
+- ``dsn`` (str): the conninfo of the ``test`` database, as a superuser.
+- ``sql``: ``sql(query, *params)`` runs one statement on a plain psycopg2
+  connection in autocommit; returns ``fetchall()`` rows or None.
+- ``slot_name`` (str): a fresh replication slot name, dropped after the test
+  if it exists (its walsender terminated first).
+- ``table`` (str): the name of a fresh ``(id serial primary key, data text)``
+  table, dropped after the test.
+"""
+
+import os
+import re
+import time
+import uuid
+
+import psycopg2
+import psycopg2.errors
+import pytest
+
+from pylogicaldecoding import testing as pldtesting
+
+_ENV = "PLD_TEST_DSN"
+
+
+def pytest_report_header(config):
+    dsn = os.environ.get(_ENV)
+    if dsn:
+        return "PostgreSQL: %r (from %s)" % (pldtesting.ExternalServer(dsn), _ENV)
+    try:
+        where = pldtesting.pg_bin("postgres")
+    except pldtesting.ServerError as e:
+        where = "not found (%s)" % e
+    return "PostgreSQL: embedded throwaway server, %s" % where
+
+
+def _open_server():
+    """Return the server to test against, or stop the session saying why."""
+    dsn = os.environ.get(_ENV)
+    if dsn:
+        try:
+            server = pldtesting.ExternalServer(dsn)
+            wal_level = server.execute("SHOW wal_level")[0][0]
+        except Exception as e:
+            pytest.exit("cannot use the PostgreSQL server named by %s: %s"
+                        % (_ENV, e), returncode=1)
+        if wal_level != "logical":
+            pytest.exit("the PostgreSQL server named by %s (%r) has wal_level=%s; "
+                        "logical decoding needs wal_level=logical"
+                        % (_ENV, server, wal_level), returncode=1)
+        return server
+    try:
+        return pldtesting.Server()
+    except Exception as e:
+        pytest.exit("cannot start the embedded PostgreSQL: %s\nSet %s to the "
+                    "conninfo of an existing server with wal_level=logical to "
+                    "use it instead." % (e, _ENV), returncode=1)
+
+
+def _ensure_running(server):
+    """Start an embedded server again if a test left it stopped."""
+    if server.can_restart and not server.running:
+        server.start()
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """The PostgreSQL server of the session (see the module docstring)."""
+    server = _open_server()
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def dsn(pg_server):
+    """The conninfo string of the test database (superuser ``postgres``)."""
+    _ensure_running(pg_server)
+    return pg_server.dsn
+
+
+def _connect(dsn):
+    conn = psycopg2.connect(dsn)
+    conn.autocommit = True
+    return conn
+
+
+class SQL:
+    """``sql(query, *params)``: run one statement on a plain (non-replication)
+    autocommit psycopg2 connection; return ``fetchall()`` if the statement
+    returns rows, else None. ``params`` are psycopg2 parameters (``%s``);
+    without them the query text is sent as it is (``%`` needs no doubling).
+    The connection (``sql.connection``) is opened again after the embedded
+    server restarts."""
+
+    def __init__(self, server):
+        self._server = server
+        self._conn = None
+        self._starts = None
+
+    @property
+    def connection(self):
+        """The psycopg2 connection (autocommit), opened on first use."""
+        starts = getattr(self._server, "start_count", 0)
+        if self._conn is None or self._conn.closed or starts != self._starts:
+            self.close()
+            _ensure_running(self._server)
+            self._conn = _connect(self._server.dsn)
+            self._starts = getattr(self._server, "start_count", 0)
+        return self._conn
+
+    def __call__(self, query, *params):
+        with self.connection.cursor() as cur:
+            cur.execute(query, params or None)
+            return cur.fetchall() if cur.description is not None else None
+
+    def close(self):
+        """Close the connection (done after each test)."""
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+
+@pytest.fixture
+def sql(pg_server):
+    """A function running SQL on a plain autocommit connection (see SQL)."""
+    runner = SQL(pg_server)
+    try:
+        yield runner
+    finally:
+        runner.close()
+
+
+def unique_name(prefix, request):
+    """A fresh identifier for the current test: lower-case letters, digits
+    and underscores, at most 63 bytes."""
+    base = re.sub(r"[^a-z0-9]+", "_", request.node.name.lower()).strip("_")[:32]
+    return "%s_%s_%s" % (prefix, base, uuid.uuid4().hex[:8])
+
+
+def drop_slot(dsn, name, timeout=30.0):
+    """Drop the replication slot ``name`` if it exists, terminating the
+    walsender that holds it first. Raises if it is still active after
+    ``timeout`` seconds."""
+    conn = _connect(dsn)
+    deadline = time.monotonic() + timeout
+    try:
+        with conn.cursor() as cur:
+            while True:
+                cur.execute(
+                    "SELECT pg_terminate_backend(active_pid) FROM pg_replication_slots "
+                    "WHERE slot_name = %s AND active_pid IS NOT NULL", (name,))
+                try:
+                    cur.execute(
+                        "SELECT pg_drop_replication_slot(slot_name) "
+                        "FROM pg_replication_slots WHERE slot_name = %s", (name,))
+                    return
+                except psycopg2.errors.ObjectInUse:
+                    # the terminated walsender has not released it yet
+                    if time.monotonic() > deadline:
+                        raise
+                    time.sleep(0.05)
+    finally:
+        conn.close()
+
+
+@pytest.fixture
+def slot_name(pg_server, request):
+    """A replication slot name unique to this test; the slot is dropped
+    after the test if the test created it."""
+    name = unique_name("pld", request)
+    yield name
+    _ensure_running(pg_server)
+    drop_slot(pg_server.dsn, name)
+
+
+@pytest.fixture
+def table(pg_server, request):
+    """The name of a new table ``(id serial primary key, data text)`` in the
+    test database, dropped after the test."""
+    name = unique_name("t", request)
+    _ensure_running(pg_server)
+    conn = _connect(pg_server.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("CREATE TABLE %s (id serial PRIMARY KEY, data text)" % name)
+    finally:
+        conn.close()
+    yield name
+    _ensure_running(pg_server)
+    conn = _connect(pg_server.dsn)
+    try:
+        with conn.cursor() as cur:
+            cur.execute("SET lock_timeout = '30s'")
+            cur.execute("DROP TABLE IF EXISTS %s" % name)
+    finally:
+        conn.close()
