@@ -519,8 +519,9 @@ reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
 "ack(lsn=None)\n\n" \
 "Confirm to the server everything up to `lsn` (an int or 'X/Y' str), by\n" \
 "default up to the last message delivered. Never moves backwards; an LSN\n" \
-"beyond what was delivered is refused. Sent before the loop next waits,\n" \
-"and at the latest when the stream ends."
+"beyond what was delivered is refused, and so is an ack outside the\n" \
+"stream. Sent before the loop next waits, at the latest when the stream\n" \
+"ends or the connection closes."
 
 static PyObject *
 reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
@@ -531,6 +532,12 @@ reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
     int wake = 0;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &olsn)) {
+        return NULL;
+    }
+    if (!self->copying) {
+        PyErr_SetString(pld_InterfaceError, "ack() outside the stream: "
+            "call it from event() or while start() runs, so that it can "
+            "reach the server");
         return NULL;
     }
     LOCK(self);
