@@ -79,6 +79,7 @@ class Reader(_core.ReaderBase):
         self._stream_done = threading.Event()
         self._stream_done.set()
         self._close_requested = False
+        self._streamed = False      # this connection has run a stream
         self.wal_sender_timeout = None
 
     # -- the hook --
@@ -113,6 +114,7 @@ class Reader(_core.ReaderBase):
             return
         keys = list(self._params)
         self._connect(keys, [self._params[k] for k in keys])
+        self._streamed = False
         try:
             if self.server_version < MIN_SERVER_VERSION:
                 raise WalLevelError(
@@ -289,12 +291,22 @@ class Reader(_core.ReaderBase):
         self._stream_thread = threading.get_ident()
         self._stream_done.clear()
         try:
+            if self._streamed and not self.closed:
+                # A walsender that ended one logical stream ends the next
+                # one at once (PostgreSQL 15): each stream needs a new
+                # connection. A temporary slot dies with its connection.
+                if self.temporary:
+                    raise InterfaceError(
+                        "a temporary slot streams once: it disappears with "
+                        "the connection that a new stream needs")
+                super().close()
             self.connect()
             if self.create_slot_if_missing or self.temporary:
                 self._ensure_slot()
             self._configure_intervals()
             self.start_copy(commands.start_replication(
                 self.slot, self.start_lsn or 0, self._options))
+            self._streamed = True
             self._stream(until_lsn=until_lsn)
         finally:
             self._stream_thread = None
