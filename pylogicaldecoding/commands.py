@@ -38,11 +38,15 @@ def check_plugin_name(name):
 
 
 def quote_ident(name):
-    """Quote an identifier of the replication grammar ("...")."""
-    if not name or "\0" in name:
-        raise InvalidName("an identifier cannot be empty or hold NUL: %r"
-                          % (name,))
-    return '"' + name.replace('"', '""') + '"'
+    """Quote an identifier of the replication grammar ("...").
+
+    The replication command scanner has no escape for a double quote
+    inside a quoted identifier, so such names are refused.
+    """
+    if not name or "\0" in name or '"' in name:
+        raise InvalidName("an identifier cannot be empty or hold NUL or "
+                          "double quotes: %r" % (name,))
+    return '"' + name + '"'
 
 
 def quote_literal(value):

@@ -177,6 +177,13 @@ class Reader(_core.ReaderBase):
 
     # -- replication commands --
 
+    def execute(self, command):
+        """Run a replication command or an SQL statement (connecting first
+        if needed); return ``(column names, rows)``, rows being tuples of
+        str or None. Not while the stream runs."""
+        self.connect()
+        return super().execute(command)
+
     def identify_system(self):
         """Run IDENTIFY_SYSTEM: the server's system id, timeline, current
         WAL position and database, as a `SystemInfo`."""

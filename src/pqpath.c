@@ -403,7 +403,12 @@ copy_ended(readerObject *self)
 
     self->copying = 0;
     for (;;) {
-        if (get_result(self, &res) < 0) { return -1; }
+        if (rv < 0) {
+            /* an error is set: take only what libpq already has */
+            if (PQisBusy(self->pgconn)) { break; }
+            res = PQgetResult(self->pgconn);
+        }
+        else if (get_result(self, &res) < 0) { return -1; }
         if (!res) { break; }
         if (rv == 0 && PQresultStatus(res) != PGRES_COMMAND_OK
                 && PQresultStatus(res) != PGRES_TUPLES_OK) {
