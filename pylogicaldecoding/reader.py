@@ -56,13 +56,18 @@ class Reader(_core.ReaderBase):
         left off (its confirmed_flush_lsn).
     :param status_interval: seconds between status updates to the server.
     :param binary: payloads as bytes; default: True for pgoutput only.
+    :param confirm_keepalives: when every message delivered so far has been
+        acked, also confirm the position the server reports in its
+        keepalives (see README, "Acknowledgements"): a quiet slot then
+        releases WAL. It never skips a transaction not acked.
     :param conninfo: libpq keywords (host, port, dbname, user, password,
         connect_timeout, sslmode...) merged over `dsn`.
     """
 
     def __init__(self, dsn="", *, slot, plugin="test_decoding", options=None,
                  create_slot=True, temporary=False, start_lsn=None,
-                 status_interval=10.0, binary=None, **conninfo_kwargs):
+                 status_interval=10.0, binary=None, confirm_keepalives=True,
+                 **conninfo_kwargs):
         self.slot = commands.check_slot_name(slot)
         self.plugin = commands.check_plugin_name(plugin)
         self.options = dict(options) if options else {}
@@ -73,6 +78,7 @@ class Reader(_core.ReaderBase):
         if start_lsn is not None:
             commands.lsn_text(start_lsn)
         self.status_interval = status_interval
+        self.confirm_keepalives = confirm_keepalives
         self.binary = (plugin in BINARY_PLUGINS) if binary is None else binary
         self._params = conninfo.make_params(dsn, **conninfo_kwargs)
         self._stream_thread = None

@@ -505,6 +505,17 @@ pq_read_message(readerObject *self, PyObject **msg)
                 if (wal_end > self->server_wal_end) {
                     self->server_wal_end = wal_end;
                 }
+                /* A keepalive's walEnd is where the walsender has decoded
+                 * to: every transaction committed before it was sent ahead
+                 * of this message, and one still being sent or not yet
+                 * committed ends after it. So once every message delivered
+                 * so far is acked, confirming walEnd skips nothing unacked,
+                 * and a quiet slot does not hold WAL forever. */
+                if (self->confirm_keepalives && !self->unacked
+                        && wal_end > self->flushed_lsn) {
+                    self->flushed_lsn = wal_end;
+                    self->feedback_pending = 1;
+                }
                 if (reply && pq_send_status(self, 0) < 0) { return -1; }
             }
             break;

@@ -45,6 +45,8 @@ typedef struct {
     double keepalive_interval;  /* thread's period while event() runs, 0=off */
     double last_status;         /* monotonic time of the last status update */
     int feedback_pending;       /* an ack is waiting to be sent */
+    int unacked;                /* a delivered message awaits its ack */
+    int confirm_keepalives;     /* see pq_read_message(), 'k' */
     int64_t status_count;       /* status updates sent (for tests/stats) */
     int64_t messages;           /* XLogData messages received */
 } readerObject;

@@ -83,6 +83,7 @@ static void
 delivered(readerObject *self, messageObject *msg)
 {
     self->received_lsn = msg->data_start;
+    self->unacked = 1;
     if (msg->data_start > self->delivered_max) {
         self->delivered_max = msg->data_start;
     }
@@ -362,6 +363,7 @@ reader_connect(readerObject *self, PyObject *args)
     }
     if (pq_connect(self, ckeys, cvalues) < 0) { goto exit; }
     self->received_lsn = self->delivered_max = 0;
+    self->unacked = 0;
     self->server_wal_end = 0;
     rv = Py_None;
     Py_INCREF(rv);
@@ -555,6 +557,9 @@ reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
             "cannot ack %s: beyond the last message delivered (%s)", a, b);
         return NULL;
     }
+    if (lsn >= self->received_lsn) {
+        self->unacked = 0;      /* every delivered message is acked */
+    }
     if (lsn > self->flushed_lsn) {
         self->flushed_lsn = lsn;
         self->feedback_pending = 1;
@@ -663,6 +668,28 @@ LSN_GETTER(server_wal_end)
 LSN_GETTER(sent_flushed_lsn)
 
 static PyObject *
+confirm_keepalives_get(readerObject *self, void *closure)
+{
+    return PyBool_FromLong(self->confirm_keepalives);
+}
+
+static int
+confirm_keepalives_set(readerObject *self, PyObject *value, void *closure)
+{
+    int v;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "cannot delete confirm_keepalives");
+        return -1;
+    }
+    if ((v = PyObject_IsTrue(value)) < 0) { return -1; }
+    LOCK(self);
+    self->confirm_keepalives = v;
+    UNLOCK(self);
+    return 0;
+}
+
+static PyObject *
 binary_get(readerObject *self, void *closure)
 {
     return PyBool_FromLong(self->binary);
@@ -753,6 +780,7 @@ reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     }
     self->status_interval = 10.0;
     self->keepalive_interval = 5.0;
+    self->confirm_keepalives = 1;
     if (pipe(self->wakeup_fds) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(self);
@@ -837,6 +865,11 @@ static struct PyGetSetDef reader_getsets[] = {
         "The latest end of WAL the server reported (an int LSN)."},
     {"sent_flushed_lsn", (getter)sent_flushed_lsn_get, NULL,
         "The flush position in the last status update sent (an int LSN)."},
+    {"confirm_keepalives", (getter)confirm_keepalives_get,
+        (setter)confirm_keepalives_set,
+        "When every message delivered so far is acked, confirm the position "
+        "of the server's keepalives too, so that a quiet slot releases WAL. "
+        "Never skips an unacked transaction."},
     {"binary", (getter)binary_get, (setter)binary_set,
         "True: payloads are bytes; False: str decoded from UTF-8."},
     {"status_interval", (getter)status_interval_get,

@@ -1,0 +1,300 @@
+/* convert.c - the value converters done in C, and the call-out to the others */
+
+#include "convert.h"
+#include "wire.h"
+
+#include <string.h>
+
+/* The function objects of _core, by kind: decoders compare identities. */
+static PyObject *conv_objects[CONV_NKINDS];
+
+enum conv_kind
+convert_kind(PyObject *conv)
+{
+    int i;
+    for (i = 1; i < CONV_NKINDS; i++) {
+        if (conv == conv_objects[i]) { return (enum conv_kind)i; }
+    }
+    return CONV_CALL;
+}
+
+static PyObject *
+bad_value(const char *what, const char *s, Py_ssize_t len)
+{
+    PyObject *text = PyUnicode_DecodeUTF8(s, len > 60 ? 60 : len, "replace");
+    if (text) {
+        PyErr_Format(PyExc_ValueError, "invalid %s value: %R%s", what, text,
+                     len > 60 ? "..." : "");
+        Py_DECREF(text);
+    }
+    return NULL;
+}
+
+static PyObject *
+parse_int(const char *s, Py_ssize_t len)
+{
+    Py_ssize_t i = 0;
+    int neg = 0;
+    unsigned long long v = 0;
+    char buf[64];
+
+    if (len > 0 && (s[0] == '-' || s[0] == '+')) { neg = s[0] == '-'; i = 1; }
+    if (i >= len) { return bad_value("integer", s, len); }
+    if (len - i <= 18) {
+        for (; i < len; i++) {
+            if (s[i] < '0' || s[i] > '9') { return bad_value("integer", s, len); }
+            v = v * 10 + (unsigned long long)(s[i] - '0');
+        }
+        return PyLong_FromLongLong(neg ? -(long long)v : (long long)v);
+    }
+    /* long ones: let Python do it, on a NUL-terminated copy */
+    for (; i < len; i++) {
+        if (s[i] < '0' || s[i] > '9') { return bad_value("integer", s, len); }
+    }
+    if (len >= (Py_ssize_t)sizeof(buf)) { return bad_value("integer", s, len); }
+    memcpy(buf, s, (size_t)len);
+    buf[len] = '\0';
+    return PyLong_FromString(buf, NULL, 10);
+}
+
+static PyObject *
+parse_float(const char *s, Py_ssize_t len)
+{
+    char buf[80], *end = NULL;
+    double d;
+
+    if (len <= 0 || len >= (Py_ssize_t)sizeof(buf)) {
+        return bad_value("float", s, len);
+    }
+    memcpy(buf, s, (size_t)len);
+    buf[len] = '\0';
+    /* accepts NaN, Infinity and -Infinity as PostgreSQL prints them */
+    d = PyOS_string_to_double(buf, &end, NULL);
+    if (d == -1.0 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return bad_value("float", s, len);
+    }
+    if (end != buf + len) { return bad_value("float", s, len); }
+    return PyFloat_FromDouble(d);
+}
+
+static PyObject *
+parse_bool(const char *s, Py_ssize_t len)
+{
+    if ((len == 1 && s[0] == 't') || (len == 4 && !memcmp(s, "true", 4))) {
+        Py_RETURN_TRUE;
+    }
+    if ((len == 1 && s[0] == 'f') || (len == 5 && !memcmp(s, "false", 5))) {
+        Py_RETURN_FALSE;
+    }
+    return bad_value("boolean", s, len);
+}
+
+static int
+hexval(char c)
+{
+    if (c >= '0' && c <= '9') { return c - '0'; }
+    if (c >= 'a' && c <= 'f') { return c - 'a' + 10; }
+    if (c >= 'A' && c <= 'F') { return c - 'A' + 10; }
+    return -1;
+}
+
+/* bytea in its text form: '\x0aff' (hex) or the escape form ('a\\b\001') */
+static PyObject *
+parse_bytea(const char *s, Py_ssize_t len)
+{
+    PyObject *rv = NULL;
+    char *out;
+    Py_ssize_t i, n = 0;
+
+    if (len >= 2 && s[0] == '\\' && s[1] == 'x') {
+        if ((len - 2) % 2) { return bad_value("bytea", s, len); }
+        if (!(rv = PyBytes_FromStringAndSize(NULL, (len - 2) / 2))) {
+            return NULL;
+        }
+        out = PyBytes_AS_STRING(rv);
+        for (i = 2; i < len; i += 2) {
+            int h = hexval(s[i]), l = hexval(s[i + 1]);
+            if (h < 0 || l < 0) {
+                Py_DECREF(rv);
+                return bad_value("bytea", s, len);
+            }
+            out[n++] = (char)(h << 4 | l);
+        }
+        return rv;
+    }
+    if (!(rv = PyBytes_FromStringAndSize(NULL, len))) { return NULL; }
+    out = PyBytes_AS_STRING(rv);
+    for (i = 0; i < len; ) {
+        if (s[i] != '\\') { out[n++] = s[i++]; continue; }
+        if (i + 1 < len && s[i + 1] == '\\') { out[n++] = '\\'; i += 2; continue; }
+        if (i + 3 < len && s[i + 1] >= '0' && s[i + 1] <= '3'
+                && s[i + 2] >= '0' && s[i + 2] <= '7'
+                && s[i + 3] >= '0' && s[i + 3] <= '7') {
+            out[n++] = (char)((s[i + 1] - '0') << 6 | (s[i + 2] - '0') << 3
+                              | (s[i + 3] - '0'));
+            i += 4;
+            continue;
+        }
+        Py_DECREF(rv);
+        return bad_value("bytea", s, len);
+    }
+    if (_PyBytes_Resize(&rv, n) < 0) { return NULL; }
+    return rv;
+}
+
+static PyObject *
+bin_int(const char *s, Py_ssize_t len)
+{
+    switch (len) {
+    case 2: return PyLong_FromLong((int16_t)wire_get_u16(s));
+    case 4: return PyLong_FromLong((int32_t)wire_get_u32(s));
+    case 8: return PyLong_FromLongLong((int64_t)wire_get_u64(s));
+    }
+    PyErr_Format(PyExc_ValueError, "a binary integer has 2, 4 or 8 bytes, "
+                 "not %zd", len);
+    return NULL;
+}
+
+static PyObject *
+bin_float(const char *s, Py_ssize_t len)
+{
+    if (len == 4) {
+        uint32_t u = wire_get_u32(s);
+        float f;
+        memcpy(&f, &u, 4);
+        return PyFloat_FromDouble((double)f);
+    }
+    if (len == 8) {
+        uint64_t u = wire_get_u64(s);
+        double d;
+        memcpy(&d, &u, 8);
+        return PyFloat_FromDouble(d);
+    }
+    PyErr_Format(PyExc_ValueError, "a binary float has 4 or 8 bytes, not %zd",
+                 len);
+    return NULL;
+}
+
+PyObject *
+convert_value(PyObject *conv, enum conv_kind kind, const char *s,
+              Py_ssize_t len, int binary)
+{
+    PyObject *arg, *rv;
+
+    switch (kind) {
+    case CONV_INT: return parse_int(s, len);
+    case CONV_FLOAT: return parse_float(s, len);
+    case CONV_BOOL: return parse_bool(s, len);
+    case CONV_TEXT:
+    case CONV_TEXT_BIN:
+        return PyUnicode_DecodeUTF8(s, len, "strict");
+    case CONV_BYTEA: return parse_bytea(s, len);
+    case CONV_INT_BIN: return bin_int(s, len);
+    case CONV_OID_BIN:
+        if (len != 4) {
+            PyErr_Format(PyExc_ValueError, "a binary oid has 4 bytes, not %zd",
+                         len);
+            return NULL;
+        }
+        return PyLong_FromUnsignedLong(wire_get_u32(s));
+    case CONV_FLOAT_BIN: return bin_float(s, len);
+    case CONV_BOOL_BIN:
+        if (len != 1) {
+            PyErr_Format(PyExc_ValueError, "a binary bool has 1 byte, not %zd",
+                         len);
+            return NULL;
+        }
+        return PyBool_FromLong(s[0] != 0);
+    case CONV_BYTES_BIN: return PyBytes_FromStringAndSize(s, len);
+    default: break;
+    }
+    arg = binary ? PyBytes_FromStringAndSize(s, len)
+        : PyUnicode_DecodeUTF8(s, len, "strict");
+    if (!arg) { return NULL; }
+    rv = PyObject_CallOneArg(conv, arg);
+    Py_DECREF(arg);
+    return rv;
+}
+
+
+/* -- the same converters as Python functions -- */
+
+static PyObject *
+call_kind(PyObject *arg, enum conv_kind kind)
+{
+    const char *s;
+    Py_ssize_t len;
+
+    if (PyUnicode_Check(arg)) {
+        if (!(s = PyUnicode_AsUTF8AndSize(arg, &len))) { return NULL; }
+    }
+    else if (PyBytes_Check(arg)) {
+        s = PyBytes_AS_STRING(arg);
+        len = PyBytes_GET_SIZE(arg);
+    }
+    else {
+        PyErr_Format(PyExc_TypeError, "expected str or bytes, got %s",
+                     Py_TYPE(arg)->tp_name);
+        return NULL;
+    }
+    return convert_value(NULL, kind, s, len, 0);
+}
+
+#define DEFCONV(name, kind) \
+    static PyObject *name(PyObject *self, PyObject *arg) \
+    { return call_kind(arg, kind); }
+
+DEFCONV(text_int, CONV_INT)
+DEFCONV(text_float, CONV_FLOAT)
+DEFCONV(text_bool, CONV_BOOL)
+DEFCONV(text_str, CONV_TEXT)
+DEFCONV(text_bytea, CONV_BYTEA)
+DEFCONV(bin_int_f, CONV_INT_BIN)
+DEFCONV(bin_oid_f, CONV_OID_BIN)
+DEFCONV(bin_float_f, CONV_FLOAT_BIN)
+DEFCONV(bin_bool_f, CONV_BOOL_BIN)
+DEFCONV(bin_str_f, CONV_TEXT_BIN)
+DEFCONV(bin_bytes_f, CONV_BYTES_BIN)
+
+static PyMethodDef conv_methods[] = {
+    {"text_int", text_int, METH_O, "A decimal integer -> int."},
+    {"text_float", text_float, METH_O,
+        "A float (also NaN, Infinity, -Infinity) -> float."},
+    {"text_bool", text_bool, METH_O, "'t', 'f', 'true' or 'false' -> bool."},
+    {"text_str", text_str, METH_O, "Text -> str."},
+    {"text_bytea", text_bytea, METH_O,
+        "bytea in hex ('\\\\x00ff') or escape form -> bytes."},
+    {"bin_int", bin_int_f, METH_O,
+        "A big-endian signed integer of 2, 4 or 8 bytes -> int."},
+    {"bin_oid", bin_oid_f, METH_O, "A big-endian unsigned int4 -> int."},
+    {"bin_float", bin_float_f, METH_O, "An IEEE float4 or float8 -> float."},
+    {"bin_bool", bin_bool_f, METH_O, "One byte -> bool."},
+    {"bin_str", bin_str_f, METH_O, "UTF-8 bytes -> str."},
+    {"bin_bytes", bin_bytes_f, METH_O, "Bytes -> bytes."},
+    {NULL}
+};
+
+static const int conv_method_kinds[] = {
+    CONV_INT, CONV_FLOAT, CONV_BOOL, CONV_TEXT, CONV_BYTEA, CONV_INT_BIN,
+    CONV_OID_BIN, CONV_FLOAT_BIN, CONV_BOOL_BIN, CONV_TEXT_BIN,
+    CONV_BYTES_BIN,
+};
+
+RAISES_NEG int
+convert_init(PyObject *module)
+{
+    int i;
+
+    for (i = 0; conv_methods[i].ml_name; i++) {
+        PyObject *f = PyCFunction_NewEx(&conv_methods[i], NULL, NULL);
+        if (!f) { return -1; }
+        Py_XSETREF(conv_objects[conv_method_kinds[i]], f);
+        Py_INCREF(f);
+        if (PyModule_AddObject(module, conv_methods[i].ml_name, f) < 0) {
+            Py_DECREF(f);
+            return -1;
+        }
+    }
+    return 0;
+}

@@ -1,0 +1,37 @@
+/* convert.h - value conversion: built-in fast converters and the call-out */
+
+#ifndef PLD_CONVERT_H
+#define PLD_CONVERT_H 1
+
+#include "pld.h"
+
+/* The converters done in C. Each is also a Python function of _core (the
+ * registry in types.py holds them); the decoders recognise them by
+ * identity and convert inline, without building the text first. */
+enum conv_kind {
+    CONV_CALL = 0,      /* any other callable: called with str or bytes */
+    CONV_INT,           /* text: decimal integer */
+    CONV_FLOAT,         /* text: float, NaN, Infinity, -Infinity */
+    CONV_BOOL,          /* text: t/f/true/false */
+    CONV_TEXT,          /* text: the str itself */
+    CONV_BYTEA,         /* text: \x hex (other forms call out) */
+    CONV_INT_BIN,       /* binary: big-endian signed int of 2, 4 or 8 bytes */
+    CONV_OID_BIN,       /* binary: big-endian unsigned int of 4 bytes */
+    CONV_FLOAT_BIN,     /* binary: IEEE float4 or float8 */
+    CONV_BOOL_BIN,      /* binary: one byte */
+    CONV_TEXT_BIN,      /* binary: UTF-8 text */
+    CONV_BYTES_BIN,     /* binary: the bytes themselves */
+    CONV_NKINDS
+};
+
+HIDDEN RAISES_NEG int convert_init(PyObject *module);
+HIDDEN enum conv_kind convert_kind(PyObject *conv);
+
+/* Convert one value; `binary` says whether a CONV_CALL converter gets
+ * bytes (binary format) or str (text format). Errors are set as
+ * DecodingError by the caller, which knows the LSN. */
+HIDDEN PyObject *convert_value(PyObject *conv, enum conv_kind kind,
+                               const char *s, Py_ssize_t len,
+                               int binary) RAISES;
+
+#endif /* PLD_CONVERT_H */

@@ -1,0 +1,116 @@
+"""WAL retention: a quiet, fully acked slot follows the server's keepalives,
+and never skips a transaction that was not acked."""
+
+import psycopg2
+import pytest
+
+from readers import (Background, Collector, current_lsn, drain, slot_row,
+                     wait_for, wait_inactive)
+
+
+@pytest.fixture
+def other_db(pg_server):
+    """Writes in another database: WAL moves, our slot has nothing to send."""
+    conn = psycopg2.connect(pg_server.dsn, dbname="postgres")
+    conn.autocommit = True
+    cur = conn.cursor()
+    cur.execute("CREATE TABLE IF NOT EXISTS noise(x int)")
+
+    def write(n=5):
+        for i in range(n):
+            cur.execute("INSERT INTO noise VALUES (%s)", (i,))
+    yield write
+    conn.close()
+
+
+def confirmed(sql, slot):
+    return slot_row(sql, slot)["confirmed_flush_lsn"]
+
+
+def test_quiet_slot_follows_keepalives(dsn, sql, slot_name, other_db):
+    r = Collector(dsn, slot=slot_name)
+    bg = Background(r)
+    wait_for(lambda: r.streaming, what="streaming")
+    start = confirmed(sql, slot_name)
+    other_db()
+    target = current_lsn(sql)
+    wait_for(lambda: confirmed(sql, slot_name) >= target, timeout=15,
+             what="the slot to follow the server")
+    assert confirmed(sql, slot_name) > start
+    assert r.msgs == []
+    r.stop()
+    assert bg.join() is None
+    r.close()
+
+
+def test_setting_off_keeps_position(dsn, sql, slot_name, other_db):
+    r = Collector(dsn, slot=slot_name, confirm_keepalives=False,
+                  status_interval=0.1)
+    bg = Background(r)
+    wait_for(lambda: r.streaming, what="streaming")
+    start = confirmed(sql, slot_name)
+    other_db()
+    wait_for(lambda: r.status_count > 5, what="status updates")
+    assert confirmed(sql, slot_name) == start
+    r.stop()
+    assert bg.join() is None
+    r.close()
+
+
+def test_unacked_delivered_transaction_holds_position(dsn, sql, slot_name,
+                                                      table, other_db):
+    with Collector(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+    sql("INSERT INTO %s(data) VALUES('unacked')" % table)
+    r = Collector(dsn, slot=slot_name, status_interval=0.1)
+    bg = Background(r)
+    wait_for(lambda: r.commits() == 1, what="the transaction")
+    before = confirmed(sql, slot_name)
+    other_db()
+    wait_for(lambda: r.status_count > 5, what="status updates")
+    assert confirmed(sql, slot_name) == before < r.msgs[0].data_start
+    r.stop()
+    assert bg.join() is None
+    r.close()
+    again = drain(dsn, slot_name, sql)
+    assert "'unacked'" in again.payloads[1]
+
+
+def test_in_progress_transaction_never_skipped(dsn, sql, slot_name, table,
+                                               pg_server, other_db):
+    """A transaction open on the server while the slot advances is still
+    delivered once it commits, and again if it was not acked."""
+    with Collector(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+    writer = psycopg2.connect(pg_server.dsn)
+    try:
+        wcur = writer.cursor()
+        wcur.execute("INSERT INTO %s(data) VALUES('in flight')" % table)
+        inflight = current_lsn(sql)
+
+        class Crash(Exception):
+            pass
+
+        def crash_on_it(reader, msg):
+            if "in flight" in msg.payload:
+                raise Crash()
+
+        r = Collector(dsn, slot=slot_name, ack_commits=True,
+                      on_event=crash_on_it)
+        bg = Background(r)
+        wait_for(lambda: r.streaming, what="streaming")
+        other_db()
+        target = current_lsn(sql)
+        # the slot moves past the open transaction's first change...
+        wait_for(lambda: confirmed(sql, slot_name) >= target, timeout=15,
+                 what="the slot to advance")
+        assert confirmed(sql, slot_name) > inflight
+        writer.commit()
+        # ...yet the transaction arrives when it commits, and the crash in
+        # event() leaves it unacked
+        assert isinstance(bg.join(), Crash)
+    finally:
+        writer.close()
+    wait_inactive(sql, slot_name)
+    again = drain(dsn, slot_name, sql)
+    assert any("in flight" in p for p in again.payloads)
