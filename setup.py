@@ -22,6 +22,10 @@ SOURCES = [
     "src/message_type.c",
     "src/pqpath.c",
     "src/wire.c",
+    "src/change_type.c",
+    "src/convert.c",
+    "src/decode_test_decoding.c",
+    "src/decode_pgoutput.c",
 ]
 HEADERS = [
     "src/pld.h",
@@ -29,6 +33,9 @@ HEADERS = [
     "src/message.h",
     "src/pqpath.h",
     "src/wire.h",
+    "src/change.h",
+    "src/convert.h",
+    "src/decode.h",
 ]
 
 

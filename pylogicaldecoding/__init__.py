@@ -5,7 +5,14 @@ processed, and `start()`. See README.md.
 """
 
 from ._version import __version__
-from ._core import Message, libpq_version
+from ._core import libpq_version
+from ._core import Message as StreamMessage
+from .changes import (
+    UNCHANGED, Begin, BeginPrepare, Change, Column, Commit, CommitPrepared,
+    Delete, Insert, LogicalMessage, Message, Origin, Prepare, Relation,
+    RollbackPrepared, StreamAbort, StreamCommit, StreamPrepare, StreamStart,
+    StreamStop, Truncate, Type, Update)
+from .decoders import create_publication, drop_publication
 from .errors import (
     ConnectionLost, DatabaseError, DataError, DecodingError, Error,
     InsufficientPrivilege, InterfaceError, InternalError, InvalidName,
@@ -16,7 +23,12 @@ from .lsn import format_lsn, parse_lsn
 from .reader import Reader, SlotInfo, SystemInfo
 
 __all__ = [
-    "__version__", "Reader", "Message", "SlotInfo", "SystemInfo",
+    "__version__", "Reader", "StreamMessage", "SlotInfo", "SystemInfo",
+    "Change", "Begin", "Commit", "Insert", "Update", "Delete", "Truncate",
+    "Message", "LogicalMessage", "Relation", "Column", "Type", "Origin",
+    "StreamStart", "StreamStop", "StreamCommit", "StreamAbort",
+    "BeginPrepare", "Prepare", "CommitPrepared", "RollbackPrepared",
+    "StreamPrepare", "UNCHANGED", "create_publication", "drop_publication",
     "parse_lsn", "format_lsn", "libpq_version",
     "Error", "InterfaceError", "DatabaseError", "OperationalError",
     "ProgrammingError", "DataError", "InternalError", "NotSupportedError",

@@ -420,8 +420,10 @@ change_init(PyObject *module)
     }
     for (i = 0; i < CH_NKINDS; i++) {
         Py_INCREF(change_types[i]);
-        if (PyModule_AddObject(module, defs[i].name,
-                               (PyObject *)change_types[i]) < 0) {
+        /* _core.Message is the stream's message type: not this one */
+        if (PyModule_AddObject(module,
+                i == CH_MESSAGE ? "LogicalMessage" : defs[i].name,
+                (PyObject *)change_types[i]) < 0) {
             Py_DECREF(change_types[i]);
             goto exit;
         }

@@ -1,6 +1,7 @@
 /* module.c - the pylogicaldecoding._core module: init, exceptions, functions */
 
 #include "pld.h"
+#include "decode.h"
 #include "message.h"
 #include "pqpath.h"
 #include "reader.h"
@@ -216,6 +217,7 @@ PyInit__core(void)
         Py_DECREF(&messageType);
         goto error;
     }
+    if (decode_init(m) < 0) { goto error; }
     if (PyModule_AddStringConstant(m, "__version__", PLD_VERSION) < 0) {
         goto error;
     }

@@ -1,0 +1,435 @@
+"""Decoders: turn each plugin's output into the changes of `changes`.
+
+A decoder is a callable ``decoder(msg) -> change`` that the Reader calls on
+every message, in order, before ``event(msg)``; the result is ``msg.change``.
+Decoders keep state (pgoutput's relation cache, the transaction in
+progress): make a fresh one per stream with `make_decoder()`.
+
+- ``test_decoding``: `TestDecodingDecoder` (rows parsed in C).
+- ``pgoutput``: `PgoutputDecoder` (all of it in C), protocol versions 1-4,
+  text and binary tuple data.
+- ``wal2json``: `Wal2JsonDecoder` (format-version 1 and 2, with the json
+  module). For format-version 1 one message holds a whole transaction:
+  ``msg.change`` is then a list ``[Begin, change..., Commit]``.
+
+Column values are converted by the converters of a `types.TypeRegistry`
+(`types.registry` unless another is given).
+"""
+
+import json
+import re
+
+from . import _core
+from . import changes
+from . import types as _types
+from .errors import DecodingError, ProgrammingError
+
+__all__ = [
+    "make_decoder", "default_options", "create_publication",
+    "drop_publication", "TestDecodingDecoder", "PgoutputDecoder",
+    "Wal2JsonDecoder", "DECODERS",
+]
+
+
+# -- test_decoding ------------------------------------------------------------
+
+_TD_BEGIN = re.compile(r"BEGIN(?: (\d+))?\Z")
+_TD_COMMIT = re.compile(r"COMMIT(?: (\d+))?(?: \(at (.+)\))?\Z")
+_TD_MESSAGE = re.compile(rb"message: transactional: ([01]) prefix: ")
+_TD_STREAM_MESSAGE = re.compile(
+    r"streaming message: transactional: ([01]) prefix: (.*), sz: (\d+)\Z",
+    re.S)
+_GID = r"'((?:[^']|'')*)'"
+_TD_2PC = re.compile(
+    r"(PREPARE TRANSACTION|COMMIT PREPARED|ROLLBACK PREPARED) " + _GID
+    + r"(?:, txid (\d+))?(?: \(at (.+)\))?\Z", re.S)
+_TD_STREAM_PREPARE = re.compile(
+    r"preparing streamed transaction(?: TXN)? " + _GID
+    + r"(?:, txid (\d+))?(?: \(at (.+)\))?\Z", re.S)
+_TD_STREAM = re.compile(
+    r"(opening a streamed block|closing a streamed block|committing streamed"
+    r"|aborting streamed \(sub\)) ?transaction(?: TXN (\d+))?"
+    r"(?: \(at (.+)\))?\Z")
+_TD_STREAM_CHANGE = re.compile(r"streaming (?:change|truncate) for ")
+
+
+def _int_or_none(s):
+    return None if s is None else int(s)
+
+
+def _time_or_none(s):
+    return None if s is None else _types.parse_timestamptz(s)
+
+
+def _td_message(msg, decoder, payload):
+    data = payload.encode("utf-8") if isinstance(payload, str) else payload
+    m = _TD_MESSAGE.match(data)
+    if not m:
+        return None
+    rest = data[m.end():]
+    # 'prefix, sz: N content:BYTES': the prefix may hold ', sz: '; the
+    # right split is the one where N is the length of what follows.
+    for sz in re.finditer(rb", sz: (\d+) content:", rest):
+        n = int(sz.group(1))
+        if len(rest) - sz.end() == n:
+            transactional = m.group(1) == b"1"
+            return changes.Message(
+                rest[:sz.start()].decode("utf-8", "replace"),
+                rest[sz.end():], transactional, msg.data_start,
+                decoder.xid if transactional else None)
+    return None
+
+
+def _td_other(msg, decoder):
+    """The lines of test_decoding that are not rows."""
+    payload = msg.payload
+    text = payload if isinstance(payload, str) else payload.decode(
+        "utf-8", "replace")
+    m = _TD_BEGIN.match(text)
+    if m:
+        decoder.xid = _int_or_none(m.group(1))
+        return changes.Begin(decoder.xid, msg.data_start)
+    m = _TD_COMMIT.match(text)
+    if m:
+        xid = _int_or_none(m.group(1))
+        decoder.xid = None
+        return changes.Commit(xid, msg.data_start, _time_or_none(m.group(2)))
+    if text.startswith("message: "):
+        ch = _td_message(msg, decoder, payload)
+        if ch is not None:
+            return ch
+    m = _TD_2PC.match(text)
+    if m:
+        kind = {"PREPARE TRANSACTION": changes.Prepare,
+                "COMMIT PREPARED": changes.CommitPrepared,
+                "ROLLBACK PREPARED": changes.RollbackPrepared}[m.group(1)]
+        gid = m.group(2).replace("''", "'")
+        xid = _int_or_none(m.group(3))
+        if xid is None:
+            xid = decoder.xid
+        decoder.xid = None
+        return kind(xid, gid, msg.data_start, None, _time_or_none(m.group(4)))
+    m = _TD_STREAM.match(text)
+    if m:
+        xid = _int_or_none(m.group(2))
+        what = m.group(1)
+        if what.startswith("opening"):
+            return changes.StreamStart(xid)
+        if what.startswith("closing"):
+            return changes.StreamStop()
+        if what.startswith("committing"):
+            return changes.StreamCommit(xid, msg.data_start,
+                                        _time_or_none(m.group(3)))
+        return changes.StreamAbort(xid)
+    m = _TD_STREAM_PREPARE.match(text)
+    if m:
+        return changes.StreamPrepare(
+            _int_or_none(m.group(2)), m.group(1).replace("''", "'"),
+            msg.data_start, None, _time_or_none(m.group(3)))
+    m = _TD_STREAM_MESSAGE.match(text)
+    if m:
+        # in streaming mode test_decoding prints no content
+        return changes.Message(m.group(2), None, m.group(1) == "1",
+                               msg.data_start, None)
+    if _TD_STREAM_CHANGE.match(text):
+        # test_decoding's streaming mode prints no row data: nothing to give
+        return None
+    raise DecodingError("test_decoding output at %s: unknown line: %r"
+                        % (_core.format_lsn(msg.data_start), text[:60]))
+
+
+def TestDecodingDecoder(registry=None):
+    """A decoder of test_decoding's output (payloads str or bytes).
+
+    Rows (INSERT, UPDATE, DELETE, TRUNCATE) are parsed in C; BEGIN,
+    COMMIT, messages, stream and two-phase lines in Python. Values are
+    converted by the registry's converter for the printed type name.
+    With ``stream-changes`` test_decoding prints no row data: those
+    lines decode to None.
+    """
+    reg = _types.registry if registry is None else registry
+    return _core.TestDecodingDecoder(reg.resolve_name, _td_other)
+
+
+# -- pgoutput -----------------------------------------------------------------
+
+def PgoutputDecoder(registry=None):
+    """A decoder of pgoutput's binary messages (payloads bytes), for
+    protocol versions 1 to 4, with text or binary tuple data."""
+    reg = _types.registry if registry is None else registry
+
+    def resolve(oid, tname, binary):
+        if tname is None:
+            return reg.resolve(oid, None, binary)
+        schema, name = tname
+        default = _types.bin_str_or_bytes if binary else _types.text_str
+        if schema != "pg_catalog":
+            conv = reg.resolve(oid, "%s.%s" % (schema, name), binary)
+            if conv is not default:
+                return conv
+        return reg.resolve(oid, name, binary)
+    return _core.PgoutputDecoder(resolve)
+
+
+# -- wal2json -----------------------------------------------------------------
+
+class Wal2JsonDecoder:
+    """A decoder of wal2json's output, format-version 1 or 2 (str payloads).
+
+    wal2json prints numbers as JSON numbers (kept exact here), NaN and
+    infinite floats as null, and leaves out the columns whose TOAST value
+    did not change: they are absent from ``new`` (no `UNCHANGED`).
+    Non-UTF-8 message contents arrive empty.
+    """
+
+    def __init__(self, registry=None):
+        self.registry = _types.registry if registry is None else registry
+        self._convs = {}
+        self.xid = None
+        self._loads = json.JSONDecoder(parse_float=str, parse_int=str).decode
+
+    def _conv(self, tname, oid):
+        key = (tname, oid)
+        conv = self._convs.get(key)
+        if conv is None:
+            if tname is not None:
+                conv = self.registry.resolve_name(tname)
+                if conv is _types.text_str and oid is not None:
+                    conv = self.registry.resolve(int(oid), None, False)
+            else:
+                conv = self.registry.resolve(
+                    None if oid is None else int(oid), None, False)
+            self._convs[key] = conv
+        return conv
+
+    def _value(self, v, tname, oid):
+        if v is None or v is True or v is False:
+            return v
+        return self._conv(tname, oid)(v)
+
+    def _columns(self, cols):
+        if cols is None:
+            return None
+        return {c["name"]: self._value(c.get("value"), c.get("type"),
+                                       c.get("typeoid")) for c in cols}
+
+    def _lists(self, names, types_, oids, values):
+        if names is None:
+            return None
+        oids = oids or [None] * len(names)
+        types_ = types_ or [None] * len(names)
+        return {n: self._value(v, t, o)
+                for n, t, o, v in zip(names, types_, oids, values)}
+
+    def __call__(self, msg):
+        payload = msg.payload
+        if isinstance(payload, bytes):
+            payload = payload.decode("utf-8")
+        try:
+            doc = self._loads(payload)
+            if "action" in doc:
+                return self._v2(msg, doc)
+            return self._v1(msg, doc)
+        except DecodingError:
+            raise
+        except Exception as e:
+            raise DecodingError("wal2json output at %s: %s: %s" % (
+                _core.format_lsn(msg.data_start), type(e).__name__, e)) from e
+
+    @staticmethod
+    def _lsn(doc, key="lsn"):
+        v = doc.get(key)
+        return _core.parse_lsn(v) if v else None
+
+    def _v2(self, msg, doc):
+        action = doc["action"]
+        xid = _int_or_none(doc.get("xid"))
+        lsn = self._lsn(doc) or msg.data_start
+        if action == "B":
+            self.xid = xid
+            return changes.Begin(xid, lsn, _time_or_none(doc.get("timestamp")))
+        if action == "C":
+            self.xid = None
+            return changes.Commit(xid, lsn, _time_or_none(doc.get("timestamp")),
+                                  self._lsn(doc, "nextlsn"))
+        if action in ("I", "U", "D"):
+            cls = {"I": changes.Insert, "U": changes.Update,
+                   "D": changes.Delete}[action]
+            new = self._columns(doc.get("columns")) if action != "D" else None
+            old = self._columns(doc.get("identity"))
+            return cls(doc["schema"], doc["table"], new, old, lsn,
+                       xid if xid is not None else self.xid)
+        if action == "T":
+            return changes.Truncate([(doc["schema"], doc["table"])], None,
+                                    None, lsn, xid)
+        if action == "M":
+            content = doc.get("content")
+            return changes.Message(
+                doc.get("prefix"),
+                None if content is None else content.encode("utf-8"),
+                bool(doc.get("transactional")), lsn, xid)
+        raise DecodingError("wal2json output at %s: unknown action %r"
+                            % (_core.format_lsn(msg.data_start), action))
+
+    def _v1(self, msg, doc):
+        xid = _int_or_none(doc.get("xid"))
+        ts = _time_or_none(doc.get("timestamp"))
+        out = [changes.Begin(xid, msg.data_start, ts)]
+        for c in doc.get("change", ()):
+            kind = c["kind"]
+            if kind == "message":
+                content = c.get("content")
+                out.append(changes.Message(
+                    c.get("prefix"),
+                    None if content is None else content.encode("utf-8"),
+                    bool(c.get("transactional")), msg.data_start, xid))
+                continue
+            cls = {"insert": changes.Insert, "update": changes.Update,
+                   "delete": changes.Delete}.get(kind)
+            if cls is None:
+                raise DecodingError("wal2json output at %s: unknown kind %r"
+                                    % (_core.format_lsn(msg.data_start), kind))
+            new = self._lists(c.get("columnnames"), c.get("columntypes"),
+                              c.get("columntypeoids"), c.get("columnvalues"))
+            ok = c.get("oldkeys")
+            old = None if ok is None else self._lists(
+                ok.get("keynames"), ok.get("keytypes"), ok.get("keytypeoids"),
+                ok.get("keyvalues"))
+            out.append(cls(c["schema"], c["table"], new, old, msg.data_start,
+                           xid))
+        out.append(changes.Commit(xid, msg.data_start, ts,
+                                  self._lsn(doc, "nextlsn")))
+        return out
+
+
+# -- the registry of decoders ------------------------------------------------
+
+#: plugin name -> factory(registry) of a decoder
+DECODERS = {
+    "test_decoding": TestDecodingDecoder,
+    "pgoutput": PgoutputDecoder,
+    "wal2json": Wal2JsonDecoder,
+}
+
+
+def make_decoder(plugin, options=None, server_version=None, *,
+                 registry=None, execute=None):
+    """A fresh decoder for `plugin`, or None if we have none for it.
+
+    Call it for each new stream (a reconnect starts with an empty
+    relation cache). With ``execute`` (the Reader's ``execute``, before
+    START_REPLICATION), the user-defined domains and array types are read
+    from the catalog first, so that test_decoding and wal2json convert
+    domains as their base type. ``registry``: the `types.TypeRegistry` to
+    use (default `types.registry`).
+    """
+    factory = DECODERS.get(plugin)
+    if factory is None:
+        return None
+    reg = _types.registry if registry is None else registry
+    if execute is not None and plugin != "pgoutput":
+        reg = reg.copy()
+        _types.load_catalog(execute, reg)
+    return factory(reg)
+
+
+def _proto_version(server_version):
+    if server_version is None:
+        return "1"
+    if server_version >= 160000:
+        return "4"
+    if server_version >= 150000:
+        return "3"
+    if server_version >= 140000:
+        return "2"
+    return "1"
+
+
+def default_options(plugin, options=None, server_version=None):
+    """The plugin options to send: `options` completed with what decoding
+    needs and a user should not have to think about.
+
+    - pgoutput: ``proto_version`` (the highest this server has: 1 before
+      PostgreSQL 14, 2 on 14, 3 on 15, 4 on 16+) and ``messages`` 'true'
+      (14+). ``publication_names`` is required: without it a
+      ProgrammingError says how to create a publication.
+    - wal2json: ``format-version`` '2', ``include-xids``,
+      ``include-timestamp``, ``include-lsn``, ``include-type-oids`` and
+      ``include-domain-data-type`` on (format-version 1: the same, less
+      ``include-lsn``).
+    - test_decoding: unchanged (its defaults print xids).
+
+    Options given by the caller always win.
+    """
+    opts = dict(options or {})
+    if plugin == "pgoutput":
+        if not opts.get("publication_names"):
+            raise ProgrammingError(
+                "pgoutput needs a publication: create one with "
+                "pylogicaldecoding.decoders.create_publication(reader, "
+                "'my_pub') (or CREATE PUBLICATION my_pub FOR ALL TABLES) and "
+                "pass options={'publication_names': 'my_pub'}")
+        opts.setdefault("proto_version", _proto_version(server_version))
+        if server_version is None or server_version >= 140000:
+            opts.setdefault("messages", "true")
+    elif plugin == "wal2json":
+        version = str(opts.setdefault("format-version", "2"))
+        opts.setdefault("include-xids", "1")
+        opts.setdefault("include-timestamp", "1")
+        if version == "2":
+            opts.setdefault("include-lsn", "1")
+        opts.setdefault("include-type-oids", "1")
+        opts.setdefault("include-domain-data-type", "1")
+    return opts
+
+
+def _quote_ident(name):
+    return '"' + name.replace('"', '""') + '"'
+
+
+def _table_name(t):
+    if isinstance(t, (tuple, list)):
+        schema, table = t
+        return "%s.%s" % (_quote_ident(schema), _quote_ident(table))
+    if not isinstance(t, str):
+        raise TypeError("a table is 'name', 'schema.name' or (schema, name)")
+    return ".".join(_quote_ident(p) for p in t.split(".", 1))
+
+
+def _run(target, sql):
+    if hasattr(target, "cursor"):       # a DB-API connection (psycopg2)
+        with target.cursor() as cur:
+            cur.execute(sql)
+        if not getattr(target, "autocommit", True):
+            target.commit()
+    else:                               # a Reader: execute(sql)
+        if getattr(target, "closed", False) and hasattr(target, "connect"):
+            target.connect()
+        target.execute(sql)
+
+
+def create_publication(target, name, tables=None):
+    """CREATE PUBLICATION `name` FOR ALL TABLES (or FOR TABLE `tables`:
+    names 'table' or 'schema.table', or (schema, table) pairs).
+
+    `target` is a Reader (not streaming: the command runs on its
+    connection) or a DB-API connection such as psycopg2's. FOR ALL TABLES
+    needs a superuser.
+    """
+    if not isinstance(name, str) or not name:
+        raise ProgrammingError("a publication name must be a non-empty str")
+    if tables is None:
+        sql = "CREATE PUBLICATION %s FOR ALL TABLES" % _quote_ident(name)
+    else:
+        if isinstance(tables, (str, tuple)):
+            tables = [tables]
+        sql = "CREATE PUBLICATION %s FOR TABLE %s" % (
+            _quote_ident(name), ", ".join(_table_name(t) for t in tables))
+    _run(target, sql)
+
+
+def drop_publication(target, name, missing_ok=True):
+    """DROP PUBLICATION [IF EXISTS] `name` (target as for
+    `create_publication`)."""
+    _run(target, "DROP PUBLICATION %s%s" % (
+        "IF EXISTS " if missing_ok else "", _quote_ident(name)))

@@ -1,0 +1,715 @@
+"""Value converters: PostgreSQL values, as the plugins send them, to Python.
+
+Every decoder turns a column value into a Python object with the same
+converter, whichever the plugin: a converter is a callable taking the
+value in PostgreSQL's text form (a str) or, for pgoutput with
+``binary=true``, in its binary form (bytes). The converters of the common
+types (integers, floats, bool, text, bytea) are functions of the C core
+that the decoders recognise and run inline.
+
+=========================== ==============================================
+PostgreSQL                  Python
+=========================== ==============================================
+int2, int4, int8, oid       int
+float4, float8              float (also nan, inf, -inf)
+numeric                     decimal.Decimal (also NaN, Infinity, -Infinity)
+bool                        bool
+text, varchar, char, name   str (char(n) keeps its padding, as SQL does)
+bytea                       bytes
+date                        datetime.date
+timestamp                   datetime.datetime (naive)
+timestamptz                 datetime.datetime, aware (the server's offset)
+time, timetz                datetime.time (timetz aware)
+interval                    datetime.timedelta, a month counted as 30 days
+                            and a year as 365 days (as psycopg2 does)
+uuid                        uuid.UUID
+json, jsonb                 the parsed value (json.loads)
+inet                        ipaddress.ip_interface (ip_address without /n)
+cidr                        ipaddress.ip_network
+arrays                      lists (nested for several dimensions; NULL
+                            elements are None; lower bounds are dropped)
+enums                       str (the label)
+domains                     as their base type (see below)
+anything else               str (bytes in binary form)
+=========================== ==============================================
+
+Infinity: 'infinity' and '-infinity' dates and timestamps become the
+``max`` and ``min`` of their Python type (``date.max``, ``datetime.max``,
+aware in UTC for timestamptz). Values Python cannot represent (dates BC,
+years beyond 9999, the time '24:00:00', intervals in a style we do not
+parse) are returned as their text (str), never dropped.
+
+Domains: pgoutput names the base type of a domain column in its Type
+message, so domains need nothing. test_decoding and wal2json print the
+domain's name: the decoder then needs the catalog (`load_catalog()`, run
+by the Reader before streaming) to find the base type; a domain created
+after the stream started is read as str.
+
+Text forms assume the server's default output settings (DateStyle ISO,
+IntervalStyle postgres or iso_8601, bytea_output hex or escape).
+
+Register a converter for a type name or OID with `register()` (on the
+default `registry` or a copy passed to the decoder)::
+
+    from pylogicaldecoding import types
+    types.registry.register("numeric", text=float)
+    types.registry.register("myschema.mytype", text=MyType.parse)
+"""
+
+import datetime as _dt
+import decimal
+import ipaddress
+import json
+import re
+import struct
+import uuid
+from decimal import Decimal
+
+from . import _core
+
+__all__ = [
+    "TypeRegistry", "registry", "load_catalog", "parse_array",
+    "parse_date", "parse_time", "parse_timetz", "parse_timestamp",
+    "parse_timestamptz", "parse_interval", "BUILTIN_TYPES",
+]
+
+# -- text converters --------------------------------------------------------
+
+text_int = _core.text_int
+text_float = _core.text_float
+text_bool = _core.text_bool
+text_str = _core.text_str
+text_bytea = _core.text_bytea
+
+_UTC = _dt.timezone.utc
+_DATE_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)\Z")
+_TIME_RE = re.compile(
+    r"(\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
+    r"(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?\Z")
+_TS_RE = re.compile(
+    r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
+    r"(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?\Z")
+_tz_cache = {}
+
+
+def _tz(sign, hh, mm, ss):
+    key = (sign, hh, mm, ss)
+    tz = _tz_cache.get(key)
+    if tz is None:
+        secs = int(hh) * 3600 + int(mm or 0) * 60 + int(ss or 0)
+        if sign == "-":
+            secs = -secs
+        tz = _UTC if secs == 0 else _dt.timezone(_dt.timedelta(seconds=secs))
+        _tz_cache[key] = tz
+    return tz
+
+
+def _usec(frac):
+    return int(frac.ljust(6, "0")) if frac else 0
+
+
+def parse_date(s):
+    """'2024-01-31' -> date; infinity -> date.max/min; else str."""
+    m = _DATE_RE.match(s)
+    if m:
+        try:
+            return _dt.date(int(m.group(1)), int(m.group(2)), int(m.group(3)))
+        except ValueError:
+            return s
+    if s == "infinity":
+        return _dt.date.max
+    if s == "-infinity":
+        return _dt.date.min
+    return s
+
+
+def parse_time(s):
+    """'12:34:56.789' -> time (naive); '24:00:00' stays a str."""
+    m = _TIME_RE.match(s)
+    if not m or m.group(5):
+        return s
+    try:
+        return _dt.time(int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                        _usec(m.group(4)))
+    except ValueError:
+        return s
+
+
+def parse_timetz(s):
+    """'12:34:56+02' -> aware time."""
+    m = _TIME_RE.match(s)
+    if not m or not m.group(5):
+        return s
+    try:
+        return _dt.time(int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                        _usec(m.group(4)),
+                        _tz(m.group(5), m.group(6), m.group(7), m.group(8)))
+    except ValueError:
+        return s
+
+
+def parse_timestamp(s):
+    """'2024-01-31 12:34:56.5' -> naive datetime; infinity -> max/min."""
+    m = _TS_RE.match(s)
+    if m and not m.group(8):
+        try:
+            return _dt.datetime(
+                int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                int(m.group(4)), int(m.group(5)), int(m.group(6)),
+                _usec(m.group(7)))
+        except ValueError:
+            return s
+    if s == "infinity":
+        return _dt.datetime.max
+    if s == "-infinity":
+        return _dt.datetime.min
+    return s
+
+
+def parse_timestamptz(s):
+    """'2024-01-31 12:34:56.5+01' -> aware datetime (with that offset);
+    infinity -> datetime.max/min in UTC."""
+    m = _TS_RE.match(s)
+    if m and m.group(8):
+        try:
+            return _dt.datetime(
+                int(m.group(1)), int(m.group(2)), int(m.group(3)),
+                int(m.group(4)), int(m.group(5)), int(m.group(6)),
+                _usec(m.group(7)),
+                _tz(m.group(8), m.group(9), m.group(10), m.group(11)))
+        except ValueError:
+            return s
+    if s == "infinity":
+        return _dt.datetime.max.replace(tzinfo=_UTC)
+    if s == "-infinity":
+        return _dt.datetime.min.replace(tzinfo=_UTC)
+    return s
+
+
+_IV_UNITS = {
+    "year": 365 * 86400, "years": 365 * 86400,
+    "mon": 30 * 86400, "mons": 30 * 86400,
+    "day": 86400, "days": 86400,
+}
+_IV_TOKEN = re.compile(
+    r"\s*(?:([+-]?\d+) (years?|mons?|days?)"
+    r"|([+-])?(\d+):(\d\d):(\d\d)(?:\.(\d{1,6}))?)")
+_ISO_IV = re.compile(
+    r"P(?:([+-]?\d+)Y)?(?:([+-]?\d+)M)?(?:([+-]?\d+)D)?"
+    r"(?:T(?:([+-]?\d+)H)?(?:([+-]?\d+)M)?(?:([+-]?\d+(?:\.\d+)?)S)?)?\Z")
+
+
+def parse_interval(s):
+    """An interval (IntervalStyle postgres or iso_8601) -> timedelta, with
+    a month as 30 days and a year as 365 days; other styles stay str."""
+    try:
+        if s.startswith("P"):
+            m = _ISO_IV.match(s)
+            if not m:
+                return s
+            y, mo, d, h, mi, sec = (m.group(i) for i in range(1, 7))
+            return _dt.timedelta(
+                days=int(y or 0) * 365 + int(mo or 0) * 30 + int(d or 0),
+                hours=int(h or 0), minutes=int(mi or 0),
+                microseconds=round(Decimal(sec or 0) * 1000000))
+        secs = 0
+        usecs = 0
+        pos = 0
+        n = len(s)
+        while pos < n:
+            m = _IV_TOKEN.match(s, pos)
+            if not m:
+                return s
+            if m.group(1) is not None:
+                secs += int(m.group(1)) * _IV_UNITS[m.group(2)]
+            else:
+                t = (int(m.group(4)) * 3600 + int(m.group(5)) * 60
+                     + int(m.group(6))) * 1000000 + _usec(m.group(7))
+                if m.group(3) == "-":
+                    t = -t
+                usecs += t
+            pos = m.end()
+        return _dt.timedelta(seconds=secs, microseconds=usecs)
+    except (ValueError, OverflowError):
+        return s
+
+
+def parse_inet(s):
+    """inet -> ip_interface, or ip_address without a prefix length."""
+    return ipaddress.ip_interface(s) if "/" in s else ipaddress.ip_address(s)
+
+
+def parse_cidr(s):
+    """cidr -> ip_network."""
+    return ipaddress.ip_network(s)
+
+
+def parse_array(s, conv=text_str, delim=","):
+    """The text form of an array ('{1,NULL,"a b"}', '{{1,2},{3,4}}',
+    '[0:1]={1,2}') -> nested lists, `conv` applied to each non-NULL
+    element (a str)."""
+    if s[:1] == "[":
+        eq = s.find("=")
+        if eq < 0:
+            raise ValueError("malformed array: %r" % s[:60])
+        s = s[eq + 1:]
+    if s[:1] != "{":
+        raise ValueError("malformed array: %r" % s[:60])
+    stack = []
+    cur = None
+    pos = 0
+    n = len(s)
+    while pos < n:
+        c = s[pos]
+        if c == "{":
+            new = []
+            if cur is not None:
+                cur.append(new)
+                stack.append(cur)
+            cur = new
+            pos += 1
+        elif c == "}":
+            if cur is None:
+                raise ValueError("malformed array: %r" % s[:60])
+            pos += 1
+            if stack:
+                cur = stack.pop()
+            else:
+                if s[pos:].strip():
+                    raise ValueError("malformed array: %r" % s[:60])
+                return cur
+        elif c == delim or c.isspace():
+            pos += 1
+        elif cur is None:
+            raise ValueError("malformed array: %r" % s[:60])
+        elif c == '"':
+            buf = []
+            pos += 1
+            while True:
+                if pos >= n:
+                    raise ValueError("malformed array: %r" % s[:60])
+                c = s[pos]
+                if c == "\\":
+                    if pos + 1 >= n:
+                        raise ValueError("malformed array: %r" % s[:60])
+                    buf.append(s[pos + 1])
+                    pos += 2
+                elif c == '"':
+                    pos += 1
+                    break
+                else:
+                    buf.append(c)
+                    pos += 1
+            cur.append(conv("".join(buf)))
+        else:
+            end = pos
+            while end < n and s[end] not in '{}"' and s[end] != delim:
+                end += 1
+            tok = s[pos:end].strip()
+            if "\\" in tok:
+                tok = re.sub(r"\\(.)", r"\1", tok)
+                cur.append(conv(tok))
+            else:
+                cur.append(None if tok == "NULL" else conv(tok))
+            pos = end
+    raise ValueError("malformed array (unterminated): %r" % s[:60])
+
+
+class ArrayConverter:
+    """Converts the text (or binary) form of an array, element by element."""
+
+    __slots__ = ("elem", "elem_binary", "delim", "registry")
+
+    def __init__(self, elem, elem_binary=None, delim=",", registry=None):
+        self.elem = elem
+        self.elem_binary = elem_binary
+        self.delim = delim
+        self.registry = registry
+
+    def __call__(self, s):
+        return parse_array(s, self.elem, self.delim)
+
+    def binary(self, b):
+        """array_send format -> nested lists."""
+        return parse_array_binary(b, self.elem_binary, self.registry)
+
+    def __repr__(self):
+        return "ArrayConverter(%r)" % (self.elem,)
+
+
+# -- binary converters ------------------------------------------------------
+
+_EPOCH_DATE = _dt.date(2000, 1, 1)
+_EPOCH_TS = _dt.datetime(2000, 1, 1)
+_EPOCH_TSTZ = _dt.datetime(2000, 1, 1, tzinfo=_UTC)
+_I64 = struct.Struct("!q")
+_I32 = struct.Struct("!i")
+_DT_NOBEGIN = -(2 ** 63)
+_DT_NOEND = 2 ** 63 - 1
+_D_NOBEGIN = -(2 ** 31)
+_D_NOEND = 2 ** 31 - 1
+
+
+def bin_date(b):
+    (d,) = _I32.unpack(b)
+    if d == _D_NOEND:
+        return _dt.date.max
+    if d == _D_NOBEGIN:
+        return _dt.date.min
+    try:
+        return _EPOCH_DATE + _dt.timedelta(days=d)
+    except OverflowError:
+        return "%d days from 2000-01-01" % d
+
+
+def _bin_ts(b, epoch, maxv, minv):
+    (us,) = _I64.unpack(b)
+    if us == _DT_NOEND:
+        return maxv
+    if us == _DT_NOBEGIN:
+        return minv
+    try:
+        return epoch + _dt.timedelta(microseconds=us)
+    except OverflowError:
+        return "%d microseconds from 2000-01-01" % us
+
+
+def bin_timestamp(b):
+    return _bin_ts(b, _EPOCH_TS, _dt.datetime.max, _dt.datetime.min)
+
+
+def bin_timestamptz(b):
+    return _bin_ts(b, _EPOCH_TSTZ, _dt.datetime.max.replace(tzinfo=_UTC),
+                   _dt.datetime.min.replace(tzinfo=_UTC))
+
+
+def _us_to_time(us, tz=None):
+    s, us = divmod(us, 1000000)
+    m, s = divmod(s, 60)
+    h, m = divmod(m, 60)
+    if h >= 24:
+        return None
+    return _dt.time(h, m, s, us, tz)
+
+
+def bin_time(b):
+    (us,) = _I64.unpack(b)
+    t = _us_to_time(us)
+    return "24:00:00" if t is None else t
+
+
+def bin_timetz(b):
+    us, zone = struct.unpack("!qi", b)
+    # the zone is seconds west of UTC
+    tz = _UTC if zone == 0 else _dt.timezone(_dt.timedelta(seconds=-zone))
+    t = _us_to_time(us, tz)
+    return "24:00:00" if t is None else t
+
+
+def _months(months):
+    """Months as days: a year is 365 days, a month 30 (as in text form)."""
+    years = int(months / 12)
+    return years * 365 + (months - years * 12) * 30
+
+
+def bin_interval(b):
+    us, days, months = struct.unpack("!qii", b)
+    return _dt.timedelta(days=days + _months(months), microseconds=us)
+
+
+def bin_numeric(b):
+    ndigits, weight, sign, dscale = struct.unpack_from("!hhHH", b)
+    if sign == 0xC000:
+        return Decimal("NaN")
+    if sign == 0xD000:
+        return Decimal("Infinity")
+    if sign == 0xF000:
+        return Decimal("-Infinity")
+    digits = struct.unpack_from("!%dh" % ndigits, b, 8)
+    text = "".join("%04d" % d for d in digits) or "0"
+    # digits are base 10000, the first one weighing 10000**weight
+    exp = (weight - ndigits + 1) * 4
+    v = Decimal("%s%sE%d" % ("-" if sign == 0x4000 else "", text, exp))
+    ctx = decimal.Context(prec=len(text) + abs(exp) + dscale + 8)
+    return v.quantize(Decimal(1).scaleb(-dscale), context=ctx)
+
+
+def bin_uuid(b):
+    return uuid.UUID(bytes=bytes(b))
+
+
+def bin_json(b):
+    return json.loads(bytes(b).decode("utf-8"))
+
+
+def bin_jsonb(b):
+    if b[:1] != b"\x01":
+        raise ValueError("unknown jsonb binary version %r" % b[:1])
+    return json.loads(bytes(b[1:]).decode("utf-8"))
+
+
+def _bin_inet(b, cidr):
+    family, bits, _is_cidr, n = struct.unpack_from("!BBBB", b)
+    addr = bytes(b[4:4 + n])
+    ip = ipaddress.ip_address(addr)
+    full = 32 if family == 2 else 128
+    if cidr:
+        return ipaddress.ip_network((ip, bits))
+    if bits == full:
+        return ip
+    return ipaddress.ip_interface((ip, bits))
+
+
+def bin_inet(b):
+    return _bin_inet(b, False)
+
+
+def bin_cidr(b):
+    return _bin_inet(b, True)
+
+
+def parse_array_binary(b, elem=None, registry=None):
+    """array_send format -> nested lists; elements converted by `elem` (a
+    binary converter) or, if None, by the registry's converter of the
+    element type named in the data."""
+    ndim, _flags, elemtype = struct.unpack_from("!iiI", b)
+    pos = 12
+    if ndim == 0:
+        return []
+    dims = []
+    for _ in range(ndim):
+        size, _lbound = struct.unpack_from("!ii", b, pos)
+        dims.append(size)
+        pos += 8
+    if elem is None:
+        elem = (registry or globals()["registry"]).binary_converter(elemtype)
+
+    def read(level):
+        nonlocal pos
+        out = []
+        for _ in range(dims[level]):
+            if level + 1 < ndim:
+                out.append(read(level + 1))
+            else:
+                (n,) = _I32.unpack_from(b, pos)
+                pos += 4
+                if n < 0:
+                    out.append(None)
+                else:
+                    out.append(elem(bytes(b[pos:pos + n])))
+                    pos += n
+        return out
+    return read(0)
+
+
+def bin_str_or_bytes(b):
+    """Unknown types in binary form: their bytes."""
+    return bytes(b)
+
+
+# -- the built-in types -----------------------------------------------------
+
+#: (oid, typname, SQL name, array oid, text converter, binary converter)
+BUILTIN_TYPES = [
+    (16, "bool", "boolean", 1000, text_bool, _core.bin_bool),
+    (17, "bytea", "bytea", 1001, text_bytea, _core.bin_bytes),
+    (18, "char", '"char"', 1002, text_str, _core.bin_str),
+    (19, "name", "name", 1003, text_str, _core.bin_str),
+    (20, "int8", "bigint", 1016, text_int, _core.bin_int),
+    (21, "int2", "smallint", 1005, text_int, _core.bin_int),
+    (23, "int4", "integer", 1007, text_int, _core.bin_int),
+    (25, "text", "text", 1009, text_str, _core.bin_str),
+    (26, "oid", "oid", 1028, text_int, _core.bin_oid),
+    (114, "json", "json", 199, json.loads, bin_json),
+    (650, "cidr", "cidr", 651, parse_cidr, bin_cidr),
+    (700, "float4", "real", 1021, text_float, _core.bin_float),
+    (701, "float8", "double precision", 1022, text_float, _core.bin_float),
+    (869, "inet", "inet", 1041, parse_inet, bin_inet),
+    (1042, "bpchar", "character", 1014, text_str, _core.bin_str),
+    (1043, "varchar", "character varying", 1015, text_str, _core.bin_str),
+    (1082, "date", "date", 1182, parse_date, bin_date),
+    (1083, "time", "time without time zone", 1183, parse_time, bin_time),
+    (1114, "timestamp", "timestamp without time zone", 1115,
+     parse_timestamp, bin_timestamp),
+    (1184, "timestamptz", "timestamp with time zone", 1185,
+     parse_timestamptz, bin_timestamptz),
+    (1186, "interval", "interval", 1187, parse_interval, bin_interval),
+    (1266, "timetz", "time with time zone", 1270, parse_timetz, bin_timetz),
+    (1700, "numeric", "numeric", 1231, Decimal, bin_numeric),
+    (2950, "uuid", "uuid", 2951, uuid.UUID, bin_uuid),
+    (3802, "jsonb", "jsonb", 3807, json.loads, bin_jsonb),
+]
+
+# Types kept as text but whose binary form is text too (name the OID so
+# that binary pgoutput streams give str, not bytes).
+_TEXTLIKE_BINARY = {142: "xml", 3614: None}
+
+_TYPMOD_RE = re.compile(r"\(\s*\d+\s*(?:,\s*\d+\s*)?\)")
+
+
+def _norm_name(name):
+    """A type name as the plugins print it -> the key of the name table:
+    typmods dropped ('numeric(10,2)' -> 'numeric'), 'pg_catalog.' dropped,
+    quotes kept as printed."""
+    name = name.strip()
+    if "(" in name:
+        name = _TYPMOD_RE.sub("", name).replace("  ", " ").strip()
+    if name.startswith("pg_catalog."):
+        name = name[len("pg_catalog."):]
+    return name
+
+
+class _CatalogType:
+    __slots__ = ("oid", "name", "kind", "base", "elem")
+
+    def __init__(self, oid, name, kind, base, elem):
+        self.oid, self.name, self.kind = oid, name, kind
+        self.base, self.elem = base, elem
+
+
+class TypeRegistry:
+    """Converters by type OID and by type name.
+
+    Names are those the plugins print: SQL names ('integer', 'timestamp
+    with time zone'), pg_type names ('int4', 'timestamptz'), user types as
+    format_type() prints them ('mytype', 'myschema.mytype', '"MyType"').
+    Typmods are ignored; 'x[]' and '_x' are arrays of 'x'.
+    """
+
+    def __init__(self):
+        self._text = {}         # oid or name -> text converter
+        self._binary = {}       # oid or name -> binary converter
+        self._names = {}        # name -> oid (built-in)
+        self._arrays = {}       # array oid -> element oid
+        self._catalog = {}      # oid or name -> _CatalogType (user types)
+
+    def copy(self):
+        """A new registry with the same converters (to change on its own)."""
+        new = TypeRegistry()
+        new._text = dict(self._text)
+        new._binary = dict(self._binary)
+        new._names = dict(self._names)
+        new._arrays = dict(self._arrays)
+        new._catalog = dict(self._catalog)
+        return new
+
+    def register(self, key, text=None, binary=None):
+        """Use `text` (str -> value) and/or `binary` (bytes -> value) for
+        the type `key`: an OID (int) or a name (str). Register before the
+        stream starts: decoders resolve each column's converter once."""
+        if not isinstance(key, (int, str)) or isinstance(key, bool):
+            raise TypeError("key must be a type OID (int) or name (str)")
+        if isinstance(key, str):
+            key = _norm_name(key)
+        if text is not None:
+            self._text[key] = text
+        if binary is not None:
+            self._binary[key] = binary
+
+    def _add_builtin(self, oid, typname, sqlname, array_oid, text, binary):
+        for key in (oid, typname, sqlname):
+            self._text[key] = text
+            self._binary[key] = binary
+            if isinstance(key, str):
+                self._names[key] = oid
+        self._arrays[array_oid] = oid
+        self._names[sqlname + "[]"] = array_oid
+        self._names["_" + typname] = array_oid
+
+    def add_catalog(self, rows):
+        """Learn user-defined types: rows of (oid, name as format_type
+        prints it, typtype, base type oid, element oid). Used for domains
+        (to their base) and arrays of user types."""
+        for oid, name, kind, base, elem in rows:
+            t = _CatalogType(int(oid), name, kind, int(base or 0),
+                             int(elem or 0))
+            self._catalog[t.oid] = t
+            self._catalog[_norm_name(name)] = t
+
+    # -- lookups --
+
+    def text_converter(self, oid=None, name=None):
+        """The text converter for a type given by OID and/or name."""
+        return self._resolve(oid, name, False, 0)
+
+    def binary_converter(self, oid=None, name=None):
+        """The binary converter for a type given by OID and/or name."""
+        return self._resolve(oid, name, True, 0)
+
+    def resolve(self, oid, name, binary):
+        """Decoders' entry point: the converter for a column."""
+        return self._resolve(oid, name, bool(binary), 0)
+
+    def resolve_name(self, name):
+        """Decoders' entry point for a printed type name (text form)."""
+        return self._resolve(None, name, False, 0)
+
+    def _resolve(self, oid, name, binary, depth):
+        table = self._binary if binary else self._text
+        default = bin_str_or_bytes if binary else text_str
+        if depth > 10:
+            return default
+        if name is not None:
+            name = _norm_name(name)
+        # explicit registrations first: by OID, then by name
+        if oid is not None and oid in table:
+            return table[oid]
+        if name is not None and name in table:
+            return table[name]
+        if oid is not None and oid in self._arrays:
+            return self._array(self._arrays[oid], None, binary, depth)
+        if name is not None:
+            if name in self._names:
+                return self._resolve(self._names[name], None, binary,
+                                     depth + 1)
+            if name.endswith("[]"):
+                return self._array(None, name[:-2], binary, depth)
+        cat = None
+        if oid is not None:
+            cat = self._catalog.get(oid)
+        if cat is None and name is not None:
+            cat = self._catalog.get(name)
+        if cat is not None:
+            if cat.kind == "d" and cat.base:
+                return self._resolve(cat.base, None, binary, depth + 1)
+            if cat.elem and cat.name.endswith("[]"):
+                return self._array(cat.elem, None, binary, depth)
+        if name is not None and name.startswith("_"):
+            # pgoutput's Type message names arrays by typname: '_mytype'
+            return self._array(None, name[1:], binary, depth)
+        return default
+
+    def _array(self, elem_oid, elem_name, binary, depth):
+        text = self._resolve(elem_oid, elem_name, False, depth + 1)
+        conv = ArrayConverter(
+            text, self._resolve(elem_oid, elem_name, True, depth + 1),
+            ";" if elem_oid == 603 or elem_name == "box" else ",", self)
+        return conv.binary if binary else conv
+
+
+def _default_registry():
+    reg = TypeRegistry()
+    for row in BUILTIN_TYPES:
+        reg._add_builtin(*row)
+    reg._binary[142] = reg._binary["xml"] = _core.bin_str
+    return reg
+
+
+#: The registry the decoders use unless given another one.
+registry = _default_registry()
+
+CATALOG_QUERY = (
+    "SELECT t.oid, format_type(t.oid, NULL), t.typtype, t.typbasetype,"
+    " t.typelem FROM pg_catalog.pg_type t"
+    " WHERE t.oid >= 16384 AND (t.typtype = 'd' OR t.typelem <> 0)")
+
+
+def load_catalog(execute, reg=None):
+    """Read the domains and arrays of user-defined types from the server
+    with ``execute(sql) -> (names, rows)`` (the Reader's ``execute``, on
+    its connection before streaming) into the registry. Returns the
+    number of types learnt."""
+    reg = registry if reg is None else reg
+    _, rows = execute(CATALOG_QUERY)
+    reg.add_catalog(rows)
+    return len(rows)
