@@ -47,7 +47,8 @@ _TD_STREAM_PREPARE = re.compile(
     r"preparing streamed transaction(?: TXN)? " + _GID
     + r"(?:, txid (\d+))?(?: \(at (.+)\))?\Z", re.S)
 _TD_STREAM = re.compile(
-    r"(opening a streamed block|closing a streamed block|committing streamed"
+    r"(opening a streamed block for|closing a streamed block for"
+    r"|committing streamed"
     r"|aborting streamed \(sub\)) ?transaction(?: TXN (\d+))?"
     r"(?: \(at (.+)\))?\Z")
 _TD_STREAM_CHANGE = re.compile(r"streaming (?:change|truncate) for ")

@@ -601,17 +601,17 @@ class TypeRegistry:
             raise TypeError("key must be a type OID (int) or name (str)")
         if isinstance(key, str):
             key = _norm_name(key)
+            # a built-in type's names all mean its OID
+            key = self._names.get(key, key)
         if text is not None:
             self._text[key] = text
         if binary is not None:
             self._binary[key] = binary
 
     def _add_builtin(self, oid, typname, sqlname, array_oid, text, binary):
-        for key in (oid, typname, sqlname):
-            self._text[key] = text
-            self._binary[key] = binary
-            if isinstance(key, str):
-                self._names[key] = oid
+        self._text[oid] = text
+        self._binary[oid] = binary
+        self._names[typname] = self._names[sqlname] = oid
         self._arrays[array_oid] = oid
         self._names[sqlname + "[]"] = array_oid
         self._names["_" + typname] = array_oid
@@ -691,7 +691,8 @@ def _default_registry():
     reg = TypeRegistry()
     for row in BUILTIN_TYPES:
         reg._add_builtin(*row)
-    reg._binary[142] = reg._binary["xml"] = _core.bin_str
+    reg._binary[142] = _core.bin_str
+    reg._names["xml"] = 142
     return reg
 
 
