@@ -1,0 +1,145 @@
+"""A fake walsender on loopback: it speaks just enough of the protocol to
+feed the C core chosen bytes, malformed ones included, and to record what
+the client sends back."""
+
+import socket
+import struct
+import threading
+import time
+
+import pylogicaldecoding._core as core
+
+
+def copy_data(payload):
+    return b"d" + struct.pack("!i", len(payload) + 4) + payload
+
+
+def xlogdata(data_start, payload, wal_end=None, send_time=0):
+    if wal_end is None:
+        wal_end = data_start
+    return b"w" + struct.pack("!QQq", data_start, wal_end, send_time) + payload
+
+
+def keepalive(wal_end, reply=False, send_time=0):
+    return b"k" + struct.pack("!Qq?", wal_end, send_time, reply)
+
+
+def _message(kind, body):
+    return kind + struct.pack("!i", len(body) + 4) + body
+
+
+class FakeWalSender:
+    """Serve one connection: startup, then answer START_REPLICATION with
+    CopyBothResponse followed by ``frames`` (CopyData payloads), then wait
+    ``hold`` seconds reading what the client sends."""
+
+    def __init__(self, frames, hold=2.0, end_copy=False):
+        self.frames = list(frames)
+        self.hold = hold
+        self.end_copy = end_copy
+        self.received = []          # CopyData payloads from the client
+        self.queries = []
+        self.closed = threading.Event()
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(1)
+        self.port = self.sock.getsockname()[1]
+        self.thread = threading.Thread(target=self._serve, daemon=True)
+        self.thread.start()
+
+    @property
+    def conninfo(self):
+        return {"host": "127.0.0.1", "port": str(self.port),
+                "sslmode": "disable", "gssencmode": "disable",
+                "user": "fake", "dbname": "fake",
+                "replication": "database", "connect_timeout": "5"}
+
+    def connect(self, reader):
+        keys = list(self.conninfo)
+        reader._connect(keys, [self.conninfo[k] for k in keys])
+
+    def status_updates(self):
+        """The standby status updates received, as tuples
+        (written, flushed, applied, clock, reply)."""
+        return [struct.unpack("!QQQq?", m[1:]) for m in self.received
+                if m[:1] == b"r" and len(m) == 34]
+
+    def _read(self, conn, n):
+        buf = b""
+        while len(buf) < n:
+            chunk = conn.recv(n - len(buf))
+            if not chunk:
+                raise EOFError
+            buf += chunk
+        return buf
+
+    def _serve(self):
+        conn, _ = self.sock.accept()
+        try:
+            (length,) = struct.unpack("!i", self._read(conn, 4))
+            self._read(conn, length - 4)        # startup packet
+            conn.sendall(
+                _message(b"R", struct.pack("!i", 0))
+                + _message(b"S", b"server_version\x0015.0\x00")
+                + _message(b"S", b"client_encoding\x00UTF8\x00")
+                + _message(b"S", b"integer_datetimes\x00on\x00")
+                + _message(b"K", struct.pack("!ii", 4242, 1))
+                + _message(b"Z", b"I"))
+            conn.settimeout(10)
+            deadline = None
+            while True:
+                kind = self._read(conn, 1)
+                (length,) = struct.unpack("!i", self._read(conn, 4))
+                body = self._read(conn, length - 4)
+                if kind == b"Q":
+                    self.queries.append(body.rstrip(b"\0").decode())
+                    conn.sendall(_message(b"W", struct.pack("!bh", 0, 0)))
+                    conn.sendall(b"".join(copy_data(f) for f in self.frames))
+                    if self.end_copy:
+                        conn.sendall(_message(b"c", b"")
+                                     + _message(b"C", b"COPY 0\0")
+                                     + _message(b"Z", b"I"))
+                    if self.hold <= 0:
+                        break
+                    conn.settimeout(self.hold)
+                    deadline = time.monotonic() + self.hold
+                elif kind == b"d":
+                    self.received.append(body)
+                elif kind == b"c":
+                    conn.sendall(_message(b"c", b"")
+                                 + _message(b"C", b"COPY 0\0")
+                                 + _message(b"Z", b"I"))
+                elif kind == b"X":
+                    break
+                if deadline and time.monotonic() > deadline:
+                    break
+        except (EOFError, OSError, socket.timeout):
+            pass
+        finally:
+            conn.close()
+            self.sock.close()
+            self.closed.set()
+
+
+def streaming_reader(frames, **kwargs):
+    """A connected ReaderBase in COPY BOTH with a fake server sending
+    ``frames``; returns (reader, server)."""
+    server = FakeWalSender(frames, **kwargs)
+    reader = core.ReaderBase()
+    server.connect(reader)
+    reader.start_copy("START_REPLICATION SLOT fake LOGICAL 0/0")
+    return reader, server
+
+
+def read_all(reader, timeout=2.0):
+    """read_message() until the frames are used up; return the messages."""
+    import select
+    msgs = []
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        msg = reader.read_message()
+        if msg is None:
+            select.select([reader.fileno()], [], [], 0.05)
+            continue
+        msgs.append(msg)
+    return msgs

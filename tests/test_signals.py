@@ -1,0 +1,69 @@
+"""Ctrl-C and signal handlers on a process running Reader.start()."""
+
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+from readers import slot_row, wait_for, wait_inactive
+
+CHILD = textwrap.dedent("""
+    import signal, sys
+    import pylogicaldecoding as pld
+
+    class R(pld.Reader):
+        def event(self, msg):
+            pass
+
+    r = R(sys.argv[1], slot=sys.argv[2])
+    if sys.argv[3] == "handler":
+        signal.signal(signal.SIGTERM, lambda *a: r.stop())
+    r.start()
+    print("returned normally", flush=True)
+""")
+
+
+def spawn(dsn, slot, mode):
+    return subprocess.Popen(
+        [sys.executable, "-c", CHILD, dsn, slot, mode],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def wait_streaming(sql, slot, proc):
+    wait_for(lambda: proc.poll() is not None
+             or (slot_row(sql, slot) or {}).get("active"),
+             what="the child to stream")
+    assert proc.poll() is None, proc.communicate()
+    time.sleep(0.2)     # let it settle into poll()
+
+
+def test_ctrl_c_is_keyboard_interrupt(dsn, sql, slot_name):
+    proc = spawn(dsn, slot_name, "plain")
+    try:
+        wait_streaming(sql, slot_name, proc)
+        t0 = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=10)
+        elapsed = time.monotonic() - t0
+    finally:
+        proc.kill()
+    assert "KeyboardInterrupt" in err
+    assert proc.returncode != 0
+    assert elapsed < 1.0, elapsed
+    # the connection was closed: the slot is free at once
+    wait_inactive(sql, slot_name, timeout=2)
+
+
+def test_signal_handler_can_stop(dsn, sql, slot_name):
+    proc = spawn(dsn, slot_name, "handler")
+    try:
+        wait_streaming(sql, slot_name, proc)
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert out.strip() == "returned normally"
+    wait_inactive(sql, slot_name, timeout=2)
