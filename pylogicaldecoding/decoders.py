@@ -319,16 +319,17 @@ def make_decoder(plugin, options=None, server_version=None, *,
 
     Call it for each new stream (a reconnect starts with an empty
     relation cache). With ``execute`` (the Reader's ``execute``, before
-    START_REPLICATION), the user-defined domains and array types are read
-    from the catalog first, so that test_decoding and wal2json convert
-    domains as their base type. ``registry``: the `types.TypeRegistry` to
+    START_REPLICATION), the user-defined domains, enums and array types
+    are read from the catalog first, so that test_decoding and wal2json
+    convert domains as their base type and pgoutput's binary form knows
+    enums (else they are bytes). ``registry``: the `types.TypeRegistry` to
     use (default `types.registry`).
     """
     factory = DECODERS.get(plugin)
     if factory is None:
         return None
     reg = _types.registry if registry is None else registry
-    if execute is not None and plugin != "pgoutput":
+    if execute is not None:
         reg = reg.copy()
         _types.load_catalog(execute, reg)
     return factory(reg)

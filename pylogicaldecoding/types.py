@@ -619,7 +619,7 @@ class TypeRegistry:
     def add_catalog(self, rows):
         """Learn user-defined types: rows of (oid, name as format_type
         prints it, typtype, base type oid, element oid). Used for domains
-        (to their base) and arrays of user types."""
+        (to their base), enums (binary form) and arrays of user types."""
         for oid, name, kind, base, elem in rows:
             t = _CatalogType(int(oid), name, kind, int(base or 0),
                              int(elem or 0))
@@ -674,6 +674,9 @@ class TypeRegistry:
                 return self._resolve(cat.base, None, binary, depth + 1)
             if cat.elem and cat.name.endswith("[]"):
                 return self._array(cat.elem, None, binary, depth)
+            if cat.kind == "e":
+                # an enum's value is its label, in both forms
+                return _core.bin_str if binary else text_str
         if name is not None and name.startswith("_"):
             # pgoutput's Type message names arrays by typname: '_mytype'
             return self._array(None, name[1:], binary, depth)
@@ -702,11 +705,12 @@ registry = _default_registry()
 CATALOG_QUERY = (
     "SELECT t.oid, format_type(t.oid, NULL), t.typtype, t.typbasetype,"
     " t.typelem FROM pg_catalog.pg_type t"
-    " WHERE t.oid >= 16384 AND (t.typtype = 'd' OR t.typelem <> 0)")
+    " WHERE t.oid >= 16384"
+    " AND (t.typtype IN ('d', 'e') OR t.typelem <> 0)")
 
 
 def load_catalog(execute, reg=None):
-    """Read the domains and arrays of user-defined types from the server
+    """Read the domains, enums and arrays of user types from the server
     with ``execute(sql) -> (names, rows)`` (the Reader's ``execute``, on
     its connection before streaming) into the registry. Returns the
     number of types learnt."""

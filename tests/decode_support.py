@@ -149,14 +149,15 @@ def create_slot(sql, slot, plugin, two_phase=False):
 
 
 def capture(dsn, sql, slot, plugin, options=None, decode=True, until=None,
-            registry=None, **conninfo):
+            registry=None, reader_kwargs=None):
     """Stream `slot` from where it is up to `until` (default: now);
     return the messages, decoded with a fresh decoder unless not `decode`.
-    The slot must exist."""
+    The slot must exist. `reader_kwargs` go to the Reader (binary,
+    conninfo keywords such as options)."""
     if until is None:
         until = current_lsn(sql)
     r = Collector(dsn, slot=slot, plugin=plugin, options=options,
-                  create_slot=False, **conninfo)
+                  create_slot=False, **(reader_kwargs or {}))
     try:
         r.connect()
         if decode:

@@ -190,7 +190,7 @@ def test_options_and_messages(dsn, sql, slot_name, table):
     sql("INSERT INTO %s (data) VALUES ('a')" % table)
     msgs = capture(dsn, sql, slot_name, "test_decoding",
                    {"include-xids": "0", "skip-empty-xacts": "1"},
-                   binary=True)
+                   reader_kwargs={"binary": True})
     chs = [m.change for m in msgs]
     kinds = [type(c) for c in chs]
     # skip-empty-xacts: no BEGIN/COMMIT around a message-only transaction
