@@ -174,11 +174,17 @@ def PgoutputDecoder(registry=None):
 
 # -- wal2json -----------------------------------------------------------------
 
+def _wal2json_bytea(s):
+    return bytes.fromhex(s) if not s.startswith("\\") else \
+        _types.text_bytea(s)
+
+
 class Wal2JsonDecoder:
     """A decoder of wal2json's output, format-version 1 or 2 (str payloads).
 
     wal2json prints numbers as JSON numbers (kept exact here), NaN and
-    infinite floats as null, and leaves out the columns whose TOAST value
+    infinite floats and numerics as null, and leaves out the columns whose
+    TOAST value
     did not change: they are absent from ``new`` (no `UNCHANGED`).
     Non-UTF-8 message contents arrive empty.
     """
@@ -200,6 +206,9 @@ class Wal2JsonDecoder:
             else:
                 conv = self.registry.resolve(
                     None if oid is None else int(oid), None, False)
+            if conv is _types.text_bytea:
+                # wal2json prints bytea as bare hex digits
+                conv = _wal2json_bytea
             self._convs[key] = conv
         return conv
 
