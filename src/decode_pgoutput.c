@@ -118,8 +118,13 @@ static PyObject *
 time_obj(pgoRead *r, const char *what)
 {
     uint64_t v;
+    PyObject *rv;
+
     if (get_u64(r, what, &v) < 0) { return NULL; }
-    return wire_pgtime_to_datetime((int64_t)v);
+    if (!(rv = wire_pgtime_to_datetime((int64_t)v))) {
+        return decode_error(PGO, r->lsn, "invalid %s", what);
+    }
+    return rv;
 }
 
 static PyObject *
@@ -414,12 +419,12 @@ msg_relation(pgoDecoderObject *self, pgoRead *r)
     change_set(ch, REL_SCHEMA, e->schema);
     Py_INCREF(e->table);
     change_set(ch, REL_TABLE, e->table);
-    {
-        char c = (char)ident;
-        if (change_set(ch, REL_REPLICA_IDENTITY,
-                       PyUnicode_FromStringAndSize(&c, 1)) < 0) {
-            goto exit;
-        }
+    if (!strchr("dnfi", (int)ident) || !ident) {
+        decode_error(PGO, r->lsn, "unknown replica identity 0x%02x", ident);
+        goto exit;
+    }
+    if (change_set(ch, REL_REPLICA_IDENTITY, PyUnicode_FromOrdinal(ident)) < 0) {
+        goto exit;
     }
     change_set(ch, REL_COLUMNS, columns);
     columns = NULL;
@@ -584,22 +589,23 @@ exit:
 
 /* Messages made of fixed fields only: a description per kind.
  * Codes: x xid (Int32) as xid, X xid (Int32) into another field, L LSN,
- * T time, F Int8, G gid string, S string, ~ the rest is optional. */
+ * T time, F Int8, B Int8 as bool, G gid string, S string, ~ the rest
+ * is optional. */
 static PyObject *
 msg_fixed(pgoDecoderObject *self, pgoRead *r, enum change_kind kind,
           const char *codes, const int *fields)
 {
     PyObject *ch, *v;
     const char *c;
-    int i = 0, optional = 0;
+    int i = 0;
 
     if (!(ch = change_new(kind))) { return NULL; }
     for (c = codes; *c; c++) {
         if (*c == '~') {
-            optional = 1;
+            /* the fields after it come all together or not at all */
+            if (r->pos == r->len) { break; }
             continue;
         }
-        if (optional && r->pos == r->len) { break; }
         switch (*c) {
         case 'x': case 'X': v = u32_obj(r, "an xid"); break;
         case 'L': v = lsn_obj(r, "an LSN"); break;
