@@ -80,6 +80,11 @@ text_float = _core.text_float
 text_bool = _core.text_bool
 text_str = _core.text_str
 text_bytea = _core.text_bytea
+# date, timestamp, timestamptz: done in C (parse_date, parse_timestamp and
+# parse_timestamptz below are their Python equivalents)
+text_date = _core.text_date
+text_timestamp = _core.text_timestamp
+text_timestamptz = _core.text_timestamptz
 
 _UTC = _dt.timezone.utc
 _DATE_RE = re.compile(r"(\d{4})-(\d\d)-(\d\d)\Z")
@@ -527,12 +532,12 @@ BUILTIN_TYPES = [
     (869, "inet", "inet", 1041, parse_inet, bin_inet),
     (1042, "bpchar", "character", 1014, text_str, _core.bin_str),
     (1043, "varchar", "character varying", 1015, text_str, _core.bin_str),
-    (1082, "date", "date", 1182, parse_date, bin_date),
+    (1082, "date", "date", 1182, _core.text_date, bin_date),
     (1083, "time", "time without time zone", 1183, parse_time, bin_time),
     (1114, "timestamp", "timestamp without time zone", 1115,
-     parse_timestamp, bin_timestamp),
+     _core.text_timestamp, bin_timestamp),
     (1184, "timestamptz", "timestamp with time zone", 1185,
-     parse_timestamptz, bin_timestamptz),
+     _core.text_timestamptz, bin_timestamptz),
     (1186, "interval", "interval", 1187, parse_interval, bin_interval),
     (1266, "timetz", "time with time zone", 1270, parse_timetz, bin_timetz),
     (1700, "numeric", "numeric", 1231, Decimal, bin_numeric),

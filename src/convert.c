@@ -4,6 +4,7 @@
 #include "wire.h"
 
 #include <string.h>
+#include <datetime.h>
 
 /* The function objects of _core, by kind: decoders compare identities. */
 static PyObject *conv_objects[CONV_NKINDS];
@@ -143,6 +144,146 @@ parse_bytea(const char *s, Py_ssize_t len)
     return rv;
 }
 
+/* -- dates and timestamps in ISO form (DateStyle ISO) -- */
+
+static PyObject *tz_cache = NULL;       /* offset seconds -> timezone */
+
+static int
+digits(const char *s, int n)
+{
+    int i, v = 0;
+    for (i = 0; i < n; i++) {
+        if (s[i] < '0' || s[i] > '9') { return -1; }
+        v = v * 10 + (s[i] - '0');
+    }
+    return v;
+}
+
+static PyObject *
+get_tz(int secs)
+{
+    PyObject *key, *tz, *delta;
+
+    if (secs == 0) {
+        Py_INCREF(PyDateTime_TimeZone_UTC);
+        return PyDateTime_TimeZone_UTC;
+    }
+    if (!tz_cache && !(tz_cache = PyDict_New())) { return NULL; }
+    if (!(key = PyLong_FromLong(secs))) { return NULL; }
+    tz = PyDict_GetItemWithError(tz_cache, key);
+    if (tz) { Py_DECREF(key); Py_INCREF(tz); return tz; }
+    if (PyErr_Occurred() || !(delta = PyDelta_FromDSU(0, secs, 0))) {
+        Py_DECREF(key);
+        return NULL;
+    }
+    tz = PyTimeZone_FromOffset(delta);
+    Py_DECREF(delta);
+    if (tz && PyDict_SetItem(tz_cache, key, tz) < 0) { Py_CLEAR(tz); }
+    Py_DECREF(key);
+    return tz;
+}
+
+/* infinity -> max, -infinity -> min (aware in UTC if `aware`) */
+static PyObject *
+infinity(const char *s, Py_ssize_t len, PyTypeObject *type, int aware)
+{
+    PyObject *v, *rv;
+    int neg;
+
+    if (len == 8 && !memcmp(s, "infinity", 8)) { neg = 0; }
+    else if (len == 9 && !memcmp(s, "-infinity", 9)) { neg = 1; }
+    else { return NULL; }
+    if (!(v = PyObject_GetAttrString((PyObject *)type, neg ? "min" : "max"))) {
+        return NULL;
+    }
+    if (!aware) { return v; }
+    {
+        PyObject *kw = Py_BuildValue("{s:O}", "tzinfo",
+                                     PyDateTime_TimeZone_UTC);
+        PyObject *meth = kw ? PyObject_GetAttrString(v, "replace") : NULL;
+        PyObject *args = meth ? PyTuple_New(0) : NULL;
+        rv = args ? PyObject_Call(meth, args, kw) : NULL;
+        Py_XDECREF(kw);
+        Py_XDECREF(meth);
+        Py_XDECREF(args);
+    }
+    Py_DECREF(v);
+    return rv;
+}
+
+/* 'YYYY-MM-DD[ HH:MM:SS[.ffffff]][+HH[:MM[:SS]]]'; what Python cannot
+ * hold (BC, years > 9999, odd forms) is returned as str, as types.py does */
+static PyObject *
+parse_datetime(const char *s, Py_ssize_t len, enum conv_kind kind)
+{
+    int y, mo, d, h = 0, mi = 0, sec = 0, us = 0, off = 0, p = 10;
+    PyObject *tz = NULL, *rv;
+
+    if (len && (s[0] == 'i' || s[0] == '-')
+            && (rv = infinity(s, len, kind == CONV_DATE
+                              ? PyDateTimeAPI->DateType
+                              : PyDateTimeAPI->DateTimeType,
+                              kind == CONV_TIMESTAMPTZ))) {
+        return rv;
+    }
+    if (PyErr_Occurred()) { return NULL; }
+    if (len < 10 || s[4] != '-' || s[7] != '-') { goto as_text; }
+    if ((y = digits(s, 4)) < 0 || (mo = digits(s + 5, 2)) < 0
+            || (d = digits(s + 8, 2)) < 0) {
+        goto as_text;
+    }
+    if (kind == CONV_DATE) {
+        if (len != 10) { goto as_text; }
+        rv = PyDate_FromDate(y, mo, d);
+        goto check;
+    }
+    if (len < 19 || (s[10] != ' ' && s[10] != 'T')
+            || s[13] != ':' || s[16] != ':'
+            || (h = digits(s + 11, 2)) < 0 || (mi = digits(s + 14, 2)) < 0
+            || (sec = digits(s + 17, 2)) < 0) {
+        goto as_text;
+    }
+    p = 19;
+    if (p < len && s[p] == '.') {
+        int n = 0;
+        p++;
+        while (p < len && s[p] >= '0' && s[p] <= '9' && n < 6) {
+            us = us * 10 + (s[p++] - '0');
+            n++;
+        }
+        if (n == 0) { goto as_text; }
+        for (; n < 6; n++) { us *= 10; }
+    }
+    if (kind == CONV_TIMESTAMPTZ) {
+        int sign, oh, om = 0, os = 0;
+        if (p + 3 > len || (s[p] != '+' && s[p] != '-')) { goto as_text; }
+        sign = s[p] == '-' ? -1 : 1;
+        if ((oh = digits(s + p + 1, 2)) < 0) { goto as_text; }
+        p += 3;
+        if (p + 3 <= len && s[p] == ':') {
+            if ((om = digits(s + p + 1, 2)) < 0) { goto as_text; }
+            p += 3;
+            if (p + 3 <= len && s[p] == ':') {
+                if ((os = digits(s + p + 1, 2)) < 0) { goto as_text; }
+                p += 3;
+            }
+        }
+        off = sign * (oh * 3600 + om * 60 + os);
+    }
+    if (p != len) { goto as_text; }
+    if (kind == CONV_TIMESTAMPTZ && !(tz = get_tz(off))) { return NULL; }
+    rv = PyDateTimeAPI->DateTime_FromDateAndTime(y, mo, d, h, mi, sec, us,
+        tz ? tz : Py_None, PyDateTimeAPI->DateTimeType);
+    Py_XDECREF(tz);
+
+check:
+    if (rv || !PyErr_ExceptionMatches(PyExc_ValueError)) { return rv; }
+    PyErr_Clear();
+
+as_text:
+    return PyUnicode_DecodeUTF8(s, len, "strict");
+}
+
 static PyObject *
 bin_int(const char *s, Py_ssize_t len)
 {
@@ -190,6 +331,10 @@ convert_value(PyObject *conv, enum conv_kind kind, const char *s,
     case CONV_TEXT_BIN:
         return PyUnicode_DecodeUTF8(s, len, "strict");
     case CONV_BYTEA: return parse_bytea(s, len);
+    case CONV_DATE:
+    case CONV_TIMESTAMP:
+    case CONV_TIMESTAMPTZ:
+        return parse_datetime(s, len, kind);
     case CONV_INT_BIN: return bin_int(s, len);
     case CONV_OID_BIN:
         if (len != 4) {
@@ -250,6 +395,9 @@ DEFCONV(text_float, CONV_FLOAT)
 DEFCONV(text_bool, CONV_BOOL)
 DEFCONV(text_str, CONV_TEXT)
 DEFCONV(text_bytea, CONV_BYTEA)
+DEFCONV(text_date, CONV_DATE)
+DEFCONV(text_timestamp, CONV_TIMESTAMP)
+DEFCONV(text_timestamptz, CONV_TIMESTAMPTZ)
 DEFCONV(bin_int_f, CONV_INT_BIN)
 DEFCONV(bin_oid_f, CONV_OID_BIN)
 DEFCONV(bin_float_f, CONV_FLOAT_BIN)
@@ -265,6 +413,13 @@ static PyMethodDef conv_methods[] = {
     {"text_str", text_str, METH_O, "Text -> str."},
     {"text_bytea", text_bytea, METH_O,
         "bytea in hex ('\\\\x00ff') or escape form -> bytes."},
+    {"text_date", text_date, METH_O,
+        "An ISO date -> date; infinity -> date.max/min; else str."},
+    {"text_timestamp", text_timestamp, METH_O,
+        "An ISO timestamp -> naive datetime; infinity -> max/min; else str."},
+    {"text_timestamptz", text_timestamptz, METH_O,
+        "An ISO timestamp with offset -> aware datetime; infinity -> max/min\n"
+        "in UTC; else str."},
     {"bin_int", bin_int_f, METH_O,
         "A big-endian signed integer of 2, 4 or 8 bytes -> int."},
     {"bin_oid", bin_oid_f, METH_O, "A big-endian unsigned int4 -> int."},
@@ -276,7 +431,8 @@ static PyMethodDef conv_methods[] = {
 };
 
 static const int conv_method_kinds[] = {
-    CONV_INT, CONV_FLOAT, CONV_BOOL, CONV_TEXT, CONV_BYTEA, CONV_INT_BIN,
+    CONV_INT, CONV_FLOAT, CONV_BOOL, CONV_TEXT, CONV_BYTEA, CONV_DATE,
+    CONV_TIMESTAMP, CONV_TIMESTAMPTZ, CONV_INT_BIN,
     CONV_OID_BIN, CONV_FLOAT_BIN, CONV_BOOL_BIN, CONV_TEXT_BIN,
     CONV_BYTES_BIN,
 };
@@ -286,6 +442,8 @@ convert_init(PyObject *module)
 {
     int i;
 
+    PyDateTime_IMPORT;
+    if (!PyDateTimeAPI) { return -1; }
     for (i = 0; conv_methods[i].ml_name; i++) {
         PyObject *f = PyCFunction_NewEx(&conv_methods[i], NULL, NULL);
         if (!f) { return -1; }

@@ -14,7 +14,10 @@ enum conv_kind {
     CONV_FLOAT,         /* text: float, NaN, Infinity, -Infinity */
     CONV_BOOL,          /* text: t/f/true/false */
     CONV_TEXT,          /* text: the str itself */
-    CONV_BYTEA,         /* text: \x hex (other forms call out) */
+    CONV_BYTEA,         /* text: \x hex or escape form */
+    CONV_DATE,          /* text: ISO date, infinity */
+    CONV_TIMESTAMP,     /* text: ISO timestamp, infinity */
+    CONV_TIMESTAMPTZ,   /* text: ISO timestamp with offset, infinity */
     CONV_INT_BIN,       /* binary: big-endian signed int of 2, 4 or 8 bytes */
     CONV_OID_BIN,       /* binary: big-endian unsigned int of 4 bytes */
     CONV_FLOAT_BIN,     /* binary: IEEE float4 or float8 */

@@ -151,7 +151,7 @@ def test_registry_lookups():
     assert reg.resolve_name("numeric(10,2)") is Decimal
     assert reg.resolve_name("character varying(5)") is _core.text_str
     assert reg.resolve_name("timestamp(3) with time zone") is \
-        types.parse_timestamptz
+        _core.text_timestamptz
     assert reg.resolve_name("integer[]")("{1,2}") == [1, 2]
     assert reg.resolve(1007, None, False)("{1,2}") == [1, 2]
     assert reg.resolve(23, None, True) is _core.bin_int
@@ -194,3 +194,23 @@ def test_change_classes():
     assert pld.Insert.__match_args__ == pld.Insert._fields
     assert pld.Message is pld.LogicalMessage
     assert pld.StreamMessage is _core.Message
+
+
+@pytest.mark.parametrize("text", [
+    "2024-02-29", "infinity", "-infinity", "0044-03-15 BC", "10000-01-01",
+    "2024-02-30", "2024-01-02 03:04:05", "2024-01-02 03:04:05.5",
+    "2024-01-02 03:04:05.123456", "2024-01-02 03:04:05+00",
+    "2024-01-02 03:04:05.5-08", "2024-01-02 03:04:05+05:30",
+    "1900-01-01 00:00:00+00:09:21", "2024-01-02 24:00:00",
+    "2024-01-02 03:04:05 BC", "2024-01-02T03:04:05", "", "x",
+])
+@pytest.mark.parametrize("c,py", [
+    (_core.text_date, types.parse_date),
+    (_core.text_timestamp, types.parse_timestamp),
+    (_core.text_timestamptz, types.parse_timestamptz),
+])
+def test_c_datetimes_match_python(c, py, text):
+    a, b = c(text), py(text)
+    assert a == b and type(a) is type(b)
+    if isinstance(a, dt.datetime):
+        assert a.utcoffset() == b.utcoffset()
