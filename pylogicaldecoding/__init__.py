@@ -14,16 +14,16 @@ from .changes import (
     StreamStop, Truncate, Type, Update)
 from .decoders import create_publication, drop_publication
 from .errors import (
-    ConnectionLost, DatabaseError, DataError, DecodingError, Error,
-    InsufficientPrivilege, InterfaceError, InternalError, InvalidName,
+    ConnectionFailed, ConnectionLost, DatabaseError, DataError, DecodingError,
+    Error, InsufficientPrivilege, InterfaceError, InternalError, InvalidName,
     InvalidOption, NotSupportedError, OperationalError, ProgrammingError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, UnknownPlugin,
     WalLevelError)
 from .lsn import format_lsn, parse_lsn
-from .reader import Reader, SlotInfo, SystemInfo
+from .reader import Reader, Reconnect, SlotInfo, SystemInfo
 
 __all__ = [
-    "__version__", "Reader", "StreamMessage", "SlotInfo", "SystemInfo",
+    "__version__", "Reader", "Reconnect", "StreamMessage", "SlotInfo", "SystemInfo",
     "Change", "Begin", "Commit", "Insert", "Update", "Delete", "Truncate",
     "Message", "LogicalMessage", "Relation", "Column", "Type", "Origin",
     "StreamStart", "StreamStop", "StreamCommit", "StreamAbort",
@@ -32,7 +32,7 @@ __all__ = [
     "parse_lsn", "format_lsn", "libpq_version",
     "Error", "InterfaceError", "DatabaseError", "OperationalError",
     "ProgrammingError", "DataError", "InternalError", "NotSupportedError",
-    "ConnectionLost", "DecodingError", "SlotInUse", "InsufficientPrivilege",
-    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
+    "ConnectionLost", "ConnectionFailed", "DecodingError", "SlotInUse",
+    "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
     "UnknownPlugin", "InvalidOption", "WalLevelError",
 ]

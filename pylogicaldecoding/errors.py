@@ -10,6 +10,7 @@ errors raised by the library itself. No message ever holds a password.
     +-- InterfaceError              misuse: closed connection, stream running
     +-- DatabaseError
         +-- OperationalError
+        |   +-- ConnectionFailed        the connection could not be opened
         |   +-- ConnectionLost          the connection or the stream dropped
         |   +-- SlotInUse               another consumer holds the slot
         |   +-- InsufficientPrivilege   the role lacks REPLICATION
@@ -39,6 +40,11 @@ InternalError = _core.InternalError
 NotSupportedError = _core.NotSupportedError
 ConnectionLost = _core.ConnectionLost
 DecodingError = _core.DecodingError
+
+
+class ConnectionFailed(OperationalError):
+    """The connection could not be opened (server down, refused, timeout,
+    authentication failed)."""
 
 
 class SlotInUse(OperationalError):
@@ -115,7 +121,7 @@ _core._set_sqlstate_map(SQLSTATE_MAP)
 __all__ = [
     "Error", "InterfaceError", "DatabaseError", "OperationalError",
     "ProgrammingError", "DataError", "InternalError", "NotSupportedError",
-    "ConnectionLost", "DecodingError", "SlotInUse", "InsufficientPrivilege",
-    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
+    "ConnectionLost", "ConnectionFailed", "DecodingError", "SlotInUse",
+    "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
     "UnknownPlugin", "InvalidOption", "WalLevelError",
 ]

@@ -6,13 +6,18 @@ slot, builds the command text and gives the API its shape.
 """
 
 import collections
+import logging
+import random
 import threading
 
 from . import _core
 from . import commands
 from . import conninfo
 from .errors import (
-    InterfaceError, SlotExists, SlotMismatch, SlotNotFound, WalLevelError)
+    ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
+    SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
+
+logger = logging.getLogger("pylogicaldecoding")
 
 #: Plugins whose output is binary: their payloads are bytes, not str.
 BINARY_PLUGINS = frozenset(["pgoutput"])
@@ -32,6 +37,38 @@ command on this Reader's connection."""
 SystemInfo = collections.namedtuple(
     "SystemInfo", "systemid timeline xlogpos dbname")
 SystemInfo.__doc__ = """What IDENTIFY_SYSTEM returned (xlogpos as an int LSN)."""
+
+
+class Reconnect:
+    """A reconnection policy: exponential backoff, with a limit.
+
+    The n-th attempt (from 0) waits ``min(max_delay, initial_delay *
+    factor ** n)`` seconds, give or take ``jitter`` (a fraction); after
+    ``max_attempts`` failed attempts in a row (None: no limit) the error is
+    raised. A stream that starts again resets the count.
+    """
+
+    def __init__(self, initial_delay=0.2, max_delay=10.0, factor=2.0,
+                 max_attempts=None, jitter=0.1):
+        if initial_delay < 0 or max_delay < 0 or factor < 1:
+            raise ValueError("delays must be >= 0 and factor >= 1")
+        self.initial_delay = initial_delay
+        self.max_delay = max_delay
+        self.factor = factor
+        self.max_attempts = max_attempts
+        self.jitter = jitter
+
+    def delay(self, attempt):
+        """Seconds to wait before attempt ``attempt``, or None: give up."""
+        if self.max_attempts is not None and attempt >= self.max_attempts:
+            return None
+        delay = min(self.max_delay, self.initial_delay * self.factor ** attempt)
+        return delay * (1 + random.uniform(-self.jitter, self.jitter))
+
+    def __repr__(self):
+        return ("Reconnect(initial_delay=%r, max_delay=%r, factor=%r, "
+                "max_attempts=%r)" % (self.initial_delay, self.max_delay,
+                                      self.factor, self.max_attempts))
 
 
 class Reader(_core.ReaderBase):
@@ -56,6 +93,10 @@ class Reader(_core.ReaderBase):
         left off (its confirmed_flush_lsn).
     :param status_interval: seconds between status updates to the server.
     :param binary: payloads as bytes; default: True for pgoutput only.
+    :param reconnect: True, or a `Reconnect` policy: when the connection is
+        lost (server restart, walsender terminated, network), connect again
+        and resume after the last acked position, calling `on_reconnect()`
+        before each attempt. False: raise `ConnectionLost`.
     :param confirm_keepalives: when every message delivered so far has been
         acked, also confirm the position the server reports in its
         keepalives (see README, "Acknowledgements"): a quiet slot then
@@ -67,7 +108,7 @@ class Reader(_core.ReaderBase):
     def __init__(self, dsn="", *, slot, plugin="test_decoding", options=None,
                  create_slot=True, temporary=False, start_lsn=None,
                  status_interval=10.0, binary=None, confirm_keepalives=True,
-                 **conninfo_kwargs):
+                 reconnect=False, **conninfo_kwargs):
         self.slot = commands.check_slot_name(slot)
         self.plugin = commands.check_plugin_name(plugin)
         self.options = dict(options) if options else {}
@@ -80,12 +121,27 @@ class Reader(_core.ReaderBase):
         self.status_interval = status_interval
         self.confirm_keepalives = confirm_keepalives
         self.binary = (plugin in BINARY_PLUGINS) if binary is None else binary
+        if reconnect is True:
+            reconnect = Reconnect()
+        elif reconnect is False or reconnect is None:
+            reconnect = None
+        elif not hasattr(reconnect, "delay"):
+            raise TypeError("reconnect must be a bool or a Reconnect policy")
+        if reconnect is not None and temporary:
+            raise InterfaceError(
+                "a temporary slot cannot survive a reconnection: it "
+                "disappears with the connection")
+        self.reconnect = reconnect
+        self._stop_requested = threading.Event()
         self._params = conninfo.make_params(dsn, **conninfo_kwargs)
         self._stream_thread = None
         self._stream_done = threading.Event()
         self._stream_done.set()
         self._close_requested = False
         self._streamed = False      # this connection has run a stream
+        self._streamed_once = False     # some connection has
+        self._stream_started = False
+        self.reconnections = 0
         self.wal_sender_timeout = None
 
     # -- the hook --
@@ -103,6 +159,17 @@ class Reader(_core.ReaderBase):
         raise NotImplementedError(
             "subclass Reader and override event(msg) to consume the stream")
 
+    def on_reconnect(self, attempt, error, delay):
+        """Called before each reconnection attempt (with ``reconnect``).
+
+        ``attempt`` counts from 1, ``error`` is what ended the connection,
+        ``delay`` the seconds waited before connecting. The default logs a
+        warning on the "pylogicaldecoding" logger. Raise to give up: the
+        exception propagates out of `start()`.
+        """
+        logger.warning("replication connection lost (%s); reconnecting in "
+                       "%.2f s (attempt %d)", error, delay, attempt)
+
     # -- connection --
 
     @property
@@ -119,7 +186,12 @@ class Reader(_core.ReaderBase):
         if not self.closed:
             return
         keys = list(self._params)
-        self._connect(keys, [self._params[k] for k in keys])
+        try:
+            self._connect(keys, [self._params[k] for k in keys])
+        except OperationalError as e:
+            if type(e) is not OperationalError:
+                raise
+            raise ConnectionFailed(str(e)) from None
         self._streamed = False
         try:
             if self.server_version < MIN_SERVER_VERSION:
@@ -163,6 +235,7 @@ class Reader(_core.ReaderBase):
         limit) until the stream has ended and the acks reached the server;
         it returns True if the stream has ended.
         """
+        self._stop_requested.set()
         super().stop()
         thread = self._stream_thread
         if thread is not None and thread != threading.get_ident():
@@ -301,32 +374,80 @@ class Reader(_core.ReaderBase):
         if self.streaming:
             raise InterfaceError("the stream is already running")
         self._close_requested = False
+        self._stop_requested.clear()
         self._stream_thread = threading.get_ident()
         self._stream_done.clear()
         try:
-            if self._streamed and not self.closed:
-                # A walsender that ended one logical stream ends the next
-                # one at once (PostgreSQL 15): each stream needs a new
-                # connection. A temporary slot dies with its connection.
-                if self.temporary:
-                    raise InterfaceError(
-                        "a temporary slot streams once: it disappears with "
-                        "the connection that a new stream needs")
-                super().close()
-            self.connect()
-            if self.create_slot_if_missing or self.temporary:
-                self._ensure_slot()
-            self._configure_intervals()
-            self.start_copy(commands.start_replication(
-                self.slot, self.start_lsn or 0, self._options))
-            self._streamed = True
-            self._stream(until_lsn=until_lsn)
+            attempt = 0
+            while True:
+                try:
+                    self._stream_once(until_lsn)
+                    return
+                except (ConnectionLost, ConnectionFailed, SlotInUse) as e:
+                    # SlotInUse: a killed walsender may hold the slot a
+                    # moment; ConnectionFailed: only once we had streamed
+                    if (self.reconnect is None
+                            or self._stop_requested.is_set()
+                            or (not self._streamed_once
+                                and not isinstance(e, ConnectionLost))):
+                        raise
+                    if self._stream_started:
+                        attempt = 0
+                    delay = self.reconnect.delay(attempt)
+                    if delay is None:
+                        raise
+                    attempt += 1
+                    self.reconnections += 1
+                    self.on_reconnect(attempt, e, delay)
+                    if not self.closed:
+                        super().close()
+                    if self._stop_requested.wait(delay):
+                        return
         finally:
             self._stream_thread = None
             self._stream_done.set()
             if self._close_requested:
                 self._close_requested = False
                 super().close()
+
+    def drain(self):
+        """Deliver what the slot holds now, then return (a batch run).
+
+        Like ``pg_recvlogical --endpos``: the end is the server's WAL
+        position when `drain()` is called; changes committed later wait
+        for the next run.
+        """
+        self.start(until_lsn=self.identify_system().xlogpos)
+
+    def _stream_once(self, until_lsn):
+        """Connect if needed and run one stream until it ends."""
+        self._stream_started = False
+        if self._streamed and not self.closed:
+            # A walsender that ended one logical stream ends the next
+            # one at once (PostgreSQL 15): each stream needs a new
+            # connection. A temporary slot dies with its connection.
+            if self.temporary:
+                raise InterfaceError(
+                    "a temporary slot streams once: it disappears with "
+                    "the connection that a new stream needs")
+            super().close()
+        self.connect()
+        if self.create_slot_if_missing or self.temporary:
+            self._ensure_slot()
+        self._configure_intervals()
+        # resume after what was acked, even if the server lost it (a
+        # crash before its checkpoint) or start_lsn is older
+        lsn = _lsn_int(self.start_lsn or 0)
+        self.start_copy(commands.start_replication(
+            self.slot, max(lsn, self.flushed_lsn), self._options))
+        self._streamed = self._streamed_once = self._stream_started = True
+        if self._stop_requested.is_set():
+            super().stop()      # asked while connecting
+        self._stream(until_lsn=until_lsn)
+
+
+def _lsn_int(lsn):
+    return _core.parse_lsn(lsn) if isinstance(lsn, str) else int(lsn)
 
 
 def _parse_ms(text):
@@ -340,4 +461,4 @@ def _parse_ms(text):
     return float(text)
 
 
-__all__ = ["Reader", "SlotInfo", "SystemInfo", "BINARY_PLUGINS"]
+__all__ = ["Reader", "Reconnect", "SlotInfo", "SystemInfo", "BINARY_PLUGINS"]

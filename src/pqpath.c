@@ -599,8 +599,12 @@ pq_send_status_nogil(readerObject *self, int reply)
     lsn_t written;
 
     if (!self->pgconn || !self->copying) { return 0; }
+    /* Written: everything received, up to the server's last walEnd (as
+     * the built-in subscriber reports it). It does not move the slot, but
+     * a server shutting down waits for it to reach its end of WAL. */
     written = self->received_lsn > self->flushed_lsn
         ? self->received_lsn : self->flushed_lsn;
+    if (self->server_wal_end > written) { written = self->server_wal_end; }
     wire_build_status(buf, written, self->flushed_lsn, self->flushed_lsn,
                       wire_pg_now(), reply);
     if (PQputCopyData(self->pgconn, buf, WIRE_STATUS_LEN) != 1) { return -1; }
