@@ -13,6 +13,7 @@ import threading
 from . import _core
 from . import commands
 from . import conninfo
+from . import decoders
 from .errors import (
     ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
@@ -93,6 +94,12 @@ class Reader(_core.ReaderBase):
         left off (its confirmed_flush_lsn).
     :param status_interval: seconds between status updates to the server.
     :param binary: payloads as bytes; default: True for pgoutput only.
+    :param decode: decode each payload into a typed change, set as
+        ``msg.change`` (`Insert`, `Update`, `Begin`...) for test_decoding,
+        pgoutput and wal2json; the options decoding needs are added (see
+        `decoders.default_options`). False: ``msg.change`` is None.
+    :param type_registry: the `types.TypeRegistry` converting values
+        (default: `types.registry`, which you may extend).
     :param reconnect: True, or a `Reconnect` policy: when the connection is
         lost (server restart, walsender terminated, network), connect again
         and resume after the last acked position, calling `on_reconnect()`
@@ -108,11 +115,12 @@ class Reader(_core.ReaderBase):
     def __init__(self, dsn="", *, slot, plugin="test_decoding", options=None,
                  create_slot=True, temporary=False, start_lsn=None,
                  status_interval=10.0, binary=None, confirm_keepalives=True,
-                 reconnect=False, **conninfo_kwargs):
+                 reconnect=False, decode=True, type_registry=None,
+                 **conninfo_kwargs):
         self.slot = commands.check_slot_name(slot)
         self.plugin = commands.check_plugin_name(plugin)
         self.options = dict(options) if options else {}
-        self._options = commands.check_options(self.options)
+        commands.check_options(self.options)     # refuse bad names early
         self.create_slot_if_missing = bool(create_slot)
         self.temporary = bool(temporary)
         self.start_lsn = start_lsn
@@ -120,6 +128,8 @@ class Reader(_core.ReaderBase):
             commands.lsn_text(start_lsn)
         self.status_interval = status_interval
         self.confirm_keepalives = confirm_keepalives
+        self.decode = bool(decode)
+        self.type_registry = type_registry
         self.binary = (plugin in BINARY_PLUGINS) if binary is None else binary
         if reconnect is True:
             reconnect = Reconnect()
@@ -149,8 +159,9 @@ class Reader(_core.ReaderBase):
     def event(self, msg):
         """Called once per message of the stream, in WAL order.
 
-        ``msg`` is a `Message`: ``msg.payload`` (str for text plugins, bytes
-        for pgoutput), ``msg.data_start`` (its LSN), ``msg.wal_end``,
+        ``msg`` is a `StreamMessage`: ``msg.payload`` (str for text plugins,
+        bytes for pgoutput), ``msg.change`` (the typed change, with
+        ``decode=True``), ``msg.data_start`` (its LSN), ``msg.wal_end``,
         ``msg.send_time``. It runs in the thread that called `start()`; it
         may call `ack()`, `stop()` and `close()`. An exception raised here
         ends the stream, closes the connection and propagates out of
@@ -435,11 +446,22 @@ class Reader(_core.ReaderBase):
         if self.create_slot_if_missing or self.temporary:
             self._ensure_slot()
         self._configure_intervals()
+        options = self.options
+        if self.decode:
+            options = decoders.default_options(self.plugin, options,
+                                               self.server_version)
+            # a fresh decoder per stream: pgoutput resends its relations
+            self.decoder = decoders.make_decoder(
+                self.plugin, options, self.server_version,
+                registry=self.type_registry, execute=self.execute)
+        else:
+            self.decoder = None
         # resume after what was acked, even if the server lost it (a
         # crash before its checkpoint) or start_lsn is older
         lsn = _lsn_int(self.start_lsn or 0)
         self.start_copy(commands.start_replication(
-            self.slot, max(lsn, self.flushed_lsn), self._options))
+            self.slot, max(lsn, self.flushed_lsn),
+            commands.check_options(options)))
         self._streamed = self._streamed_once = self._stream_started = True
         if self._stop_requested.is_set():
             super().stop()      # asked while connecting

@@ -157,13 +157,9 @@ def capture(dsn, sql, slot, plugin, options=None, decode=True, until=None,
     if until is None:
         until = current_lsn(sql)
     r = Collector(dsn, slot=slot, plugin=plugin, options=options,
-                  create_slot=False, **(reader_kwargs or {}))
+                  create_slot=False, decode=decode, type_registry=registry,
+                  **(reader_kwargs or {}))
     try:
-        r.connect()
-        if decode:
-            r.decoder = decoders.make_decoder(
-                plugin, options, r.server_version, registry=registry,
-                execute=r.execute)
         r.start(until_lsn=until)
     finally:
         r.close()

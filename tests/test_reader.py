@@ -50,7 +50,7 @@ def test_message_attributes(dsn, sql, slot_name, table):
     with Collector(dsn, slot=slot_name) as r:
         r.create_slot(snapshot="nothing")
     sql("INSERT INTO %s(data) VALUES('x')" % table)
-    msgs = drain(dsn, slot_name, sql).msgs
+    msgs = drain(dsn, slot_name, sql, decode=False).msgs
     assert [type(m.payload) for m in msgs] == [str] * 3
     lsns = [m.data_start for m in msgs]
     assert all(isinstance(x, int) and x > 0 for x in lsns)
@@ -62,7 +62,7 @@ def test_message_attributes(dsn, sql, slot_name, table):
     assert before - datetime.timedelta(seconds=5) <= sent
     assert sent <= datetime.datetime.now(datetime.timezone.utc) + \
         datetime.timedelta(seconds=5)
-    assert msgs[0].change is None   # decoding off by default in this test
+    assert msgs[0].change is None   # decode=False
     assert "data_start=" in repr(msgs[0])
 
 
@@ -390,3 +390,19 @@ def test_repr(dsn, slot_name):
     r = Collector(dsn, slot=slot_name)
     text = repr(r)
     assert slot_name in text and "closed" in text and "test_decoding" in text
+
+
+def test_typed_changes_by_default(dsn, sql, slot_name, table):
+    with Collector(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+    sql("INSERT INTO %s(data) VALUES('typed')" % table)
+    sql("UPDATE %s SET data = NULL" % table)
+    changes = [m.change for m in drain(dsn, slot_name, sql).msgs]
+    kinds = [type(c).__name__ for c in changes]
+    assert kinds == ["Begin", "Insert", "Commit", "Begin", "Update", "Commit"]
+    insert, update = changes[1], changes[4]
+    assert (insert.schema, insert.table) == ("public", table)
+    assert insert.new == {"id": 1, "data": "typed"}
+    assert update.new == {"id": 1, "data": None}
+    assert isinstance(changes[0].xid, int)
+    assert changes[0].xid == changes[2].xid
