@@ -39,4 +39,11 @@ fi
 LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$ROOT/.venv/bin/python" -c \
     "import pylogicaldecoding._core as c, sys; sys.exit(0 if '$WORK' in c.__file__ else 1)" \
     || { echo "run-sanitizers: the sanitized build is not the one imported" >&2; exit 1; }
-LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$ROOT/.venv/bin/python" -m pytest "$@"
+# The preload is for this Python only: initdb, postgres and psql started by
+# the tests must not inherit it (initdb hangs under it).
+LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$ROOT/.venv/bin/python" -c '
+import os, sys
+os.environ.pop("LD_PRELOAD")
+import pytest
+sys.exit(pytest.main(sys.argv[1:]))
+' "$@"
