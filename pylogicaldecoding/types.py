@@ -94,7 +94,7 @@ _TIME_RE = re.compile(
 _TS_RE = re.compile(
     r"(\d{4})-(\d\d)-(\d\d)[ T](\d\d):(\d\d):(\d\d)(?:\.(\d{1,6}))?"
     r"(?:([+-])(\d\d)(?::?(\d\d))?(?::?(\d\d))?)?\Z")
-_tz_cache = {}
+_tz_cache: dict = {}
 
 
 def _tz(sign, hh, mm, ss):
