@@ -406,3 +406,22 @@ def test_typed_changes_by_default(dsn, sql, slot_name, table):
     assert update.new == {"id": 1, "data": None}
     assert isinstance(changes[0].xid, int)
     assert changes[0].xid == changes[2].xid
+
+
+def test_drain_reads_what_is_there_and_returns(dsn, sql, slot_name, table):
+    with Collector(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+    for i in range(3):
+        sql("INSERT INTO %s(data) VALUES('%d')" % (table, i))
+    with Collector(dsn, slot=slot_name, ack_commits=True) as r:
+        r.drain()
+        assert r.commits() == 3
+    sql("INSERT INTO %s(data) VALUES('later')" % table)
+    with Collector(dsn, slot=slot_name, ack_commits=True) as r:
+        t0 = time.monotonic()
+        r.drain()
+        assert r.commits() == 1 and "'later'" in r.payloads[1]
+        assert time.monotonic() - t0 < 5
+    with Collector(dsn, slot=slot_name) as r:
+        r.drain()
+        assert r.msgs == []
