@@ -93,17 +93,17 @@ if ! "$VPY" -c 'import sys' >/dev/null 2>&1; then
     fresh=1
 fi
 
-# setuptools>=61 reads pyproject.toml's [project], >=64 installs it in
+# setuptools>=77 reads pyproject.toml's [project] (SPDX license), and installs it in
 # editable mode: upgrade once in a new virtualenv, later only if too old.
 if [ -n "$fresh" ] || ! "$VPY" - <<'EOF' >/dev/null 2>&1
 import sys
 import setuptools, pip
 def v(m): return tuple(int(x) for x in m.__version__.split(".")[:2])
-sys.exit(0 if v(setuptools) >= (64, 0) and v(pip) >= (21, 3) else 1)
+sys.exit(0 if v(setuptools) >= (77, 0) and v(pip) >= (21, 3) else 1)
 EOF
 then
     log "upgrading pip, setuptools and wheel in $VENV"
-    "$VPY" -m pip install -q --upgrade pip "setuptools>=64" wheel
+    "$VPY" -m pip install -q --upgrade pip "setuptools>=77" wheel
 fi
 
 # pip install -e only when the packaging or the Python changed; it builds
