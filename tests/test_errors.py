@@ -1,5 +1,6 @@
 """Bad input and misuse: clear errors from our hierarchy, promptly."""
 
+import logging
 import socket
 import threading
 import time
@@ -267,3 +268,26 @@ def test_password_never_shown(password_server):
     with pytest.raises(pld.OperationalError) as info:
         r.start()
     assert "uri-secret-pw" not in str(info.value)
+
+
+def test_password_not_in_reconnect_logs(password_server, caplog):
+    p = password_server.dsn_params
+    dsn = "host=%s port=%s dbname=%s user=%s password='%s'" % (
+        p["host"], p["port"], p["dbname"], p["user"],
+        PASSWORD.replace("'", "\\'"))
+    r = Collector(dsn, slot="pw_logs", reconnect=pld.Reconnect(
+        initial_delay=0.01, max_attempts=2))
+    with caplog.at_level(logging.DEBUG):
+        bg = Background(r)
+        wait_for(lambda: r.streaming, what="streaming")
+        pid = r.backend_pid
+        password_server.execute("SELECT pg_terminate_backend(%d)" % pid)
+        wait_for(lambda: r.reconnections >= 1 and r.streaming
+                 and r.backend_pid != pid, what="the reconnection")
+        r.stop()
+        assert bg.join() is None
+    r.drop_slot()
+    r.close()
+    assert any("reconnecting" in rec.getMessage() for rec in caplog.records)
+    assert all(PASSWORD not in rec.getMessage() for rec in caplog.records)
+    assert PASSWORD not in repr(r)
