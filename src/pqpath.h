@@ -24,6 +24,7 @@ HIDDEN PyObject *pq_execute(readerObject *self, const char *command) RAISES;
 HIDDEN RAISES_NEG int pq_start_copy(readerObject *self, const char *command);
 HIDDEN RAISES_NEG int pq_wait(readerObject *self, int for_write,
                               double timeout);
+HIDDEN void pq_set_batching(readerObject *self, int on);
 HIDDEN RAISES_NEG int pq_consume_input(readerObject *self);
 HIDDEN RAISES_NEG int pq_read_message(readerObject *self, PyObject **msg);
 HIDDEN int pq_send_status_nogil(readerObject *self, int reply);

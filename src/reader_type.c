@@ -167,14 +167,28 @@ ka_stop(readerObject *self)
 
 /* -- the stream loop -- */
 
+/* Batching (see pq_set_batching()): after BATCH_AFTER wake-ups in a row
+ * that brought messages, each less than BATCH_GAP seconds after the one
+ * before, the server is streaming a backlog: each wait then lasts until a
+ * buffer full of data has arrived or BATCH_DELAY seconds have passed, so
+ * that a wake-up serves a hundred messages rather than a handful. A wait
+ * that brings fewer than BATCH_MIN messages ends it. A live stream, a few
+ * transactions at a time, does not batch and waits no longer than before:
+ * a transaction's messages arrive in fewer than BATCH_AFTER wake-ups. */
+#define BATCH_GAP 0.0002
+#define BATCH_AFTER 16
+#define BATCH_DELAY 0.0005
+#define BATCH_MIN 16
+
 /* Deliver messages to event() until stop() is asked for (return 0), the
  * server ends the stream (1) or an error (-1, exception set). */
 static RAISES_NEG int
 stream_loop(readerObject *self)
 {
     PyObject *msg = NULL, *res;
-    double now, wait;
-    int rv, w;
+    double now, wait, woke = 0.0, gap = 1.0;
+    int64_t seen = 0;               /* self->messages at the last wake-up */
+    int rv, w, batching = 0, quick = 0;
 
     LOCK(self);
     for (;;) {
@@ -221,19 +235,42 @@ stream_loop(readerObject *self)
                 || now - self->last_status >= self->status_interval) {
             if (pq_send_status(self, 0) < 0) { rv = -1; break; }
         }
-        wait = self->last_status + self->status_interval - wire_monotonic();
+        if (batching) {
+            if (self->messages - seen < BATCH_MIN) {
+                batching = quick = 0;
+                pq_set_batching(self, 0);
+            }
+        }
+        else if (self->messages > seen && gap < BATCH_GAP) {
+            if (++quick >= BATCH_AFTER) {
+                batching = 1;
+                pq_set_batching(self, 1);
+            }
+        }
+        else {
+            quick = 0;
+        }
+        wait = self->last_status + self->status_interval - now;
         if (wait < 0) { wait = 0; }
+        if (batching && wait > BATCH_DELAY) { wait = BATCH_DELAY; }
         self->polling = 1;
         UNLOCK(self);
         w = pq_wait(self, 0, wait);
         LOCK(self);
         self->polling = 0;
+        now = wire_monotonic();
+        gap = now - woke;
+        woke = now;
+        seen = self->messages;
         if (w < 0) { rv = -1; break; }
-        if (w == PQ_WAIT_READY && pq_consume_input(self) < 0) {
+        /* batching: on timeout, take what arrived, however little */
+        if ((w == PQ_WAIT_READY || (batching && w == PQ_WAIT_TIMEOUT))
+                && pq_consume_input(self) < 0) {
             rv = -1;
             break;
         }
     }
+    if (batching) { pq_set_batching(self, 0); }
     UNLOCK(self);
     return rv;
 }

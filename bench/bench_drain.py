@@ -1,0 +1,649 @@
+"""Drain and latency benchmark: pylogicaldecoding against pg_recvlogical and
+psycopg2, on one throwaway PostgreSQL server.
+
+    .venv/bin/python bench/bench_drain.py            # full run, ~5 minutes
+    .venv/bin/python bench/bench_drain.py --quick    # smoke run, < 1 minute
+
+What it does (see bench/README.md for how to read the output):
+
+1. drain: creates one fresh test_decoding slot per client and repetition,
+   then writes the backlog (half of the changes in one transaction, half in
+   100-row transactions). Each client drains its own slot up to the same end
+   LSN, in its own subprocess, runs alternating, several repetitions:
+   pg_recvlogical to /dev/null, psycopg2's consume_stream() with a no-op
+   consumer, our Reader with a no-op event() and decode=False (str payloads,
+   like psycopg2's), and the same with decode=True (typed changes; no goal).
+   Wall time, CPU (user+sys) and peak RSS of each; medians and the ratios
+   against the goals.
+2. scale: our drain of 100k, 300k and 1M changes and of one 1M-row
+   transaction: CPU and peak RSS growth.
+3. latency: a writer commits about 1000 single-row transactions a second;
+   the commit-to-event() delay (p50, p99) for psycopg2 and for us.
+
+A slot is drained once: pg_recvlogical confirms what it wrote, so every run
+gets a slot of its own, created before the backlog (a slot costs nothing but
+the WAL it retains). Our Reader runs with confirm_keepalives=False and never
+acks, psycopg2 never sends feedback: only pg_recvlogical moves its slot.
+
+Every client stops at the same place: end = pg_current_wal_insert_lsn()
+after the backlog, followed by a logical decoding message, so that a message
+at or past `end` always comes: pg_recvlogical --endpos=end, psycopg2 raises
+StopReplication at the first message with data_start >= end, our Reader runs
+start(until_lsn=end).
+
+The Python clients measure wall time and CPU (getrusage of the process, all
+threads) from just before connecting to after closing: the interpreter's
+start-up and imports are left out. pg_recvlogical is measured as a whole
+process (os.wait4). Peak RSS is VmHWM of each whole process (the Python
+clients read their own at the end; pg_recvlogical's is sampled while it
+runs): ru_maxrss would count the parent's memory, shared until exec.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
+
+# "ours+decode" (informational, no goal): the same drain with decode=True,
+# the Reader's default, which also builds a typed change per message.
+CLIENTS = ["pg_recvlogical", "psycopg2", "ours", "ours+decode"]
+
+GOAL_WALL = 1.02        # ours / pg_recvlogical wall time
+GOAL_CPU = 0.5          # ours / psycopg2 CPU (user+sys)
+GOAL_RSS_MIB = 10.0     # 1M backlog and 1M-row transaction vs 100k
+GOAL_P99_MS = 5.0       # commit-to-event() p99
+GOAL_P99_RATIO = 1.5    # ours / psycopg2 p99
+
+SERVER_SETTINGS = {
+    "max_wal_size": "8GB",
+    "min_wal_size": "1GB",
+    "checkpoint_timeout": "1h",
+    "synchronous_commit": False,     # the latency writer turns it on
+    "max_replication_slots": 64,
+    "max_wal_senders": 16,
+    "autovacuum": False,
+    "shared_buffers": "256MB",
+    "wal_sender_timeout": "60s",
+}
+
+
+# -- children: one client per process ------------------------------------------
+
+def _usage():
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return time.monotonic(), ru.ru_utime, ru.ru_stime
+
+
+def vm_hwm_kib(pid="self"):
+    """Peak RSS of a process (VmHWM, KiB) since its exec, or 0 if gone.
+
+    Not ru_maxrss: that one also counts the parent's memory, which a child
+    shares between fork and exec."""
+    try:
+        with open("/proc/%s/status" % pid) as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _report(t0, u0, s0, **extra):
+    t1, u1, s1 = _usage()
+    res = {"wall": t1 - t0, "user": u1 - u0, "sys": s1 - s0,
+           "hwm_kib": vm_hwm_kib()}
+    res.update(extra)
+    sys.stdout.write(json.dumps(res) + "\n")
+    sys.stdout.flush()
+
+
+def child_ours(dsn, slot, end, decode=False):
+    from pylogicaldecoding import Reader
+
+    class Drain(Reader):
+        def event(self, msg):
+            pass
+
+    t0, u0, s0 = _usage()
+    r = Drain(dsn, slot=slot, create_slot=False, confirm_keepalives=False,
+              decode=decode)
+    r.start(until_lsn=end)
+    n = r.message_count
+    r.close()
+    _report(t0, u0, s0, messages=n)
+
+
+def child_psycopg2(dsn, slot, end):
+    import psycopg2
+    from psycopg2.extras import LogicalReplicationConnection, StopReplication
+
+    def consume(msg):
+        if msg.data_start >= end:
+            raise StopReplication()
+
+    t0, u0, s0 = _usage()
+    conn = psycopg2.connect(dsn, connection_factory=LogicalReplicationConnection)
+    cur = conn.cursor()
+    cur.start_replication(slot_name=slot, decode=True)
+    try:
+        cur.consume_stream(consume)
+    except StopReplication:
+        pass
+    conn.close()
+    _report(t0, u0, s0)
+
+
+# The latency clients: record (time, payload) per message, stop at the
+# writer's final logical message; "ready" once the pre-start message is seen.
+
+def _latency_result(events):
+    pat = re.compile(r"INSERT: id\[integer\]:(\d+)")
+    times = {}
+    for t, payload in events:
+        m = pat.search(payload)
+        if m:
+            times[int(m.group(1))] = t
+    return times
+
+
+def child_lat_ours(dsn, slot):
+    from pylogicaldecoding import Reader
+    events = []
+    now = time.time
+
+    class Lat(Reader):
+        ready = False
+
+        def event(self, msg):
+            p = msg.payload
+            events.append((now(), p))
+            if p[0] == "m":
+                if "bench-stop" in p:
+                    self.stop()
+                elif not self.ready:
+                    self.ready = True
+                    sys.stdout.write("ready\n")
+                    sys.stdout.flush()
+
+    t0, u0, s0 = _usage()
+    r = Lat(dsn, slot=slot, create_slot=False, confirm_keepalives=False,
+            decode=False)
+    r.start()
+    r.close()
+    _report(t0, u0, s0, times=_latency_result(events))
+
+
+def child_lat_psycopg2(dsn, slot):
+    import psycopg2
+    from psycopg2.extras import LogicalReplicationConnection, StopReplication
+    events = []
+    now = time.time
+    state = {"ready": False}
+
+    def consume(msg):
+        p = msg.payload
+        events.append((now(), p))
+        if p[0] == "m":
+            if "bench-stop" in p:
+                raise StopReplication()
+            if not state["ready"]:
+                state["ready"] = True
+                sys.stdout.write("ready\n")
+                sys.stdout.flush()
+
+    t0, u0, s0 = _usage()
+    conn = psycopg2.connect(dsn, connection_factory=LogicalReplicationConnection)
+    cur = conn.cursor()
+    cur.start_replication(slot_name=slot, decode=True)
+    try:
+        cur.consume_stream(consume)
+    except StopReplication:
+        pass
+    conn.close()
+    _report(t0, u0, s0, times=_latency_result(events))
+
+
+def child_writer(dsn, rate, seconds):
+    """Commit single-row transactions at `rate` a second; report the time
+    each commit returned, by row id."""
+    import psycopg2
+    conn = psycopg2.connect(dsn)
+    cur = conn.cursor()
+    cur.execute("SET synchronous_commit TO on")
+    conn.commit()
+    n = int(rate * seconds)
+    commits = {}
+    clock = time.time
+    start = time.monotonic()
+    for i in range(1, n + 1):
+        delay = start + i / rate - time.monotonic()
+        if delay > 0:
+            time.sleep(delay)
+        cur.execute("INSERT INTO lat (id) VALUES (%s)", (i,))
+        conn.commit()
+        commits[i] = clock()
+    elapsed = time.monotonic() - start
+    conn.autocommit = True
+    cur.execute("SELECT pg_logical_emit_message(false, 'bench-stop', '')")
+    conn.close()
+    sys.stdout.write(json.dumps({"times": commits, "elapsed": elapsed}) + "\n")
+
+
+def run_child(argv):
+    kind = argv[0]
+    if kind == "ours":
+        child_ours(argv[1], argv[2], int(argv[3]))
+    elif kind == "ours+decode":
+        child_ours(argv[1], argv[2], int(argv[3]), decode=True)
+    elif kind == "psycopg2":
+        child_psycopg2(argv[1], argv[2], int(argv[3]))
+    elif kind == "lat-ours":
+        child_lat_ours(argv[1], argv[2])
+    elif kind == "lat-psycopg2":
+        child_lat_psycopg2(argv[1], argv[2])
+    elif kind == "writer":
+        child_writer(argv[1], float(argv[2]), float(argv[3]))
+    else:
+        raise SystemExit("unknown child %r" % kind)
+
+
+# -- the parent ------------------------------------------------------------------
+
+def lsn_text(lsn):
+    return "%X/%X" % (lsn >> 32, lsn & 0xFFFFFFFF)
+
+
+def parse_lsn(text):
+    hi, lo = text.split("/")
+    return (int(hi, 16) << 32) | int(lo, 16)
+
+
+def child_cmd(*args):
+    return [sys.executable, os.path.abspath(__file__), "--child"] + [
+        str(a) for a in args]
+
+
+def spawn(cmd, stdout=subprocess.PIPE):
+    return subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=stdout,
+                            stderr=subprocess.PIPE, text=True)
+
+
+class HwmWatch(threading.Thread):
+    """Sample a child's VmHWM every 20 ms until it exits."""
+
+    def __init__(self, pid):
+        super().__init__(daemon=True)
+        self.pid, self.kib, self.done = pid, 0, threading.Event()
+        self.start()
+
+    def run(self):
+        while not self.done.wait(0.02):
+            self.kib = max(self.kib, vm_hwm_kib(self.pid))
+
+
+def finish(proc, t0, what, watch=None):
+    """Wait for the process with os.wait4; return (stdout, wall, rusage)."""
+    out = proc.stdout.read() if proc.stdout else ""
+    err = proc.stderr.read()
+    pid, status, ru = os.wait4(proc.pid, 0)
+    wall = time.monotonic() - t0
+    if watch:
+        watch.done.set()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise RuntimeError("%s failed (exit %d):\n%s" % (what, proc.returncode, err))
+    return out, wall, ru
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.server = None
+        self.results = {"machine": machine_info(), "args": vars(args)}
+        self._seq = 0
+
+    # -- server helpers --
+
+    def start_server(self):
+        from pylogicaldecoding.testing import Server, pg_bin
+        self.server = Server(settings=SERVER_SETTINGS)
+        self.dsn = self.server.dsn
+        self.recvlogical = pg_bin("pg_recvlogical")
+        self.server.execute(
+            "CREATE TABLE t (id int, data text);"
+            "CREATE TABLE lat (id int, data text)")
+        self.results["machine"]["postgresql"] = self.sql("SHOW server_version")
+
+    def sql(self, query):
+        rows = self.server.execute(query)
+        return rows[0][0] if rows else None
+
+    def new_slots(self, n):
+        names = []
+        for _ in range(n):
+            self._seq += 1
+            name = "bench_%d" % self._seq
+            self.sql("SELECT slot_name FROM pg_create_logical_replication_slot("
+                     "'%s', 'test_decoding')" % name)
+            names.append(name)
+        return names
+
+    def drop_slots(self, names):
+        for name in names:
+            self.sql("SELECT pg_drop_replication_slot('%s')" % name)
+
+    def backlog(self, changes, one_txn=False):
+        """Write the backlog; return the end LSN (a message always follows
+        it, so that every client meets a position at or past it)."""
+        if one_txn:
+            self.server.execute(
+                "INSERT INTO t SELECT i, 'row ' || i "
+                "FROM generate_series(1, %d) i" % changes)
+        else:
+            big = changes // 2
+            small = (changes - big) // 100
+            self.server.execute(
+                "INSERT INTO t SELECT i, 'row ' || i "
+                "FROM generate_series(1, %d) i;\n"
+                "DO $$ BEGIN FOR k IN 0..%d LOOP "
+                "INSERT INTO t SELECT i, 'row ' || i "
+                "FROM generate_series(k * 100 + 1, k * 100 + 100) i; "
+                "COMMIT; END LOOP; END $$" % (big, small - 1))
+        end = parse_lsn(self.sql("SELECT pg_current_wal_insert_lsn()"))
+        mark = parse_lsn(self.sql(
+            "SELECT pg_logical_emit_message(false, 'bench-end', '')"))
+        # synchronous_commit is off: wait until the walsender can read it all
+        while parse_lsn(self.sql("SELECT pg_current_wal_flush_lsn()")) < mark:
+            time.sleep(0.05)
+        return end
+
+    def truncate(self):
+        self.server.execute("TRUNCATE t; CHECKPOINT")
+
+    # -- one drain --
+
+    def drain(self, client, slot, end):
+        if client == "pg_recvlogical":
+            cmd = [self.recvlogical, "-d", self.dsn, "--slot", slot, "--start",
+                   "-f", "/dev/null", "--endpos", lsn_text(end), "--no-loop"]
+        else:
+            cmd = child_cmd(client, self.dsn, slot, end)
+        t0 = time.monotonic()
+        proc = spawn(cmd)
+        watch = HwmWatch(proc.pid)
+        out, wall, ru = finish(proc, t0, "%s on %s" % (client, slot), watch)
+        res = {"wall": wall, "user": ru.ru_utime, "sys": ru.ru_stime,
+               "hwm_kib": 0}
+        if client != "pg_recvlogical":
+            res.update(json.loads(out.strip().splitlines()[-1]))
+        res["cpu"] = res["user"] + res["sys"]
+        res["rss_mib"] = max(res["hwm_kib"], watch.kib) / 1024.0
+        return res
+
+    # -- phases --
+
+    def phase_drain(self):
+        a = self.args
+        reps = a.reps
+        print("\n== drain: %d changes (half in one transaction, half in "
+              "100-row transactions), %d repetitions ==" % (a.changes, reps))
+        slots = {c: self.new_slots(reps) for c in CLIENTS}
+        t = time.monotonic()
+        end = self.backlog(a.changes)
+        print("backlog written in %.1f s, end LSN %s"
+              % (time.monotonic() - t, lsn_text(end)))
+        runs = {c: [] for c in CLIENTS}
+        for rep in range(reps):
+            k = rep % len(CLIENTS)
+            order = CLIENTS[k:] + CLIENTS[:k]
+            for c in order:
+                res = self.drain(c, slots[c][rep], end)
+                runs[c].append(res)
+                print("  rep %d %-15s wall %6.3f s  cpu %6.3f s (user %.3f "
+                      "sys %.3f)  rss %6.1f MiB%s" % (
+                          rep + 1, c, res["wall"], res["cpu"], res["user"],
+                          res["sys"], res["rss_mib"],
+                          "  %d msgs" % res["messages"] if "messages" in res
+                          else ""), flush=True)
+        self.drop_slots([s for c in CLIENTS for s in slots[c]])
+        self.truncate()
+        med = {c: {k: statistics.median(r[k] for r in runs[c])
+                   for k in ("wall", "cpu", "user", "sys", "rss_mib")}
+               for c in CLIENTS}
+        print("\n%-15s %9s %9s %9s %9s %9s %12s" % (
+            "median", "wall s", "cpu s", "user s", "sys s", "rss MiB",
+            "changes/s"))
+        for c in CLIENTS:
+            m = med[c]
+            print("%-15s %9.3f %9.3f %9.3f %9.3f %9.1f %12.0f" % (
+                c, m["wall"], m["cpu"], m["user"], m["sys"], m["rss_mib"],
+                a.changes / m["wall"]))
+        # ratios: medians of the per-repetition ratios (the runs of one
+        # repetition are next to each other in time), and of the medians
+        wall_r = statistics.median(
+            runs["ours"][i]["wall"] / runs["pg_recvlogical"][i]["wall"]
+            for i in range(reps))
+        cpu_r = statistics.median(
+            runs["ours"][i]["cpu"] / runs["psycopg2"][i]["cpu"]
+            for i in range(reps))
+        goals = [
+            ("wall ours/pg_recvlogical", wall_r, GOAL_WALL),
+            ("cpu ours/psycopg2", cpu_r, GOAL_CPU),
+        ]
+        print()
+        for name, value, goal in goals:
+            print("%-28s %6.3f  (goal <= %.2f)  %s" % (
+                name, value, goal, "PASS" if value <= goal else "FAIL"))
+        print("%-28s %6.3f" % ("cpu psycopg2/pg_recvlogical",
+                               med["psycopg2"]["cpu"] / med["pg_recvlogical"]["cpu"]))
+        print("%-28s %6.3f" % ("cpu ours/pg_recvlogical",
+                               med["ours"]["cpu"] / med["pg_recvlogical"]["cpu"]))
+        print("%-28s %6.3f  (decode=True, no goal)" % (
+            "cpu ours+decode/psycopg2", statistics.median(
+                runs["ours+decode"][i]["cpu"] / runs["psycopg2"][i]["cpu"]
+                for i in range(reps))))
+        print("%-28s %6.3f  (decode=True, no goal)" % (
+            "wall ours+decode/pg_recvl.", statistics.median(
+                runs["ours+decode"][i]["wall"]
+                / runs["pg_recvlogical"][i]["wall"] for i in range(reps))))
+        self.results["drain"] = {"changes": a.changes, "runs": runs,
+                                 "median": med, "wall_ratio": wall_r,
+                                 "cpu_ratio": cpu_r}
+        return [(n, v, g, v <= g) for n, v, g in goals]
+
+    def phase_scale(self):
+        a = self.args
+        reps = a.scale_reps
+        cases = [("%dk" % (n // 1000) if n < 1000000 else "%dM" % (n // 1000000),
+                  n, False) for n in a.scale]
+        cases.append(("%s in 1 txn" % (
+            "%dM" % (a.big_txn // 1000000) if a.big_txn >= 1000000
+            else "%dk" % (a.big_txn // 1000)), a.big_txn, True))
+        print("\n== scale: our drain, %d repetition(s) each ==" % reps)
+        rows = []
+        for label, n, one in cases:
+            slots = self.new_slots(reps)
+            end = self.backlog(n, one_txn=one)
+            rs = [self.drain("ours", s, end) for s in slots]
+            self.drop_slots(slots)
+            self.truncate()
+            m = {k: statistics.median(r[k] for r in rs)
+                 for k in ("wall", "cpu", "rss_mib")}
+            m["rss_max"] = max(r["rss_mib"] for r in rs)
+            m.update(label=label, changes=n, messages=rs[0]["messages"])
+            rows.append(m)
+            print("  %-14s wall %6.3f s  cpu %6.3f s  cpu/change %5.0f ns  "
+                  "peak rss %6.1f MiB" % (label, m["wall"], m["cpu"],
+                                          m["cpu"] / n * 1e9, m["rss_max"]),
+                  flush=True)
+        base = rows[0]["rss_max"]
+        growth = max(r["rss_max"] for r in rows[1:]) - base
+        ok = growth <= GOAL_RSS_MIB
+        print("\n%-28s %+6.1f MiB (goal <= %.0f MiB over %s)  %s" % (
+            "peak rss growth", growth, GOAL_RSS_MIB, rows[0]["label"],
+            "PASS" if ok else "FAIL"))
+        self.results["scale"] = rows
+        return [("peak rss growth MiB", growth, GOAL_RSS_MIB, ok)]
+
+    def latency_run(self, client, slot):
+        """One latency run: start the client, wait until it streams, run
+        the writer; return the list of delays in ms."""
+        t0 = time.monotonic()
+        proc = spawn(child_cmd("lat-" + client, self.dsn, slot))
+        line = proc.stdout.readline()
+        if line.strip() != "ready":
+            out, wall, ru = finish(proc, t0, "%s latency client" % client)
+            raise RuntimeError("%s latency client did not start" % client)
+        writer = spawn(child_cmd("writer", self.dsn, self.args.rate,
+                                 self.args.seconds))
+        wout, _, _ = finish(writer, time.monotonic(), "writer")
+        out, _, _ = finish(proc, t0, "%s latency client" % client)
+        commits = json.loads(wout)
+        events = json.loads(out.strip().splitlines()[-1])["times"]
+        delays = [(events[k] - t) * 1000.0
+                  for k, t in commits["times"].items() if k in events]
+        missing = len(commits["times"]) - len(delays)
+        if missing:
+            raise RuntimeError("%s missed %d rows" % (client, missing))
+        return delays, len(delays) / commits["elapsed"]
+
+    def phase_latency(self):
+        a = self.args
+        print("\n== latency: ~%d single-row commits/s for %g s, %d "
+              "repetition(s) ==" % (a.rate, a.seconds, a.lat_reps))
+        clients = ["psycopg2", "ours"]
+        delays = {c: [] for c in clients}
+        for rep in range(a.lat_reps):
+            for c in (clients if rep % 2 == 0 else clients[::-1]):
+                slot = self.new_slots(1)[0]
+                self.sql("SELECT pg_logical_emit_message(false, 'bench-ready', '')")
+                d, rate = self.latency_run(c, slot)
+                self.drop_slots([slot])
+                delays[c].extend(d)
+                print("  rep %d %-9s %5d commits (%.0f/s)  p50 %6.3f ms  "
+                      "p99 %6.3f ms  max %7.3f ms" % (
+                          rep + 1, c, len(d), rate, pct(d, 50), pct(d, 99),
+                          max(d)), flush=True)
+        self.server.execute("TRUNCATE lat")
+        stats = {c: {"p50": pct(delays[c], 50), "p99": pct(delays[c], 99),
+                     "max": max(delays[c]), "n": len(delays[c])}
+                 for c in clients}
+        print("\n%-10s %9s %9s %9s %7s" % ("all runs", "p50 ms", "p99 ms",
+                                           "max ms", "n"))
+        for c in clients:
+            s = stats[c]
+            print("%-10s %9.3f %9.3f %9.3f %7d" % (c, s["p50"], s["p99"],
+                                                   s["max"], s["n"]))
+        p99 = stats["ours"]["p99"]
+        ratio = p99 / stats["psycopg2"]["p99"]
+        goals = [("latency p99 ours ms", p99, GOAL_P99_MS),
+                 ("latency p99 ours/psycopg2", ratio, GOAL_P99_RATIO)]
+        print()
+        for name, value, goal in goals:
+            print("%-28s %6.3f  (goal <= %.2f)  %s" % (
+                name, value, goal, "PASS" if value <= goal else "FAIL"))
+        self.results["latency"] = stats
+        return [(n, v, g, v <= g) for n, v, g in goals]
+
+    def run(self):
+        m = self.results["machine"]
+        t = time.monotonic()
+        self.start_server()
+        print("machine: %s, %s cores, Linux %s, Python %s, PostgreSQL %s" % (
+            m["cpu"], m["cores"], m["kernel"], m["python"], m["postgresql"]))
+        print("server: %s" % self.dsn)
+        goals = []
+        try:
+            if "drain" in self.args.phases:
+                goals += self.phase_drain()
+            if "scale" in self.args.phases:
+                goals += self.phase_scale()
+            if "latency" in self.args.phases:
+                goals += self.phase_latency()
+        finally:
+            self.server.cleanup()
+        print("\n== summary (%.0f s) ==" % (time.monotonic() - t))
+        for name, value, goal, ok in goals:
+            print("%-28s %8.3f  goal <= %-6g %s" % (
+                name, value, goal, "PASS" if ok else "FAIL"))
+        self.results["goals"] = [
+            {"name": n, "value": v, "goal": g, "pass": ok}
+            for n, v, g, ok in goals]
+        if self.args.json:
+            with open(self.args.json, "w") as f:
+                json.dump(self.results, f, indent=1)
+        return all(ok for _, _, _, ok in goals)
+
+
+def pct(values, p):
+    """The p-th percentile (nearest rank)."""
+    s = sorted(values)
+    k = max(0, min(len(s) - 1, int(round(p / 100.0 * len(s) + 0.5)) - 1))
+    return s[k]
+
+
+def machine_info():
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return {"cpu": cpu, "cores": os.cpu_count(), "kernel": platform.release(),
+            "python": platform.python_version()}
+
+
+def main():
+    if len(sys.argv) > 1 and sys.argv[1] == "--child":
+        return run_child(sys.argv[2:])
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--quick", action="store_true",
+                   help="a smoke run: smaller backlogs, fewer repetitions")
+    p.add_argument("--changes", type=int, help="drain backlog size "
+                   "(default 1000000, quick 300000)")
+    p.add_argument("--reps", type=int, help="drain repetitions per client "
+                   "(default 5, quick 1)")
+    p.add_argument("--scale-reps", type=int, help="repetitions per scale "
+                   "case (default 3, quick 1)")
+    p.add_argument("--rate", type=float, default=1000.0,
+                   help="latency writer's commits per second (default 1000)")
+    p.add_argument("--seconds", type=float, help="latency writer's run time "
+                   "(default 5, quick 2)")
+    p.add_argument("--lat-reps", type=int, help="latency repetitions per "
+                   "client (default 3, quick 1)")
+    p.add_argument("--phases", default="drain,scale,latency",
+                   help="comma-separated subset of drain,scale,latency")
+    p.add_argument("--json", metavar="PATH", help="also write the results "
+                   "as JSON")
+    a = p.parse_args()
+    q = a.quick
+    a.changes = a.changes or (300000 if q else 1000000)
+    a.reps = a.reps or (1 if q else 5)
+    a.scale_reps = a.scale_reps or (1 if q else 3)
+    a.seconds = a.seconds or (2.0 if q else 5.0)
+    a.lat_reps = a.lat_reps or (1 if q else 3)
+    a.scale = [30000, 100000] if q else [100000, 300000, 1000000]
+    a.big_txn = 100000 if q else 1000000
+    a.phases = [x.strip() for x in a.phases.split(",") if x.strip()]
+    ok = Bench(a).run()
+    return 0 if ok else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
