@@ -5,6 +5,12 @@
 
 #include <structmember.h>
 
+/* A few freed messages are kept for reuse: the stream loop frees each
+ * message before it builds the next one. */
+#define FREELIST_MAX 8
+static messageObject *freelist[FREELIST_MAX];
+static int numfree = 0;
+
 /* Build a message, stealing the payload reference. */
 PyObject *
 message_new(PyObject *payload, lsn_t data_start, lsn_t wal_end,
@@ -12,7 +18,11 @@ message_new(PyObject *payload, lsn_t data_start, lsn_t wal_end,
 {
     messageObject *self;
 
-    if (!(self = PyObject_GC_New(messageObject, &messageType))) {
+    if (numfree) {
+        self = freelist[--numfree];
+        (void)PyObject_Init((PyObject *)self, &messageType);
+    }
+    else if (!(self = PyObject_GC_New(messageObject, &messageType))) {
         Py_DECREF(payload);
         return NULL;
     }
@@ -68,7 +78,12 @@ message_dealloc(messageObject *self)
     PyObject_GC_UnTrack(self);
     Py_XDECREF(self->payload);
     Py_XDECREF(self->change);
-    PyObject_GC_Del(self);
+    if (numfree < FREELIST_MAX) {
+        freelist[numfree++] = self;
+    }
+    else {
+        PyObject_GC_Del(self);
+    }
 }
 
 #define send_time_doc \

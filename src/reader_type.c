@@ -178,18 +178,25 @@ ka_stop(readerObject *self)
 #define BATCH_GAP 0.0002
 #define BATCH_AFTER 16
 #define BATCH_DELAY 0.0005
-#define BATCH_MIN 16
+#define BATCH_MIN 8
 
 /* Deliver messages to event() until stop() is asked for (return 0), the
- * server ends the stream (1) or an error (-1, exception set). */
+ * server ends the stream (1) or an error (-1, exception set).
+ *
+ * self.event is looked up once, when the stream starts: the bound method
+ * is then called through vectorcall, without a lookup per message. */
 static RAISES_NEG int
 stream_loop(readerObject *self)
 {
-    PyObject *msg = NULL, *res;
+    PyObject *msg = NULL, *res, *event;
+    PyObject *args[2];
     double now, wait, woke = 0.0, gap = 1.0;
     int64_t seen = 0;               /* self->messages at the last wake-up */
     int rv, w, batching = 0, quick = 0;
 
+    if (!(event = PyObject_GetAttr((PyObject *)self, event_name))) {
+        return -1;
+    }
     LOCK(self);
     for (;;) {
         if (self->stop_requested) { rv = 0; break; }
@@ -209,8 +216,10 @@ stream_loop(readerObject *self)
             UNLOCK(self);
             if (decode(self, m) < 0) { res = NULL; }
             else {
-                res = PyObject_CallMethodOneArg(
-                    (PyObject *)self, event_name, msg);
+                /* args[0] is scratch room for a bound method's self */
+                args[1] = msg;
+                res = PyObject_Vectorcall(event, args + 1,
+                    1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             }
             Py_DECREF(msg);
             LOCK(self);
@@ -272,6 +281,7 @@ stream_loop(readerObject *self)
     }
     if (batching) { pq_set_batching(self, 0); }
     UNLOCK(self);
+    Py_DECREF(event);
     return rv;
 }
 
