@@ -3,6 +3,7 @@
 #include "convert.h"
 #include "wire.h"
 
+#include <math.h>
 #include <string.h>
 #include <datetime.h>
 
@@ -58,12 +59,116 @@ parse_int(const char *s, Py_ssize_t len)
     return PyLong_FromString(buf, NULL, 10);
 }
 
+#if defined(__SIZEOF_INT128__)
+/* The common float forms ([+-]digits[.digits][e[+-]digits], up to 19
+ * significant digits, a power of ten up to 19 each way), read exactly:
+ * the decimal is w * 10^e with w < 2^64; w * 10^e, or w * 2^k / 10^-e,
+ * is an exact integer (plus a sticky bit for a remainder) in 128 bits,
+ * rounded once to 53 bits, ties to even. Returns 0 for anything else,
+ * left to PyOS_string_to_double (a correctly rounded strtod, but ten
+ * times slower on 17 digits). */
+typedef unsigned __int128 u128;
+
+static int
+bits128(u128 v)
+{
+    uint64_t hi = (uint64_t)(v >> 64), lo = (uint64_t)v;
+    if (hi) { return 128 - __builtin_clzll(hi); }
+    return lo ? 64 - __builtin_clzll(lo) : 0;
+}
+
+static const uint64_t pow10_u64[20] = {
+    1ULL, 10ULL, 100ULL, 1000ULL, 10000ULL, 100000ULL, 1000000ULL,
+    10000000ULL, 100000000ULL, 1000000000ULL, 10000000000ULL,
+    100000000000ULL, 1000000000000ULL, 10000000000000ULL,
+    100000000000000ULL, 1000000000000000ULL, 10000000000000000ULL,
+    100000000000000000ULL, 1000000000000000000ULL,
+    10000000000000000000ULL,
+};
+
+static int
+fast_float(const char *s, Py_ssize_t len, double *out)
+{
+    Py_ssize_t i = 0;
+    uint64_t w = 0, m;
+    u128 n, num;
+    int neg = 0, nd = 0, e10 = 0, sticky = 0, shift = 0, bexp = 0, nb;
+    double d;
+
+    if (i < len && (s[i] == '-' || s[i] == '+')) { neg = s[i++] == '-'; }
+    if (i >= len || s[i] < '0' || s[i] > '9') { return 0; }
+    for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+        if (nd == 0 && s[i] == '0') { continue; }
+        if (++nd > 19) { return 0; }
+        w = w * 10 + (uint64_t)(s[i] - '0');
+    }
+    if (i < len && s[i] == '.') {
+        if (++i >= len || s[i] < '0' || s[i] > '9') { return 0; }
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            e10--;
+            if (nd == 0 && s[i] == '0') { continue; }
+            if (++nd > 19) { return 0; }
+            w = w * 10 + (uint64_t)(s[i] - '0');
+        }
+    }
+    if (i < len && (s[i] == 'e' || s[i] == 'E')) {
+        int eneg = 0, ev = 0, ne = 0;
+        if (++i < len && (s[i] == '-' || s[i] == '+')) {
+            eneg = s[i++] == '-';
+        }
+        for (; i < len && s[i] >= '0' && s[i] <= '9'; i++) {
+            if (++ne > 4) { return 0; }
+            ev = ev * 10 + (s[i] - '0');
+        }
+        if (!ne) { return 0; }
+        e10 += eneg ? -ev : ev;
+    }
+    if (i != len) { return 0; }
+    if (w == 0) {
+        *out = neg ? -0.0 : 0.0;
+        return 1;
+    }
+    if (e10 >= 0) {
+        if (e10 > 19) { return 0; }
+        n = (u128)w * pow10_u64[e10];       /* < 2^128 */
+    }
+    else {
+        uint64_t p;
+        if (e10 < -19) { return 0; }
+        p = pow10_u64[-e10];
+        bexp = 127 - bits128(w);
+        num = (u128)w << bexp;
+        n = num / p;                        /* >= 2^62: 54 bits and more */
+        sticky = num - n * p != 0;
+        bexp = -bexp;
+    }
+    nb = bits128(n);
+    if (nb > 53) {
+        u128 rest, half;
+        shift = nb - 53;
+        m = (uint64_t)(n >> shift);
+        rest = n & (((u128)1 << shift) - 1);
+        half = (u128)1 << (shift - 1);
+        if (rest > half || (rest == half && (sticky || (m & 1)))) { m++; }
+    }
+    else {
+        m = (uint64_t)n;                    /* exact: no division here */
+    }
+    d = ldexp((double)m, shift + bexp);     /* m <= 2^53: exact */
+    *out = neg ? -d : d;
+    return 1;
+}
+#else
+#define fast_float(s, len, out) 0
+#endif
+
 static PyObject *
 parse_float(const char *s, Py_ssize_t len)
 {
     char buf[80], *end = NULL;
     double d;
 
+    if (fast_float(s, len, &d)) { return PyFloat_FromDouble(d); }
     if (len <= 0 || len >= (Py_ssize_t)sizeof(buf)) {
         return bad_value("float", s, len);
     }
@@ -317,6 +422,34 @@ bin_float(const char *s, Py_ssize_t len)
     return NULL;
 }
 
+/* numeric's text form is ASCII: make the str without the UTF-8 decoder */
+static PyObject *
+ascii_str(const char *s, Py_ssize_t len)
+{
+    PyObject *rv;
+    Py_ssize_t i;
+
+    for (i = 0; i < len; i++) {
+        if ((unsigned char)s[i] >= 0x80) {
+            return PyUnicode_DecodeUTF8(s, len, "strict");
+        }
+    }
+    if (!(rv = PyUnicode_New(len, 0x7F))) { return NULL; }
+    memcpy(PyUnicode_1BYTE_DATA(rv), s, (size_t)len);
+    return rv;
+}
+
+static PyObject *
+parse_decimal(const char *s, Py_ssize_t len)
+{
+    PyObject *arg, *rv;
+
+    if (!(arg = ascii_str(s, len))) { return NULL; }
+    rv = PyObject_CallOneArg(conv_objects[CONV_DECIMAL], arg);
+    Py_DECREF(arg);
+    return rv;
+}
+
 PyObject *
 convert_value(PyObject *conv, enum conv_kind kind, const char *s,
               Py_ssize_t len, int binary)
@@ -352,6 +485,9 @@ convert_value(PyObject *conv, enum conv_kind kind, const char *s,
         }
         return PyBool_FromLong(s[0] != 0);
     case CONV_BYTES_BIN: return PyBytes_FromStringAndSize(s, len);
+    case CONV_DECIMAL:
+        if (!binary) { return parse_decimal(s, len); }
+        break;          /* Decimal(bytes): let it say what it thinks */
     default: break;
     }
     arg = binary ? PyBytes_FromStringAndSize(s, len)
@@ -444,6 +580,13 @@ convert_init(PyObject *module)
 
     PyDateTime_IMPORT;
     if (!PyDateTimeAPI) { return -1; }
+    if (!conv_objects[CONV_DECIMAL]) {
+        PyObject *mod = PyImport_ImportModule("decimal");
+        if (!mod) { return -1; }
+        conv_objects[CONV_DECIMAL] = PyObject_GetAttrString(mod, "Decimal");
+        Py_DECREF(mod);
+        if (!conv_objects[CONV_DECIMAL]) { return -1; }
+    }
     for (i = 0; conv_methods[i].ml_name; i++) {
         PyObject *f = PyCFunction_NewEx(&conv_methods[i], NULL, NULL);
         if (!f) { return -1; }

@@ -24,6 +24,8 @@ enum conv_kind {
     CONV_BOOL_BIN,      /* binary: one byte */
     CONV_TEXT_BIN,      /* binary: UTF-8 text */
     CONV_BYTES_BIN,     /* binary: the bytes themselves */
+    CONV_DECIMAL,       /* text: decimal.Decimal itself, called with a str
+                           made straight from the buffer */
     CONV_NKINDS
 };
 

@@ -13,6 +13,7 @@
 /* What a Relation message said, for the rows that follow */
 typedef struct {
     uint32_t relid;
+    PyObject *relid_obj;            /* relid as int, shared by the rows */
     PyObject *schema, *table;
     Py_ssize_t ncols;
     PyObject **names;
@@ -22,6 +23,7 @@ typedef struct {
 
 typedef struct {
     PyObject_HEAD
+    vectorcallfunc vectorcall;
     PyObject *resolve;      /* resolve(oid, type name or None, binary) */
     PyObject *relations;    /* relid -> capsule(relEntry) */
     PyObject *types;        /* oid -> (schema, name) from Type messages */
@@ -156,6 +158,7 @@ rel_free(relEntry *e)
     int b;
 
     if (!e) { return; }
+    Py_XDECREF(e->relid_obj);
     Py_XDECREF(e->schema);
     Py_XDECREF(e->table);
     for (i = 0; i < e->ncols; i++) {
@@ -313,8 +316,9 @@ msg_row(pgoDecoderObject *self, pgoRead *r, enum change_kind kind)
     change_set(ch, ROW_TABLE, e->table);
     change_set(ch, ROW_XID, xid);
     xid = NULL;
-    if (change_set(ch, ROW_LSN, PyLong_FromUnsignedLongLong(r->lsn)) < 0
-            || change_set(ch, ROW_RELID, PyLong_FromUnsignedLong(relid)) < 0) {
+    Py_INCREF(e->relid_obj);
+    change_set(ch, ROW_RELID, e->relid_obj);
+    if (change_set(ch, ROW_LSN, PyLong_FromUnsignedLongLong(r->lsn)) < 0) {
         goto exit;
     }
     if (get_u8(r, "the tuple tag", &tag) < 0) { goto exit; }
@@ -363,6 +367,7 @@ msg_relation(pgoDecoderObject *self, pgoRead *r)
         goto exit;
     }
     e->relid = relid;
+    if (!(e->relid_obj = PyLong_FromUnsignedLong(relid))) { goto exit; }
     if (!(e->schema = get_str(r, "the schema name"))) { goto exit; }
     if (PyUnicode_GET_LENGTH(e->schema) == 0) {
         /* pg_catalog is sent as an empty string */
@@ -729,14 +734,22 @@ decode_one(pgoDecoderObject *self, pgoRead *r)
                         (unsigned char)tag);
 }
 
+/* Called through vectorcall: no argument tuple per message */
 static PyObject *
-pgo_call(pgoDecoderObject *self, PyObject *args, PyObject *kwargs)
+pgo_vectorcall(PyObject *oself, PyObject *const *args, size_t nargsf,
+               PyObject *kwnames)
 {
+    pgoDecoderObject *self = (pgoDecoderObject *)oself;
     PyObject *omsg;
     messageObject *msg;
     pgoRead r;
 
-    if (!PyArg_ParseTuple(args, "O:PgoutputDecoder", &omsg)) { return NULL; }
+    if (PyVectorcall_NARGS(nargsf) != 1 || (kwnames && PyTuple_GET_SIZE(kwnames))) {
+        PyErr_SetString(PyExc_TypeError,
+                        "PgoutputDecoder() takes exactly one argument (a Message)");
+        return NULL;
+    }
+    omsg = args[0];
     if (!PyObject_TypeCheck(omsg, &messageType)) {
         PyErr_Format(PyExc_TypeError, "expected a Message, got %s",
                      Py_TYPE(omsg)->tp_name);
@@ -782,6 +795,7 @@ pgo_init(pgoDecoderObject *self, PyObject *args, PyObject *kwargs)
     }
     Py_INCREF(resolve);
     Py_XSETREF(self->resolve, resolve);
+    self->vectorcall = pgo_vectorcall;
     self->last = NULL;
     Py_XSETREF(self->relations, PyDict_New());
     Py_XSETREF(self->types, PyDict_New());
@@ -851,8 +865,10 @@ PyTypeObject pgoDecoderType = {
     .tp_name = "pylogicaldecoding._core.PgoutputDecoder",
     .tp_basicsize = sizeof(pgoDecoderObject),
     .tp_dealloc = (destructor)pgo_dealloc,
-    .tp_call = (ternaryfunc)pgo_call,
-    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC,
+    .tp_call = PyVectorcall_Call,
+    .tp_vectorcall_offset = offsetof(pgoDecoderObject, vectorcall),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_GC
+        | Py_TPFLAGS_HAVE_VECTORCALL,
     .tp_doc = pgo_doc,
     .tp_traverse = (traverseproc)pgo_traverse,
     .tp_clear = (inquiry)pgo_clear,

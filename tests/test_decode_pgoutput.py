@@ -2,6 +2,7 @@
 
 import datetime
 import os
+from decimal import Decimal
 import struct
 
 import pytest
@@ -151,6 +152,39 @@ def test_wrong_payload_type():
     d = decoders.make_decoder("pgoutput")
     with pytest.raises(TypeError, match="binary=True"):
         d(M("text"))
+    for args, kwargs in [((), {}), ((M(b"E"), M(b"E")), {}),
+                         ((), {"msg": M(b"E")}), ((M(b"E"),), {"x": 1})]:
+        with pytest.raises(TypeError, match="one argument"):
+            d(*args, **kwargs)
+    with pytest.raises(TypeError):
+        _core.PgoutputDecoder.__new__(_core.PgoutputDecoder)(M(b"E"))
+    assert isinstance(d(M(b"E")), pld.StreamStop)
+
+
+def test_numeric_and_float_values():
+    """numeric (Decimal, called inline) and float8 (read in C) as the
+    server prints them; a registered converter still wins."""
+    d = decoders.make_decoder("pgoutput")
+    d(M(relation_msg(cols=(("n", 1700, False), ("f", 701, False)))))
+    rows = [("1.50", "0.42857142857142855"), ("-0.001", "-1.2345e-05"),
+            ("NaN", "NaN"), ("-Infinity", "Infinity"),
+            ("123456789012345678901234567890.123", "1e+100")]
+    for n, f in rows:
+        new = d(M(b"I" + struct.pack("!I", 16400) + b"N"
+                  + tuple_data(n, f))).new
+        assert type(new["n"]) is Decimal and str(new["n"]) == n
+        assert type(new["f"]) is float and repr(new["f"]) == \
+            repr(float(f))
+    with pytest.raises(pld.DecodingError, match="column n"):
+        d(M(b"I" + struct.pack("!I", 16400) + b"N" + tuple_data("1,5", "1")))
+    reg = types.registry.copy()
+    reg.register("numeric", text=float)
+    d = decoders.make_decoder("pgoutput", registry=reg)
+    d(M(relation_msg(cols=(("n", 1700, False),))))
+    new = d(M(b"I" + struct.pack("!I", 16400) + b"N" + tuple_data("1.5"))).new
+    assert new == {"n": 1.5} and type(new["n"]) is float
+    with pytest.raises(pld.DecodingError, match="column n"):
+        d(M(b"I" + struct.pack("!I", 16400) + b"N" + tuple_data("x")))
 
 
 # -- against the server --

@@ -1,12 +1,16 @@
 """Value converters and the type registry."""
 
 import datetime as dt
+import decimal
 import ipaddress
+import math
 import struct
 import uuid
 from decimal import Decimal
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 import pylogicaldecoding as pld
 from pylogicaldecoding import _core, types
@@ -38,6 +42,60 @@ def test_c_converters(conv, text, want):
         assert got != got
     else:
         assert got == want and type(got) is type(want)
+
+
+def _same_float(a, b):
+    return (a == b and math.copysign(1, a) == math.copysign(1, b)) or \
+        (a != a and b != b)
+
+
+@pytest.mark.parametrize("text", [
+    "0", "-0", "0.000", "-0.0", "1", "+1.5", "-1.5", "3.75",
+    "0.42857142857142855", "2856.4285714285716", "9007199254740993",
+    "9007199254740993.0", "1234567890123456789", "12345678901234567890",
+    "18446744073709551615", "1e19", "1e20", "1e-19", "1e-20",
+    "1.2345e-05", "1e+100", "1.7976931348623157e+308", "5e-324",
+    "2.2250738585072014e-308", "0.30000000000000004",
+    "9.999999999999999999e19", "1.", ".5", "1e", "1e+", "1e99999", "--1",
+    "NaN", "Infinity", "-Infinity", "inf", "1_0", "0x10",
+])
+def test_text_float_as_float(text):
+    """text_float reads common forms itself: same value (or error) as
+    float(), which reads them all with a correctly rounded strtod."""
+    try:
+        want = float(text.replace("_", "!"))
+    except ValueError:
+        with pytest.raises(ValueError):
+            _core.text_float(text)
+    else:
+        assert _same_float(_core.text_float(text), want)
+
+
+@given(st.floats(allow_nan=False, allow_infinity=False),
+       st.sampled_from(["%r", "%.17g", "%.15g", "%.16e", "%.3f", "%.25f"]))
+def test_text_float_round_trips(x, fmt):
+    text = repr(x) if fmt == "%r" else fmt % x
+    if len(text) >= 80:         # longer than any float PostgreSQL prints
+        return
+    assert _same_float(_core.text_float(text), float(text))
+
+
+@given(st.integers(0, 10 ** 20), st.integers(-40, 40), st.booleans())
+def test_text_float_decimals_and_halfway_cases(w, e, point):
+    """Random digit strings, and exact midpoints between two doubles
+    (the cases where a rounding error shows)."""
+    s = str(w)
+    text = (s[:len(s) // 2] or "0") + "." + (s[len(s) // 2:] or "0") \
+        if point else "%se%d" % (s, e)
+    assert _same_float(_core.text_float(text), float(text))
+    x = float(text)
+    if x and x == x and abs(x) < 1e300:
+        y = math.nextafter(x, math.inf)
+        with decimal.localcontext() as ctx:
+            ctx.prec = 60
+            mid = (Decimal(x) + Decimal(y)) / 2
+        for t in ("%.20e" % mid, str(mid)[:22]):
+            assert _same_float(_core.text_float(t), float(t))
 
 
 @pytest.mark.parametrize("conv,text", [
