@@ -98,6 +98,11 @@ class Reader(_core.ReaderBase):
         ``msg.change`` (`Insert`, `Update`, `Begin`...) for test_decoding,
         pgoutput and wal2json; the options decoding needs are added (see
         `decoders.default_options`). False: ``msg.change`` is None.
+    :param recv_timeout: seconds of silence from the server after which the
+        connection is presumed dead and `ConnectionLost` raised (then
+        ``reconnect`` applies); at half of it the Reader asks the server for
+        a reply. Default: the server's wal_sender_timeout, at least 10 s;
+        0 turns it off.
     :param type_registry: the `types.TypeRegistry` converting values
         (default: `types.registry`, which you may extend).
     :param reconnect: True, or a `Reconnect` policy: when the connection is
@@ -116,7 +121,7 @@ class Reader(_core.ReaderBase):
                  create_slot=True, temporary=False, start_lsn=None,
                  status_interval=10.0, binary=None, confirm_keepalives=True,
                  reconnect=False, decode=True, type_registry=None,
-                 **conninfo_kwargs):
+                 recv_timeout=None, **conninfo_kwargs):
         self.slot = commands.check_slot_name(slot)
         self.plugin = commands.check_plugin_name(plugin)
         self.options = dict(options) if options else {}
@@ -129,6 +134,9 @@ class Reader(_core.ReaderBase):
         self.status_interval = status_interval
         self.confirm_keepalives = confirm_keepalives
         self.decode = bool(decode)
+        if recv_timeout is not None and recv_timeout < 0:
+            raise ValueError("recv_timeout must be >= 0 (0: off)")
+        self._recv_timeout_choice = recv_timeout
         self.type_registry = type_registry
         self.binary = (plugin in BINARY_PLUGINS) if binary is None else binary
         if reconnect is True:
@@ -369,6 +377,10 @@ class Reader(_core.ReaderBase):
                                                     timeout / 3.0))
         else:
             self.keepalive_interval = self.status_interval
+        if self._recv_timeout_choice is not None:
+            self.recv_timeout = self._recv_timeout_choice
+        else:
+            self.recv_timeout = max(timeout or 60.0, 10.0)
 
     def start(self, *, until_lsn=None):
         """Stream the slot, calling `event()`, until `stop()` is called.

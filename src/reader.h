@@ -44,6 +44,7 @@ typedef struct {
     double status_interval;     /* seconds between status updates */
     double keepalive_interval;  /* thread's period while event() runs, 0=off */
     double last_status;         /* monotonic time of the last status update */
+    double recv_timeout;        /* silence that means a dead peer, 0: off */
     int feedback_pending;       /* an ack is waiting to be sent */
     int unacked;                /* a delivered message awaits its ack */
     int confirm_keepalives;     /* see pq_read_message(), 'k' */

@@ -191,8 +191,9 @@ stream_loop(readerObject *self)
     PyObject *msg = NULL, *res, *event;
     PyObject *args[2];
     double now, wait, woke = 0.0, gap = 1.0;
+    double quiet_since = 0.0;       /* waiting with nothing received since */
     int64_t seen = 0;               /* self->messages at the last wake-up */
-    int rv, w, batching = 0, quick = 0;
+    int rv, w, batching = 0, quick = 0, pinged = 0;
 
     if (!(event = PyObject_GetAttr((PyObject *)self, event_name))) {
         return -1;
@@ -262,6 +263,29 @@ stream_loop(readerObject *self)
         wait = self->last_status + self->status_interval - now;
         if (wait < 0) { wait = 0; }
         if (batching && wait > BATCH_DELAY) { wait = BATCH_DELAY; }
+        /* Liveness: a server that says nothing for half of recv_timeout
+         * is asked for a reply; silence for all of it means the network
+         * or the server is gone (a dead peer may never reset the TCP
+         * connection). */
+        if (self->recv_timeout > 0) {
+            double idle, left;
+            if (quiet_since == 0.0) { quiet_since = now; }
+            idle = now - quiet_since;
+            if (idle >= self->recv_timeout) {
+                PyErr_Format(pld_ConnectionLost,
+                    "no message from the server for %d s: the connection "
+                    "is presumed dead", (int)idle);
+                rv = -1;
+                break;
+            }
+            if (!pinged && idle >= self->recv_timeout / 2) {
+                if (pq_send_status(self, 1) < 0) { rv = -1; break; }
+                pinged = 1;
+            }
+            left = (pinged ? self->recv_timeout : self->recv_timeout / 2)
+                - idle;
+            if (wait > left) { wait = left; }
+        }
         self->polling = 1;
         UNLOCK(self);
         w = pq_wait(self, 0, wait);
@@ -272,6 +296,7 @@ stream_loop(readerObject *self)
         woke = now;
         seen = self->messages;
         if (w < 0) { rv = -1; break; }
+        if (w == PQ_WAIT_READY) { quiet_since = 0.0; pinged = 0; }
         /* batching: on timeout, take what arrived, however little */
         if ((w == PQ_WAIT_READY || (batching && w == PQ_WAIT_TIMEOUT))
                 && pq_consume_input(self) < 0) {
@@ -791,6 +816,18 @@ status_interval_set(readerObject *self, PyObject *value, void *closure)
 }
 
 static PyObject *
+recv_timeout_get(readerObject *self, void *closure)
+{
+    return PyFloat_FromDouble(self->recv_timeout);
+}
+
+static int
+recv_timeout_set(readerObject *self, PyObject *value, void *closure)
+{
+    return interval_set(self, value, &self->recv_timeout, 1);
+}
+
+static PyObject *
 keepalive_interval_get(readerObject *self, void *closure)
 {
     return PyFloat_FromDouble(self->keepalive_interval);
@@ -922,6 +959,10 @@ static struct PyGetSetDef reader_getsets[] = {
     {"status_interval", (getter)status_interval_get,
         (setter)status_interval_set,
         "Seconds between status updates to the server."},
+    {"recv_timeout", (getter)recv_timeout_get, (setter)recv_timeout_set,
+        "Seconds of silence from the server after which the connection is "
+        "presumed dead (ConnectionLost); at half of it a reply is asked "
+        "for. 0 turns it off."},
     {"keepalive_interval", (getter)keepalive_interval_get,
         (setter)keepalive_interval_set,
         "While Python code runs, a C thread sends status updates at this "

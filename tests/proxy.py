@@ -17,6 +17,7 @@ class Proxy:
         self.lock = threading.Lock()
         self.connections = 0
         self.closed = False
+        self.frozen = threading.Event()     # set: carry nothing
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self):
@@ -37,13 +38,14 @@ class Proxy:
                 threading.Thread(target=self._pump, args=(a, b),
                                  daemon=True).start()
 
-    @staticmethod
-    def _pump(src, dst):
+    def _pump(self, src, dst):
         try:
             while True:
                 data = src.recv(65536)
                 if not data:
                     break
+                if self.frozen.is_set():
+                    continue        # the packet is lost
                 dst.sendall(data)
         except OSError:
             pass
@@ -53,6 +55,15 @@ class Proxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+
+    def freeze(self):
+        """Lose every byte from now on, without closing anything: a network
+        that silently stopped working."""
+        self.frozen.set()
+
+    def thaw(self):
+        """Carry bytes again (new connections work; frozen ones stay dead)."""
+        self.frozen.clear()
 
     def cut(self):
         """Drop every open connection, as a failing network would (RST)."""

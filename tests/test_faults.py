@@ -308,3 +308,42 @@ def test_sigkill_cycles_lose_nothing(dsn, sql, slot_name, table, tmp_path):
     assert slot_row(sql, slot_name)["confirmed_flush_lsn"] >= max(acks)
     print("sigkill: %d cycles, %d transactions committed, %d acks logged"
           % (cycles, len(writer.committed), len(acks)))
+
+
+def test_silent_network_is_detected(pg_server, dsn, sql, slot_name, table):
+    """A network that silently stops carrying packets (no reset): the
+    Reader asks the server for a reply, hears nothing, gives the connection
+    up after recv_timeout and reconnects."""
+    proxy = Proxy(pg_server.port)
+    try:
+        proxied = "host=127.0.0.1 port=%d dbname=test user=postgres " \
+                  "sslmode=disable" % proxy.port
+        r = Collector(proxied, slot=slot_name, recv_timeout=1.0,
+                      until=lambda r: r.commits() == 1,
+                      reconnect=pld.Reconnect(initial_delay=0.05))
+        bg = Background(r)
+        wait_for(lambda: r.streaming, what="streaming")
+        t0 = time.monotonic()
+        proxy.freeze()
+        wait_for(lambda: r.reconnections == 1, timeout=10,
+                 what="the dead connection to be noticed")
+        assert time.monotonic() - t0 < 3
+        proxy.thaw()
+        wait_for(lambda: r.streaming, what="streaming again")
+        sql("INSERT INTO %s(data) VALUES('after')" % table)
+        assert bg.join() is None
+        assert "'after'" in r.payloads[1]
+        r.close()
+    finally:
+        proxy.close()
+
+
+def test_idle_healthy_connection_is_not_presumed_dead(dsn, slot_name):
+    r = Collector(dsn, slot=slot_name, recv_timeout=0.4, status_interval=5)
+    bg = Background(r)
+    wait_for(lambda: r.streaming, what="streaming")
+    time.sleep(2)           # five timeouts: answered pings keep it alive
+    assert bg.thread.is_alive() and bg.error is None
+    r.stop()
+    assert bg.join() is None
+    r.close()
