@@ -422,31 +422,70 @@ bin_float(const char *s, Py_ssize_t len)
     return NULL;
 }
 
-/* numeric's text form is ASCII: make the str without the UTF-8 decoder */
+/* UTF-8 text as str: ASCII text (most values) is checked eight bytes at a
+ * time and copied; anything else goes to the UTF-8 decoder. */
 static PyObject *
-ascii_str(const char *s, Py_ssize_t len)
+utf8_str(const char *s, Py_ssize_t len)
 {
     PyObject *rv;
-    Py_ssize_t i;
+    Py_ssize_t i = 0;
+    uint64_t w, any = 0;
 
-    for (i = 0; i < len; i++) {
-        if ((unsigned char)s[i] >= 0x80) {
-            return PyUnicode_DecodeUTF8(s, len, "strict");
-        }
+    for (; i + 8 <= len; i += 8) {
+        memcpy(&w, s + i, 8);
+        any |= w;
+    }
+    for (; i < len; i++) { any |= (unsigned char)s[i]; }
+    if ((any & UINT64_C(0x8080808080808080)) || len < 2) {
+        /* also '' and one character: shared objects */
+        return PyUnicode_DecodeUTF8(s, len, "strict");
     }
     if (!(rv = PyUnicode_New(len, 0x7F))) { return NULL; }
     memcpy(PyUnicode_1BYTE_DATA(rv), s, (size_t)len);
     return rv;
 }
 
+/* Decimal(str), straight to its tp_new with a 1-tuple kept for the next
+ * call when nobody else took a reference (Decimal's tp_new keeps none,
+ * and it has no __init__ to call). */
+static PyObject *decimal_args = NULL;
+
 static PyObject *
 parse_decimal(const char *s, Py_ssize_t len)
 {
-    PyObject *arg, *rv;
+    PyTypeObject *type = (PyTypeObject *)conv_objects[CONV_DECIMAL];
+    PyObject *arg, *args, *rv;
 
-    if (!(arg = ascii_str(s, len))) { return NULL; }
-    rv = PyObject_CallOneArg(conv_objects[CONV_DECIMAL], arg);
-    Py_DECREF(arg);
+    if (!(arg = utf8_str(s, len))) { return NULL; }
+    if (type->tp_init != PyBaseObject_Type.tp_init) {
+        /* a pure-Python decimal module: the normal call */
+        rv = PyObject_CallOneArg((PyObject *)type, arg);
+        Py_DECREF(arg);
+        return rv;
+    }
+    if (decimal_args && Py_REFCNT(decimal_args) == 1) {
+        args = decimal_args;
+        decimal_args = NULL;
+        PyTuple_SET_ITEM(args, 0, arg);
+    }
+    else if (!(args = PyTuple_Pack(1, arg))) {
+        Py_DECREF(arg);
+        return NULL;
+    }
+    else {
+        Py_DECREF(arg);
+    }
+    rv = type->tp_new(type, args, NULL);
+    /* empty the tuple (it owns arg) and keep it if it is ours alone */
+    arg = PyTuple_GET_ITEM(args, 0);
+    if (Py_REFCNT(args) == 1 && !decimal_args) {
+        PyTuple_SET_ITEM(args, 0, NULL);
+        Py_DECREF(arg);
+        decimal_args = args;
+    }
+    else {
+        Py_DECREF(args);
+    }
     return rv;
 }
 
@@ -462,7 +501,7 @@ convert_value(PyObject *conv, enum conv_kind kind, const char *s,
     case CONV_BOOL: return parse_bool(s, len);
     case CONV_TEXT:
     case CONV_TEXT_BIN:
-        return PyUnicode_DecodeUTF8(s, len, "strict");
+        return utf8_str(s, len);
     case CONV_BYTEA: return parse_bytea(s, len);
     case CONV_DATE:
     case CONV_TIMESTAMP:

@@ -15,6 +15,7 @@ typedef struct {
     uint32_t relid;
     PyObject *relid_obj;            /* relid as int, shared by the rows */
     PyObject *schema, *table;
+    PyObject *row;                  /* {name: None}: copied for each row */
     Py_ssize_t ncols;
     PyObject **names;
     PyObject **conv[2];             /* [0] text, [1] binary converters */
@@ -159,6 +160,7 @@ rel_free(relEntry *e)
 
     if (!e) { return; }
     Py_XDECREF(e->relid_obj);
+    Py_XDECREF(e->row);
     Py_XDECREF(e->schema);
     Py_XDECREF(e->table);
     for (i = 0; i < e->ncols; i++) {
@@ -235,7 +237,9 @@ tuple_data(pgoDecoderObject *self, pgoRead *r, relEntry *e)
             "of %zd columns", ncols, e->schema, e->table, e->ncols);
         goto exit;
     }
-    if (!(dict = _PyDict_NewPresized(ncols))) { goto exit; }
+    dict = (Py_ssize_t)ncols == e->ncols ? PyDict_Copy(e->row)
+        : _PyDict_NewPresized(ncols);
+    if (!dict) { goto exit; }
     for (i = 0; i < (Py_ssize_t)ncols; i++) {
         if (get_u8(r, "a column kind", &kind) < 0) { goto exit; }
         switch (kind) {
@@ -415,6 +419,10 @@ msg_relation(pgoDecoderObject *self, pgoRead *r)
                 || change_set(col, COL_KEY, PyBool_FromLong(flags & 1)) < 0) {
             goto exit;
         }
+    }
+    if (!(e->row = _PyDict_NewPresized(ncols))) { goto exit; }
+    for (i = 0; i < (Py_ssize_t)ncols; i++) {
+        if (PyDict_SetItem(e->row, e->names[i], Py_None) < 0) { goto exit; }
     }
     if (!(ch = change_new(CH_RELATION))) { goto exit; }
     if (change_set(ch, REL_RELID, PyLong_FromUnsignedLong(relid)) < 0) {
