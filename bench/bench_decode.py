@@ -200,9 +200,10 @@ def drain(dsn, until, decode, keep=False):
                   create_slot=False, decode=decode)
     r.keep = keep
     r.connect()
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     r.start(until_lsn=until)
     elapsed = time.perf_counter() - t0
+    r.cpu = time.process_time() - c0
     r.close()
     return elapsed, r
 
@@ -288,9 +289,10 @@ def main():
                  min(tp) / min(tc)))
         del d, p, msgs
 
-        raw, dec = alternate(lambda: drain(dsn, until, decode=False)[0],
-                             lambda: drain(dsn, until, decode=True)[0],
-                             args.repeat)
+        rawr, decr = alternate(lambda: drain(dsn, until, decode=False),
+                               lambda: drain(dsn, until, decode=True),
+                               args.repeat)
+        raw, dec = [x[0] for x in rawr], [x[0] for x in decr]
         ratios = [b / a for a, b in zip(raw, dec)]
         print("end to end drain of %d messages, median of %d: raw %.3f s "
               "(%.2f us/message), decoded %.3f s (%.2f us/message): ratio "
@@ -300,6 +302,10 @@ def main():
                  statistics.median(dec) / n * 1e6,
                  statistics.median(dec) / statistics.median(raw),
                  " ".join("%.2f" % x for x in ratios)))
+        craw = statistics.median(x[1].cpu for x in rawr)
+        cdec = statistics.median(x[1].cpu for x in decr)
+        print("  our process's CPU time (user+sys), median: raw %.3f s, "
+              "decoded %.3f s: ratio %.2f" % (craw, cdec, cdec / craw))
     finally:
         try:
             sql(dsn, "SELECT pg_drop_replication_slot('bench_slot')",
