@@ -267,6 +267,12 @@ stream_loop(readerObject *self)
          * is asked for a reply; silence for all of it means the network
          * or the server is gone (a dead peer may never reset the TCP
          * connection). */
+        if (self->messages > seen) {
+            /* received since the last wait (batching: read after a
+             * timeout) */
+            quiet_since = 0.0;
+            pinged = 0;
+        }
         if (self->recv_timeout > 0) {
             double idle, left;
             if (quiet_since == 0.0) { quiet_since = now; }
