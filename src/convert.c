@@ -3,6 +3,7 @@
 #include "convert.h"
 #include "wire.h"
 
+#include <float.h>
 #include <math.h>
 #include <string.h>
 #include <datetime.h>
@@ -62,12 +63,20 @@ parse_int(const char *s, Py_ssize_t len)
 #if defined(__SIZEOF_INT128__)
 /* The common float forms ([+-]digits[.digits][e[+-]digits], up to 19
  * significant digits, a power of ten up to 19 each way), read exactly:
- * the decimal is w * 10^e with w < 2^64; w * 10^e, or w * 2^k / 10^-e,
+ * the decimal is w * 10^e with w < 2^64. w <= 2^53 and |e| <= 22: one
+ * double operation. Else w * 10^e, or w * 2^k / 10^-e,
  * is an exact integer (plus a sticky bit for a remainder) in 128 bits,
  * rounded once to 53 bits, ties to even. Returns 0 for anything else,
  * left to PyOS_string_to_double (a correctly rounded strtod, but ten
  * times slower on 17 digits). */
 typedef unsigned __int128 u128;
+
+/* double arithmetic in double precision (no x87 extended registers) */
+#if defined(FLT_EVAL_METHOD) && FLT_EVAL_METHOD == 0
+#define CLINGER_OK 1
+#else
+#define CLINGER_OK 0
+#endif
 
 static int
 bits128(u128 v)
@@ -126,6 +135,19 @@ fast_float(const char *s, Py_ssize_t len, double *out)
     if (i != len) { return 0; }
     if (w == 0) {
         *out = neg ? -0.0 : 0.0;
+        return 1;
+    }
+    if (CLINGER_OK && w <= (UINT64_C(1) << 53) && e10 >= -22 && e10 <= 22) {
+        /* w and 10^|e10| are exact doubles: one IEEE operation rounds
+         * correctly (Clinger's fast path; most values with up to 15
+         * digits) */
+        static const double p10[23] = {
+            1e0, 1e1, 1e2, 1e3, 1e4, 1e5, 1e6, 1e7, 1e8, 1e9, 1e10, 1e11,
+            1e12, 1e13, 1e14, 1e15, 1e16, 1e17, 1e18, 1e19, 1e20, 1e21,
+            1e22,
+        };
+        d = e10 >= 0 ? (double)w * p10[e10] : (double)w / p10[-e10];
+        *out = neg ? -d : d;
         return 1;
     }
     if (e10 >= 0) {
