@@ -241,7 +241,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--dsn", default=os.environ.get("PLD_TEST_DSN"))
     ap.add_argument("--rows", type=int, default=160000)
-    ap.add_argument("--repeat", type=int, default=7)
+    ap.add_argument("--repeat", type=int, default=9)
     args = ap.parse_args()
     print("machine:", machine())
     server = None
