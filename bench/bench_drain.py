@@ -637,7 +637,7 @@ def main():
     p.add_argument("--changes", type=int, help="drain backlog size "
                    "(default 1000000, quick 300000)")
     p.add_argument("--reps", type=int, help="drain repetitions per client "
-                   "(default 7, quick 1)")
+                   "(default 7, quick 3)")
     p.add_argument("--scale-reps", type=int, help="repetitions per scale "
                    "case (default 3, quick 1)")
     p.add_argument("--rate", type=float, default=1000.0,
@@ -645,7 +645,7 @@ def main():
     p.add_argument("--seconds", type=float, help="latency writer's run time "
                    "(default 5, quick 2)")
     p.add_argument("--lat-reps", type=int, help="latency repetitions per "
-                   "client (default 5, quick 1)")
+                   "client (default 5, quick 2)")
     p.add_argument("--phases", default="drain,scale,latency",
                    help="comma-separated subset of drain,scale,latency")
     p.add_argument("--json", metavar="PATH", help="also write the results "
@@ -653,10 +653,10 @@ def main():
     a = p.parse_args()
     q = a.quick
     a.changes = a.changes or (300000 if q else 1000000)
-    a.reps = a.reps or (1 if q else 7)
+    a.reps = a.reps or (3 if q else 7)
     a.scale_reps = a.scale_reps or (1 if q else 3)
     a.seconds = a.seconds or (2.0 if q else 5.0)
-    a.lat_reps = a.lat_reps or (1 if q else 5)
+    a.lat_reps = a.lat_reps or (2 if q else 5)
     a.scale = [30000, 100000] if q else [100000, 300000, 1000000]
     a.big_txn = 100000 if q else 1000000
     a.phases = [x.strip() for x in a.phases.split(",") if x.strip()]
