@@ -16,6 +16,11 @@ SECRET_KEYWORDS = frozenset(["password", "sslpassword"])
 #: Seconds allowed to connect when neither the DSN nor PGCONNECT_TIMEOUT say.
 DEFAULT_CONNECT_TIMEOUT = 10
 
+#: Session settings the plugins' text output is parsed with. They go first
+#: in ``options``: the caller's own ``-c`` settings, later, still win, and
+#: as client settings they override ALTER DATABASE/ROLE ... SET.
+OUTPUT_SETTINGS = "-c datestyle=ISO -c intervalstyle=postgres"
+
 _known_keywords = None
 
 
@@ -34,7 +39,8 @@ def make_params(dsn="", **kwargs):
     ("postgresql://..."); ``kwargs`` are libpq keywords that override it
     (None values are ignored). Unknown keywords, and values holding NUL
     characters, raise `ProgrammingError`. The result asks for a logical
-    replication connection (``replication=database``).
+    replication connection (``replication=database``) whose session prints
+    dates and intervals the way the decoders read them (`OUTPUT_SETTINGS`).
     """
     if not isinstance(dsn, str):
         raise TypeError("dsn must be a str, got %s" % type(dsn).__name__)
@@ -51,6 +57,8 @@ def make_params(dsn="", **kwargs):
             raise ProgrammingError(
                 "the value of connection keyword %r holds a NUL character" % key)
     params["replication"] = "database"
+    user_options = params.get("options") or os.environ.get("PGOPTIONS", "")
+    params["options"] = (OUTPUT_SETTINGS + " " + user_options).strip()
     params.setdefault("fallback_application_name", "pylogicaldecoding")
     if "connect_timeout" not in params and not os.environ.get("PGCONNECT_TIMEOUT"):
         params["connect_timeout"] = str(DEFAULT_CONNECT_TIMEOUT)

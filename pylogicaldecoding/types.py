@@ -45,8 +45,8 @@ domain's name: the decoder then needs the catalog (`load_catalog()`, run
 by the Reader before streaming) to find the base type; a domain created
 after the stream started is read as str.
 
-Text forms assume the server's default output settings (DateStyle ISO,
-IntervalStyle postgres or iso_8601, bytea_output hex or escape).
+Text forms assume DateStyle ISO and IntervalStyle postgres (or iso_8601),
+which the Reader sets for its session, and bytea_output hex or escape.
 
 Register a converter for a type name or OID with `register()` (on the
 default `registry` or a copy passed to the decoder)::

@@ -425,3 +425,33 @@ def test_drain_reads_what_is_there_and_returns(dsn, sql, slot_name, table):
     with Collector(dsn, slot=slot_name) as r:
         r.drain()
         assert r.msgs == []
+
+
+def test_output_settings_are_fixed_for_decoding(pg_server, sql, table):
+    """A database whose DateStyle/IntervalStyle differ from the defaults:
+    the replication session still prints what the decoders parse."""
+    import datetime as dt
+    sql("DROP DATABASE IF EXISTS pld_styles")
+    sql("CREATE DATABASE pld_styles")
+    try:
+        sql("ALTER DATABASE pld_styles SET datestyle = 'SQL, DMY'")
+        sql("ALTER DATABASE pld_styles SET intervalstyle = 'sql_standard'")
+        conn = psycopg2.connect(pg_server.dsn, dbname="pld_styles")
+        conn.autocommit = True
+        cur = conn.cursor()
+        cur.execute("CREATE TABLE t(d date, ts timestamp, iv interval)")
+        dsn = pg_server.dsn.replace("dbname=test", "dbname=pld_styles")
+        with Collector(dsn, slot="pld_styles_slot") as r:
+            r.create_slot(snapshot="nothing")
+            cur.execute("INSERT INTO t VALUES ('2024-03-01', "
+                        "'2024-03-01 10:20:30', '1 day 02:00:00')")
+            r.drain()
+            row = [m.change for m in r.msgs if type(m.change).__name__ ==
+                   "Insert"][0].new
+            r.drop_slot()
+        assert row == {"d": dt.date(2024, 3, 1),
+                       "ts": dt.datetime(2024, 3, 1, 10, 20, 30),
+                       "iv": dt.timedelta(days=1, hours=2)}
+        conn.close()
+    finally:
+        sql("DROP DATABASE IF EXISTS pld_styles (FORCE)")
