@@ -73,7 +73,8 @@ exit:
 /* Raise the error of a failed result, or of the connection if res is NULL.
  *
  * The class is cls if given, else the one registered for the SQLSTATE,
- * else ConnectionLost if the connection is gone, else a generic one.
+ * else ConnectionLost if the connection is gone or the error is libpq's
+ * own (no SQLSTATE), else a generic one.
  * The message is the server's, without severity prefix; it never holds
  * the connection string (libpq does not put passwords in its messages). */
 void
@@ -92,8 +93,11 @@ pq_raise(readerObject *self, PGresult *res, PyObject *cls)
     if (!text || !*text) { text = "unknown error (no message from libpq)"; }
 
     if (!cls) { cls = class_for_sqlstate(code); }
+    /* No SQLSTATE: libpq's own error on an open connection (a failed send
+     * or receive, a broken protocol): the connection is not usable, even
+     * when libpq has not marked it bad yet. */
     if (!cls && self && self->pgconn
-            && PQstatus(self->pgconn) == CONNECTION_BAD) {
+            && (!code || PQstatus(self->pgconn) == CONNECTION_BAD)) {
         cls = pld_ConnectionLost;
     }
     if (!cls) { cls = code ? pld_DatabaseError : pld_OperationalError; }
