@@ -87,13 +87,18 @@ def check_options(options):
     return rv
 
 
-def lsn_text(lsn):
-    """An LSN (int or 'X/Y' str) as the 'X/Y' text of the grammar."""
+def lsn_int(lsn):
+    """An LSN given as an int or an 'X/Y' str, as an int."""
     if isinstance(lsn, str):
-        lsn = parse_lsn(lsn)
+        return parse_lsn(lsn)
     if not isinstance(lsn, int) or isinstance(lsn, bool):
         raise TypeError("an LSN must be an int or a str like '16/B374D848'")
-    return format_lsn(lsn)
+    return lsn
+
+
+def lsn_text(lsn):
+    """An LSN (int or 'X/Y' str) as the 'X/Y' text of the grammar."""
+    return format_lsn(lsn_int(lsn))
 
 
 def start_replication(slot, lsn=0, options=()):

@@ -470,7 +470,7 @@ class Reader(_core.ReaderBase):
             self.decoder = None
         # resume after what was acked, even if the server lost it (a
         # crash before its checkpoint) or start_lsn is older
-        lsn = _lsn_int(self.start_lsn or 0)
+        lsn = commands.lsn_int(self.start_lsn or 0)
         self.start_copy(commands.start_replication(
             self.slot, max(lsn, self.flushed_lsn),
             commands.check_options(options)))
@@ -478,10 +478,6 @@ class Reader(_core.ReaderBase):
         if self._stop_requested.is_set():
             super().stop()      # asked while connecting
         self._stream(until_lsn=until_lsn)
-
-
-def _lsn_int(lsn):
-    return _core.parse_lsn(lsn) if isinstance(lsn, str) else int(lsn)
 
 
 def _parse_ms(text):

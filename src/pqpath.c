@@ -116,8 +116,8 @@ pq_raise_message(PyObject *cls, const char *text)
     Py_DECREF(msg);
 }
 
-static RAISES_NEG int
-check_open(readerObject *self)
+RAISES_NEG int
+pq_check_open(readerObject *self)
 {
     if (!self->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
@@ -180,7 +180,7 @@ pq_wait(readerObject *self, int for_write, double timeout)
     nfds_t n = 1;
     int rv, ms;
 
-    if (check_open(self) < 0) { return -1; }
+    if (pq_check_open(self) < 0) { return -1; }
     fds[0].fd = PQsocket(self->pgconn);
     fds[0].events = for_write ? POLLOUT : POLLIN;
     fds[0].revents = 0;
@@ -299,7 +299,7 @@ send_command(readerObject *self, const char *command)
 {
     PGresult *res = NULL, *next = NULL;
 
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     if (!PQsendQuery(self->pgconn, command)) {
         pq_raise(self, NULL, NULL);
         return NULL;
@@ -628,6 +628,18 @@ pq_send_status(readerObject *self, int reply)
     if (pq_send_status_nogil(self, reply) < 0) {
         pq_raise(self, NULL, NULL);
         return -1;
+    }
+    return 0;
+}
+
+/* Send a status update if an ack waits or status_interval has passed
+ * since the last one (now: the monotonic clock). Lock held. */
+RAISES_NEG int
+pq_send_status_if_due(readerObject *self, double now)
+{
+    if (self->feedback_pending
+            || now - self->last_status >= self->status_interval) {
+        return pq_send_status(self, 0);
     }
     return 0;
 }

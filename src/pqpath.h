@@ -17,6 +17,7 @@
 
 HIDDEN void pq_raise(readerObject *self, PGresult *res, PyObject *cls) RAISES;
 HIDDEN void pq_raise_message(PyObject *cls, const char *msg) RAISES;
+HIDDEN RAISES_NEG int pq_check_open(readerObject *self);
 HIDDEN RAISES_NEG int pq_connect(readerObject *self, const char *const *keys,
                                  const char *const *values);
 HIDDEN void pq_close(readerObject *self);
@@ -29,6 +30,7 @@ HIDDEN RAISES_NEG int pq_consume_input(readerObject *self);
 HIDDEN RAISES_NEG int pq_read_message(readerObject *self, PyObject **msg);
 HIDDEN int pq_send_status_nogil(readerObject *self, int reply);
 HIDDEN RAISES_NEG int pq_send_status(readerObject *self, int reply);
+HIDDEN RAISES_NEG int pq_send_status_if_due(readerObject *self, double now);
 HIDDEN RAISES_NEG int pq_end_copy(readerObject *self, double timeout);
 HIDDEN PyObject *pq_conninfo_parse(const char *dsn) RAISES;
 HIDDEN PyObject *pq_conninfo_keywords(void) RAISES;

@@ -25,16 +25,6 @@ static PyObject *event_name = NULL;     /* "event", interned */
 /* -- helpers -- */
 
 static RAISES_NEG int
-check_open(readerObject *self)
-{
-    if (!self->pgconn) {
-        PyErr_SetString(pld_InterfaceError, "the connection is closed");
-        return -1;
-    }
-    return 0;
-}
-
-static RAISES_NEG int
 lsn_from_object(PyObject *obj, lsn_t *out)
 {
     if (PyLong_Check(obj)) {
@@ -241,10 +231,7 @@ stream_loop(readerObject *self)
             break;
         }
         now = wire_monotonic();
-        if (self->feedback_pending
-                || now - self->last_status >= self->status_interval) {
-            if (pq_send_status(self, 0) < 0) { rv = -1; break; }
-        }
+        if (pq_send_status_if_due(self, now) < 0) { rv = -1; break; }
         if (batching) {
             if (self->messages - seen < BATCH_MIN) {
                 batching = quick = 0;
@@ -349,7 +336,7 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &ountil)) {
         return NULL;
     }
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     if (!self->copying) {
         PyErr_SetString(pld_ProgrammingError,
             "the stream is not started: call start_copy() first");
@@ -465,7 +452,7 @@ reader_execute(readerObject *self, PyObject *args)
     const char *command;
 
     if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     return pq_execute(self, command);
 }
 
@@ -481,7 +468,7 @@ reader_start_copy(readerObject *self, PyObject *args)
     const char *command;
 
     if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     self->stop_requested = 0;
     if (pq_start_copy(self, command) < 0) { return NULL; }
     self->last_status = wire_monotonic();
@@ -501,7 +488,7 @@ reader_read_message(readerObject *self, PyObject *dummy)
     PyObject *msg = NULL;
     int rv, attempt;
 
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     if (!self->copying) {
         PyErr_SetString(pld_ProgrammingError, "the stream is not started");
         return NULL;
@@ -515,12 +502,9 @@ reader_read_message(readerObject *self, PyObject *dummy)
     if (rv == PQ_MSG_DATA) {
         delivered(self, (messageObject *)msg);
     }
-    else if (rv == PQ_MSG_NONE) {
-        if (self->feedback_pending
-                || wire_monotonic() - self->last_status
-                    >= self->status_interval) {
-            if (pq_send_status(self, 0) < 0) { rv = -1; }
-        }
+    else if (rv == PQ_MSG_NONE
+            && pq_send_status_if_due(self, wire_monotonic()) < 0) {
+        rv = -1;
     }
     UNLOCK(self);
 
@@ -552,7 +536,7 @@ reader_send_feedback(readerObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", kwlist, &reply)) {
         return NULL;
     }
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     if (!self->copying) {
         PyErr_SetString(pld_ProgrammingError, "the stream is not started");
         return NULL;
@@ -690,7 +674,7 @@ reader_close(readerObject *self, PyObject *dummy)
 static PyObject *
 reader_fileno(readerObject *self, PyObject *dummy)
 {
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     return PyLong_FromLong((long)PQsocket(self->pgconn));
 }
 
@@ -718,14 +702,14 @@ streaming_get(readerObject *self, void *closure)
 static PyObject *
 server_version_get(readerObject *self, void *closure)
 {
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     return PyLong_FromLong(PQserverVersion(self->pgconn));
 }
 
 static PyObject *
 backend_pid_get(readerObject *self, void *closure)
 {
-    if (check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self) < 0) { return NULL; }
     return PyLong_FromLong(PQbackendPID(self->pgconn));
 }
 
