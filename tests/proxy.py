@@ -74,10 +74,20 @@ class Proxy:
                 try:
                     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER,
                                  b"\x01\x00\x00\x00\x00\x00\x00\x00")
-                    s.close()
+                    # shutdown() wakes the pump blocked in recv() on it:
+                    # close() alone would leave the socket open until then
+                    s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+                s.close()
 
     def close(self):
-        self.cut()
+        """Stop listening (connections are refused) and cut everything."""
+        # shutdown() first: close() alone leaves the socket listening while
+        # the accept() of another thread holds it
+        try:
+            self.sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
         self.sock.close()
+        self.cut()
