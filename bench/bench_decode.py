@@ -24,7 +24,6 @@ import datetime
 import decimal
 import json
 import os
-import platform
 import statistics
 import struct
 import sys
@@ -35,6 +34,9 @@ sys.path.insert(0, os.path.join(os.path.dirname(__file__), ".."))
 
 import pylogicaldecoding as pld  # noqa: E402
 from pylogicaldecoding import decoders, types  # noqa: E402
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from bench_drain import machine_info  # noqa: E402
 
 
 # -- a straightforward pure-Python pgoutput decoder, for comparison --------
@@ -224,17 +226,9 @@ def alternate(a, b, repeat):
 
 
 def machine():
-    cpu = "?"
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
-    except OSError:
-        pass
-    return "%s, %s cores, Python %s" % (cpu, os.cpu_count(),
-                                        platform.python_version())
+    info = machine_info()
+    return "%s, %s cores, Python %s" % (info["cpu"], info["cores"],
+                                        info["python"])
 
 
 def main():
