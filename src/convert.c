@@ -424,6 +424,49 @@ bin_int(const char *s, Py_ssize_t len)
     return NULL;
 }
 
+/* The decimal of `prec` significant digits nearest to f, read as a double;
+ * -1.0 with an exception set on failure. */
+static double
+float4_digits(float f, int prec)
+{
+    char *buf;
+    double d;
+
+    if (!(buf = PyOS_double_to_string((double)f, 'g', prec, 0, NULL))) {
+        return -1.0;
+    }
+    d = PyOS_string_to_double(buf, NULL, NULL);
+    PyMem_Free(buf);
+    return d;
+}
+
+/* A float4 as the server prints it (float4out, PostgreSQL 12+: the
+ * shortest decimal that reads back as the same float4), as a double: so
+ * the binary form gives the Python float the text form gives (0.1, not
+ * 0.10000000149011612). A round-trip at `prec` digits holds at every
+ * greater one, so the shortest is found by bisection over 1..9 digits
+ * (9 always round-trips). */
+static PyObject *
+float4_shortest(float f)
+{
+    int lo = 1, hi = 9, mid;
+    double d, best;
+
+    if (!isfinite(f) || f == 0.0f) { return PyFloat_FromDouble((double)f); }
+    if ((best = float4_digits(f, 9)) == -1.0 && PyErr_Occurred()) {
+        return NULL;
+    }
+    while (lo < hi) {
+        mid = (lo + hi) / 2;
+        if ((d = float4_digits(f, mid)) == -1.0 && PyErr_Occurred()) {
+            return NULL;
+        }
+        if ((float)d == f) { hi = mid; best = d; }
+        else { lo = mid + 1; }
+    }
+    return PyFloat_FromDouble(best);
+}
+
 static PyObject *
 bin_float(const char *s, Py_ssize_t len)
 {
@@ -431,7 +474,7 @@ bin_float(const char *s, Py_ssize_t len)
         uint32_t u = wire_get_u32(s);
         float f;
         memcpy(&f, &u, 4);
-        return PyFloat_FromDouble((double)f);
+        return float4_shortest(f);
     }
     if (len == 8) {
         uint64_t u = wire_get_u64(s);
@@ -620,7 +663,10 @@ static PyMethodDef conv_methods[] = {
     {"bin_int", bin_int_f, METH_O,
         "A big-endian signed integer of 2, 4 or 8 bytes -> int."},
     {"bin_oid", bin_oid_f, METH_O, "A big-endian unsigned int4 -> int."},
-    {"bin_float", bin_float_f, METH_O, "An IEEE float4 or float8 -> float."},
+    {"bin_float", bin_float_f, METH_O,
+        "An IEEE float8 -> float; a float4 -> the float of its shortest\n"
+        "round-tripping decimal, as the server prints it (0.1, not\n"
+        "0.10000000149011612)."},
     {"bin_bool", bin_bool_f, METH_O, "One byte -> bool."},
     {"bin_str", bin_str_f, METH_O, "UTF-8 bytes -> str."},
     {"bin_bytes", bin_bytes_f, METH_O, "Bytes -> bytes."},

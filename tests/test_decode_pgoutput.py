@@ -1,7 +1,6 @@
 """pgoutput messages decoded into changes, against the real server."""
 
 import datetime
-import os
 from decimal import Decimal
 import struct
 
@@ -9,7 +8,6 @@ import pytest
 
 import pylogicaldecoding as pld
 from pylogicaldecoding import _core, decoders, types
-from pylogicaldecoding.testing import ExternalServer, Server
 
 from decode_support import (
     assert_same_row, capture, changes_of, create_slot, create_type_table,
@@ -218,6 +216,30 @@ def test_every_type_round_trips(dsn, sql, slot_name, table, proto, binary):
         sql("DROP TABLE %s" % name)
 
 
+def test_binary_float4_as_the_server_prints_it(dsn, sql, slot_name, table,
+                                               publication):
+    """binary=true gives a real column the Python float its text form
+    gives (876.5635, 0.1: the server's shortest round-trip digits), not
+    the float4 widened exactly (876.5634765625, 0.10000000149011612)."""
+    sql("ALTER TABLE %s ADD r real" % table)
+    create_slot(sql, slot_name, "pgoutput")
+    values = ["876.563452345", "0.1", "-3.4e38", "1.17549435e-38", "1e-45",
+              "16777217", "-0", "NaN", "-Infinity"]
+    for v in values:
+        sql("INSERT INTO %s (r) VALUES ('%s')" % (table, v))
+    server = [float(t) for (t,) in sql(
+        "SELECT r::text FROM %s ORDER BY id" % table)]
+    got = {}
+    for binary in (False, True):
+        o = opts(publication, 2, binary="true") if binary else \
+            opts(publication, 2)
+        msgs = capture(dsn, sql, slot_name, "pgoutput", o)
+        got[binary] = [i.new["r"] for i in changes_of(msgs, pld.Insert)]
+    assert got[True][:2] == [876.5635, 0.1]
+    for b in (False, True):
+        assert [repr(x) for x in got[b]] == [repr(x) for x in server]
+
+
 @pytest.mark.parametrize("binary", [False, True])
 def test_replica_identity_and_toast(dsn, sql, slot_name, table, publication,
                                     binary):
@@ -336,46 +358,7 @@ def test_streaming_in_progress_transactions(dsn, sql, slot_name, table,
     assert "a1" in kept and "a2000" in kept
 
 
-# -- two-phase: needs max_prepared_transactions > 0 --
-
-@pytest.fixture(scope="module")
-def twophase_server():
-    """A server with max_prepared_transactions: PLD_TEST_DSN's if it has
-    it, else a throwaway one of our own."""
-    dsn = os.environ.get("PLD_TEST_DSN")
-    if dsn:
-        server = ExternalServer(dsn)
-        n = int(server.execute("SHOW max_prepared_transactions")[0][0])
-        if n == 0:
-            pytest.fail("the two-phase tests need max_prepared_transactions"
-                        " > 0 on the server of PLD_TEST_DSN")
-        yield server
-        return
-    server = Server(settings={"max_prepared_transactions": 10})
-    try:
-        yield server
-    finally:
-        server.cleanup()
-
-
-@pytest.fixture
-def tp(twophase_server, request):
-    """(dsn, sql, slot, table, publication) on the two-phase server."""
-    import psycopg2
-    from conftest import SQL, drop_slot, unique_name
-    sql = SQL(twophase_server)
-    table = unique_name("t", request)
-    slot = unique_name("pld", request)
-    sql("CREATE TABLE %s (id serial PRIMARY KEY, data text)" % table)
-    sql("CREATE PUBLICATION p_%s FOR TABLE %s" % (table, table))
-    try:
-        yield twophase_server.dsn, sql, slot, table, "p_" + table
-    finally:
-        drop_slot(twophase_server.dsn, slot)
-        sql("DROP PUBLICATION p_%s" % table)
-        sql("DROP TABLE %s" % table)
-        sql.close()
-
+# -- two-phase: needs max_prepared_transactions > 0 (conftest: tp) --
 
 def test_two_phase(tp):
     dsn, sql, slot, table, pub = tp

@@ -98,6 +98,38 @@ def test_text_float_decimals_and_halfway_cases(w, e, point):
             assert _same_float(_core.text_float(t), float(t))
 
 
+@given(st.floats(width=32))
+def test_binary_float4_is_the_shortest_round_trip(f):
+    """A binary float4 gives the float of its shortest round-tripping
+    decimal, as the server's float4out prints it: the same Python float as
+    the text form (876.5635, not 876.5634765625)."""
+    raw = struct.pack("!f", f)
+    got = _core.bin_float(raw)
+    assert type(got) is float
+    if f != f:
+        assert got != got
+        return
+    assert struct.pack("!f", got) == raw            # reads back as f
+    if f == 0 or math.isinf(f):
+        assert got == f and math.copysign(1, got) == math.copysign(1, f)
+        return
+    digits = len(("%.9e" % got).split("e")[0].rstrip("0").replace(
+        ".", "").lstrip("-"))
+    assert got == float("%.*g" % (digits, got))     # `digits` digits
+    if digits > 1:                                  # and no fewer do
+        shorter = float("%.*g" % (digits - 1, f))
+        assert struct.pack("!f", shorter) != raw
+
+
+@pytest.mark.parametrize("value,want", [
+    (876.563452345, 876.5635), (0.1, 0.1), (1e10, 1e10),
+    (3.4028234663852886e38, 3.4028235e38), (1.401298464324817e-45, 1e-45),
+])
+def test_binary_float4_examples(value, want):
+    got = _core.bin_float(struct.pack("!f", value))
+    assert got == want and repr(got) == repr(want)
+
+
 @pytest.mark.parametrize("conv,text", [
     (_core.text_int, ""), (_core.text_int, "1.5"), (_core.text_int, "-"),
     (_core.text_int, "1" * 100), (_core.text_float, "abc"),
