@@ -109,7 +109,12 @@ def _td_other(msg, decoder):
         if xid is None:
             xid = decoder.xid
         decoder.xid = None
-        return kind(xid, gid, msg.data_start, None, _time_or_none(m.group(4)))
+        # the time printed is the time of the event the line reports
+        when = {changes.Prepare: "prepare_time",
+                changes.CommitPrepared: "commit_time",
+                changes.RollbackPrepared: "rollback_time"}[kind]
+        return kind(xid, gid, msg.data_start,
+                    **{when: _time_or_none(m.group(4))})
     m = _TD_STREAM.match(text)
     if m:
         xid = _int_or_none(m.group(2))

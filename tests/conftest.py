@@ -208,3 +208,43 @@ def table(pg_server, request):
             cur.execute("DROP TABLE IF EXISTS %s" % name)
     finally:
         conn.close()
+
+
+# -- two-phase: needs max_prepared_transactions > 0 --
+
+@pytest.fixture(scope="session")
+def twophase_server():
+    """A server with max_prepared_transactions: PLD_TEST_DSN's if it has
+    it, else a throwaway one of our own (one for the whole session)."""
+    dsn = os.environ.get(_ENV)
+    if dsn:
+        server = pldtesting.ExternalServer(dsn)
+        n = int(server.execute("SHOW max_prepared_transactions")[0][0])
+        if n == 0:
+            pytest.fail("the two-phase tests need max_prepared_transactions"
+                        " > 0 on the server of %s" % _ENV)
+        yield server
+        return
+    server = pldtesting.Server(settings={"max_prepared_transactions": 10})
+    try:
+        yield server
+    finally:
+        server.cleanup()
+
+
+@pytest.fixture
+def tp(twophase_server, request):
+    """(dsn, sql, slot, table, publication) on the two-phase server: a
+    fresh table, a publication of it and a slot name (dropped after)."""
+    sql = SQL(twophase_server)
+    table = unique_name("t", request)
+    slot = unique_name("pld", request)
+    sql("CREATE TABLE %s (id serial PRIMARY KEY, data text)" % table)
+    sql("CREATE PUBLICATION p_%s FOR TABLE %s" % (table, table))
+    try:
+        yield twophase_server.dsn, sql, slot, table, "p_" + table
+    finally:
+        drop_slot(twophase_server.dsn, slot)
+        sql("DROP PUBLICATION p_%s" % table)
+        sql("DROP TABLE %s" % table)
+        sql.close()

@@ -87,6 +87,16 @@ def test_two_phase_and_stream_lines(td):
     assert isinstance(td(M("COMMIT PREPARED 'g''1', txid 737")),
                       pld.CommitPrepared)
     assert isinstance(td(M("ROLLBACK PREPARED 'g2'")), pld.RollbackPrepared)
+    # include-timestamp: the time of the event the line reports
+    at = "(at 2026-11-24 23:43:41.828488+00)"
+    when = datetime.datetime(2026, 11, 24, 23, 43, 41, 828488,
+                             tzinfo=datetime.timezone.utc)
+    ch = td(M("ROLLBACK PREPARED 'g2', txid 738 " + at))
+    assert ch.rollback_time == when and ch.prepare_time is None
+    ch = td(M("COMMIT PREPARED 'g2', txid 738 " + at))
+    assert ch.commit_time == when
+    ch = td(M("PREPARE TRANSACTION 'g2', txid 738 " + at))
+    assert ch.prepare_time == when
     assert td(M("opening a streamed block for transaction TXN 740")) == \
         pld.StreamStart(740)
     assert td(M("closing a streamed block for transaction TXN 740")) == \
@@ -226,3 +236,28 @@ def test_decoder_errors_name_the_lsn_through_the_reader(dsn, sql, slot_name,
         capture(dsn, sql, slot_name, "test_decoding", registry=reg)
     assert "test_decoding output at " in str(e.value)
     assert isinstance(e.value.__cause__, ValueError)
+
+
+def test_two_phase_times(tp):
+    """With include-timestamp, PREPARE's time is prepare_time, COMMIT
+    PREPARED's commit_time, ROLLBACK PREPARED's rollback_time."""
+    dsn, sql, slot, table, _ = tp
+    sql("SELECT pg_create_logical_replication_slot(%s, 'test_decoding', "
+        "false, true)", slot)
+    with sql.connection.cursor() as cur:
+        for gid, end in (("c1", "COMMIT"), ("r1", "ROLLBACK")):
+            cur.execute("BEGIN")
+            cur.execute("INSERT INTO %s (data) VALUES ('x')" % table)
+            cur.execute("PREPARE TRANSACTION '%s'" % gid)
+            cur.execute("%s PREPARED '%s'" % (end, gid))
+    msgs = capture(dsn, sql, slot, "test_decoding",
+                   {"include-timestamp": "1"})
+    p1, p2 = changes_of(msgs, pld.Prepare)
+    (cp,) = changes_of(msgs, pld.CommitPrepared)
+    (rp,) = changes_of(msgs, pld.RollbackPrepared)
+    assert (p1.gid, p2.gid, cp.gid, rp.gid) == ("c1", "r1", "c1", "r1")
+    assert isinstance(p2.prepare_time, datetime.datetime)
+    assert isinstance(rp.rollback_time, datetime.datetime)
+    assert rp.prepare_time is None
+    assert rp.rollback_time >= p2.prepare_time
+    assert cp.commit_time >= p1.prepare_time
