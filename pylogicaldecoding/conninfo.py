@@ -65,6 +65,18 @@ def make_params(dsn="", **kwargs):
     return params
 
 
+def describe(params):
+    """Where a connection goes, for log lines: host, port, dbname and user
+    as given (the PG* variables and libpq's defaults otherwise); never a
+    password or any other setting."""
+    parts = []
+    for key in ("host", "hostaddr", "port", "dbname", "user"):
+        value = params.get(key)
+        if value:
+            parts.append("%s=%s" % (key, quote_value(value)))
+    return " ".join(parts) or "libpq's defaults"
+
+
 def quote_value(value):
     """Quote a conninfo value the way libpq reads it back."""
     if value and all(c not in value for c in " \t\n\r\\'"):

@@ -14,6 +14,7 @@ from . import _core
 from . import commands
 from . import conninfo
 from . import decoders
+from . import metrics
 from .errors import (
     ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
@@ -230,6 +231,9 @@ class Reader(_core.ReaderBase):
         except BaseException:
             super().close()
             raise
+        logger.info("connected to %s (PostgreSQL %d, walsender pid %d)",
+                    conninfo.describe(self._params), self.server_version,
+                    self.backend_pid)
 
     def close(self):
         """Close the connection; a temporary slot disappears with it.
@@ -326,6 +330,8 @@ class Reader(_core.ReaderBase):
             self.slot, self.plugin, temporary=temporary, snapshot=snapshot,
             server_version=self.server_version))
         name, point, snapshot_name, plugin = rows[0]
+        logger.info("created replication slot %r (plugin %s%s) at %s", name,
+                    plugin, ", temporary" if temporary else "", point)
         return SlotInfo(name, _core.parse_lsn(point), snapshot_name, plugin)
 
     def drop_slot(self, *, wait=False, missing_ok=False):
@@ -338,6 +344,8 @@ class Reader(_core.ReaderBase):
         except SlotNotFound:
             if not missing_ok:
                 raise
+            return
+        logger.info("dropped replication slot %r", self.slot)
 
     def _ensure_slot(self):
         status = self.slot_status()
@@ -405,6 +413,7 @@ class Reader(_core.ReaderBase):
             while True:
                 try:
                     self._stream_once(until_lsn)
+                    self._log_end(until_lsn)
                     return
                 except (ConnectionLost, ConnectionFailed, SlotInUse) as e:
                     # SlotInUse: a killed walsender may hold the slot a
@@ -425,13 +434,40 @@ class Reader(_core.ReaderBase):
                     if not self.closed:
                         super().close()
                     if self._stop_requested.wait(delay):
+                        self._log_end(None)
                         return
+        except BaseException as e:
+            level = logging.INFO if isinstance(
+                e, (KeyboardInterrupt, SystemExit)) else logging.WARNING
+            logger.log(level, "stream of slot %r ended by %s: %s", self.slot,
+                       type(e).__name__, e)
+            raise
         finally:
             self._stream_thread = None
             self._stream_done.set()
             if self._close_requested:
                 self._close_requested = False
                 super().close()
+
+    def _log_end(self, until_lsn):
+        if self._stop_requested.is_set():
+            why = "stop() was called"
+        elif until_lsn is not None:
+            why = "every change up to %s was delivered" % commands.lsn_text(
+                until_lsn)
+        else:
+            why = "the server ended it"
+        logger.info("stream of slot %r ended: %s (acked up to %s)", self.slot,
+                    why, _core.format_lsn(self.flushed_lsn))
+
+    def stats(self):
+        """The Reader's counters and gauges, as a `metrics.Stats`:
+        messages, bytes, transactions, acks, reconnections and status
+        updates counted so far; the received, acked (flushed) and server
+        WAL positions; the lag in bytes; the last commit's time and age in
+        seconds. Cheap, and safe from any thread while the stream runs
+        (e.g. a metrics endpoint). See `pylogicaldecoding.metrics`."""
+        return metrics.collect(self)
 
     def drain(self):
         """Deliver what the slot holds now, then return (a batch run).
@@ -471,9 +507,11 @@ class Reader(_core.ReaderBase):
         # resume after what was acked, even if the server lost it (a
         # crash before its checkpoint) or start_lsn is older
         lsn = commands.lsn_int(self.start_lsn or 0)
+        lsn = max(lsn, self.flushed_lsn)
         self.start_copy(commands.start_replication(
-            self.slot, max(lsn, self.flushed_lsn),
-            commands.check_options(options)))
+            self.slot, lsn, commands.check_options(options)))
+        logger.info("streaming slot %r from %s", self.slot,
+                    _core.format_lsn(lsn) if lsn else "where it left off")
         self._streamed = self._streamed_once = self._stream_started = True
         if self._stop_requested.is_set():
             super().stop()      # asked while connecting

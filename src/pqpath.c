@@ -547,6 +547,7 @@ pq_read_message(readerObject *self, PyObject **msg)
                 self->server_wal_end = wal_end;
             }
             self->messages++;
+            self->bytes += len - WIRE_XLOGDATA_HDR;
             if (!(*msg = message_new(payload, data_start, wal_end, send_time))) {
                 return -1;
             }

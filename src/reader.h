@@ -50,6 +50,10 @@ typedef struct {
     int confirm_keepalives;     /* see pq_read_message(), 'k' */
     int64_t status_count;       /* status updates sent (for tests/stats) */
     int64_t messages;           /* XLogData messages received */
+    int64_t bytes;              /* their payload bytes (stats) */
+    int64_t transactions;       /* commits decoded (stats) */
+    int64_t acks;               /* ack() calls that moved flushed_lsn */
+    PyObject *last_commit;      /* the last commit change decoded, or NULL */
 } readerObject;
 
 HIDDEN RAISES_NEG int reader_init_type(void);

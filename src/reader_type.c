@@ -2,6 +2,7 @@
 
 #include "reader.h"
 #include "message.h"
+#include "change.h"
 #include "pqpath.h"
 #include "wire.h"
 
@@ -54,6 +55,27 @@ wake_up(readerObject *self)
     }
 }
 
+/* Count a decoded commit and keep it (for stats()); GIL held. */
+static void
+note_commit(readerObject *self, PyObject *change)
+{
+    PyTypeObject *t;
+
+    if (PyList_CheckExact(change)) {     /* wal2json format-version 1 */
+        Py_ssize_t n = PyList_GET_SIZE(change);
+        if (n == 0) { return; }
+        change = PyList_GET_ITEM(change, n - 1);
+    }
+    t = Py_TYPE(change);
+    if (t != change_types[CH_COMMIT] && t != change_types[CH_STREAM_COMMIT]
+            && t != change_types[CH_COMMIT_PREPARED]) {
+        return;
+    }
+    self->transactions++;
+    Py_INCREF(change);
+    Py_XSETREF(self->last_commit, change);
+}
+
 /* Set msg.change from the decoder, if any; lock not held. */
 static RAISES_NEG int
 decode(readerObject *self, messageObject *msg)
@@ -65,6 +87,7 @@ decode(readerObject *self, messageObject *msg)
         return -1;
     }
     Py_XSETREF(msg->change, change);
+    note_commit(self, change);
     return 0;
 }
 
@@ -625,6 +648,7 @@ reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
     if (lsn > self->flushed_lsn) {
         self->flushed_lsn = lsn;
         self->feedback_pending = 1;
+        self->acks++;
         wake = self->polling;
     }
     UNLOCK(self);
@@ -871,6 +895,7 @@ static int
 reader_traverse(readerObject *self, visitproc visit, void *arg)
 {
     Py_VISIT(self->decoder);
+    Py_VISIT(self->last_commit);
     return 0;
 }
 
@@ -878,6 +903,7 @@ static int
 reader_clear(readerObject *self)
 {
     Py_CLEAR(self->decoder);
+    Py_CLEAR(self->last_commit);
     return 0;
 }
 
@@ -888,6 +914,7 @@ reader_dealloc(readerObject *self)
     if (self->weakreflist) { PyObject_ClearWeakRefs((PyObject *)self); }
     ka_stop(self);
     Py_CLEAR(self->decoder);
+    Py_CLEAR(self->last_commit);
     if (self->pgconn) {
         PQfinish(self->pgconn);
         self->pgconn = NULL;
@@ -969,6 +996,15 @@ static struct PyMemberDef reader_members[] = {
         READONLY, "Number of status updates sent."},
     {"message_count", T_LONGLONG, offsetof(readerObject, messages),
         READONLY, "Number of XLogData messages received."},
+    {"bytes_received", T_LONGLONG, offsetof(readerObject, bytes),
+        READONLY, "Payload bytes of the XLogData messages received."},
+    {"transaction_count", T_LONGLONG, offsetof(readerObject, transactions),
+        READONLY, "Commits decoded (Commit, StreamCommit, CommitPrepared; "
+        "0 without a decoder)."},
+    {"ack_count", T_LONGLONG, offsetof(readerObject, acks),
+        READONLY, "ack() calls that moved the acked position."},
+    {"last_commit", T_OBJECT, offsetof(readerObject, last_commit),
+        READONLY, "The last commit change decoded, or None."},
     {NULL}
 };
 
