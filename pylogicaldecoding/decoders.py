@@ -27,7 +27,7 @@ from .errors import DecodingError, ProgrammingError
 __all__ = [
     "make_decoder", "default_options", "create_publication",
     "drop_publication", "TestDecodingDecoder", "PgoutputDecoder",
-    "Wal2JsonDecoder", "DECODERS",
+    "Wal2JsonDecoder", "DECODERS", "load_wal2json_columns",
 ]
 
 
@@ -184,21 +184,67 @@ def _wal2json_bytea(s):
         _types.text_bytea(s)
 
 
+#: The columns of every user table, in order, for wal2json's left-out
+#: unchanged TOAST values: (schema, table, column, 't' if the column can
+#: hold a TOAST pointer). Generated columns are left out (wal2json leaves
+#: them out too).
+WAL2JSON_COLUMNS_QUERY = (
+    "SELECT n.nspname, c.relname, a.attname,"
+    " CASE WHEN a.attlen = -1 AND a.attstorage <> 'p' THEN 't' ELSE 'f' END"
+    " FROM pg_catalog.pg_attribute a"
+    " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
+    " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+    " WHERE c.relkind IN ('r', 'p') AND a.attnum > 0"
+    " AND NOT a.attisdropped%s"
+    " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
+    " AND n.nspname NOT LIKE 'pg\\_toast%%'"
+    " ORDER BY c.oid, a.attnum")
+
+
+def load_wal2json_columns(execute, server_version=None):
+    """Read the columns of the user tables with ``execute(sql) -> (names,
+    rows)``: {(schema, table): [(column, toastable), ...]} in column
+    order, for `Wal2JsonDecoder`'s ``columns``."""
+    generated = "" if server_version is not None \
+        and server_version < 120000 else " AND a.attgenerated = ''"
+    _, rows = execute(WAL2JSON_COLUMNS_QUERY % generated)
+    out = {}
+    for schema, table, column, toastable in rows:
+        out.setdefault((schema, table), []).append((column, toastable == "t"))
+    return out
+
+
 class Wal2JsonDecoder:
     """A decoder of wal2json's output, format-version 1 or 2 (str payloads).
 
     wal2json prints numbers as JSON numbers (kept exact here), NaN and
-    infinite floats and numerics as null, and leaves out the columns whose
-    TOAST value
-    did not change: they are absent from ``new`` (no `UNCHANGED`).
-    Non-UTF-8 message contents arrive empty.
+    infinite floats and numerics as null. Non-UTF-8 message contents
+    arrive empty.
+
+    Unchanged TOAST values: wal2json leaves those columns out of an
+    update's new row. With ``columns`` (the tables' column lists, as
+    `load_wal2json_columns()` reads them: `make_decoder()` does when
+    given the Reader's ``execute``) they are put back as `UNCHANGED`, as
+    pgoutput and test_decoding give them. The list is read when the
+    stream starts: after a table gains a column while streaming, its rows
+    are left as wal2json prints them until the next start; a TOAST-able
+    column dropped while streaming shows as `UNCHANGED` in that table's
+    updates until the next start.
+
+    ``write-in-chunks`` (format-version 1): wal2json then splits a
+    transaction over several messages (the header, one per change, the
+    end); each decodes to a list of its own changes: ``[Begin]``,
+    ``[change]``..., ``[Commit]``.
     """
 
-    def __init__(self, registry=None):
+    def __init__(self, registry=None, columns=None):
         self.registry = _types.registry if registry is None else registry
         self._convs = {}
         self.xid = None
         self._loads = json.JSONDecoder(parse_float=str, parse_int=str).decode
+        self._columns_of = dict(columns or {})
+        self._names_of = {}
+        self._chunk = None      # the header of a chunked transaction
 
     def _conv(self, tname, oid):
         key = (tname, oid)
@@ -236,20 +282,81 @@ class Wal2JsonDecoder:
         return {n: self._value(v, t, o)
                 for n, t, o, v in zip(names, types_, oids, values)}
 
+    def _unchanged(self, schema, table, new):
+        """An update's new row with the TOAST columns wal2json left out
+        put back as UNCHANGED, in the table's column order."""
+        key = (schema, table)
+        cols = self._columns_of.get(key)
+        if cols is None or new is None:
+            return new
+        names = self._names_of.get(key)
+        if names is None:
+            names = self._names_of[key] = {c for c, _ in cols}
+        if len(new) == len(cols) and new.keys() <= names:
+            return new
+        if not new.keys() <= names or any(
+                c not in new for c, toastable in cols if not toastable):
+            # the table changed since the list was read: leave its rows
+            # as printed rather than guess
+            del self._columns_of[key]
+            return new
+        return {c: new[c] if c in new else changes.UNCHANGED
+                for c, _ in cols}
+
     def __call__(self, msg):
         payload = msg.payload
         if isinstance(payload, bytes):
             payload = payload.decode("utf-8")
         try:
-            doc = self._loads(payload)
+            try:
+                doc = self._loads(payload)
+            except ValueError:
+                out = self._chunked(msg, payload)
+                if out is None:
+                    raise
+                return out
+            if not isinstance(doc, dict):
+                raise DecodingError("wal2json output at %s: not a JSON "
+                                    "object" % _core.format_lsn(
+                                        msg.data_start))
             if "action" in doc:
                 return self._v2(msg, doc)
+            if "kind" in doc:
+                # write-in-chunks: a transaction's first change
+                if self._chunk is None:
+                    raise DecodingError(
+                        "wal2json output at %s: a change outside a "
+                        "transaction" % _core.format_lsn(msg.data_start))
+                return [self._v1_change(msg, doc, self._chunk[0])]
             return self._v1(msg, doc)
         except DecodingError:
             raise
         except Exception as e:
             raise DecodingError("wal2json output at %s: %s: %s" % (
                 _core.format_lsn(msg.data_start), type(e).__name__, e)) from e
+
+    def _chunked(self, msg, payload):
+        """format-version 1 with write-in-chunks: the header (the document
+        up to '"change":['), a change (after the first: with a leading
+        comma) or the end (']}'); None if the payload is none of them."""
+        text = payload.strip()
+        if text.startswith("{") and text.endswith("["):
+            head = self._loads(text + "]}")
+            xid = _int_or_none(head.get("xid"))
+            ts = _time_or_none(head.get("timestamp"))
+            self._chunk = (xid, ts, self._lsn(head, "nextlsn"))
+            return [changes.Begin(xid, msg.data_start, ts)]
+        if self._chunk is None:
+            return None
+        if "".join(text.split()) == "]}":
+            xid, ts, nextlsn = self._chunk
+            self._chunk = None
+            return [changes.Commit(xid, msg.data_start, ts, nextlsn)]
+        if text.startswith(","):
+            doc = self._loads(text[1:])
+            if isinstance(doc, dict) and "kind" in doc:
+                return [self._v1_change(msg, doc, self._chunk[0])]
+        return None
 
     @staticmethod
     def _lsn(doc, key="lsn"):
@@ -271,6 +378,8 @@ class Wal2JsonDecoder:
             cls = {"I": changes.Insert, "U": changes.Update,
                    "D": changes.Delete}[action]
             new = self._columns(doc.get("columns")) if action != "D" else None
+            if action == "U":
+                new = self._unchanged(doc["schema"], doc["table"], new)
             old = self._columns(doc.get("identity"))
             return cls(doc["schema"], doc["table"], new, old, lsn,
                        xid if xid is not None else self.xid)
@@ -286,32 +395,35 @@ class Wal2JsonDecoder:
         raise DecodingError("wal2json output at %s: unknown action %r"
                             % (_core.format_lsn(msg.data_start), action))
 
+    def _v1_change(self, msg, c, xid):
+        kind = c["kind"]
+        if kind == "message":
+            content = c.get("content")
+            return changes.Message(
+                c.get("prefix"),
+                None if content is None else content.encode("utf-8"),
+                bool(c.get("transactional")), msg.data_start, xid)
+        cls = {"insert": changes.Insert, "update": changes.Update,
+               "delete": changes.Delete}.get(kind)
+        if cls is None:
+            raise DecodingError("wal2json output at %s: unknown kind %r"
+                                % (_core.format_lsn(msg.data_start), kind))
+        new = self._lists(c.get("columnnames"), c.get("columntypes"),
+                          c.get("columntypeoids"), c.get("columnvalues"))
+        if kind == "update":
+            new = self._unchanged(c["schema"], c["table"], new)
+        ok = c.get("oldkeys")
+        old = None if ok is None else self._lists(
+            ok.get("keynames"), ok.get("keytypes"), ok.get("keytypeoids"),
+            ok.get("keyvalues"))
+        return cls(c["schema"], c["table"], new, old, msg.data_start, xid)
+
     def _v1(self, msg, doc):
         xid = _int_or_none(doc.get("xid"))
         ts = _time_or_none(doc.get("timestamp"))
         out = [changes.Begin(xid, msg.data_start, ts)]
         for c in doc.get("change", ()):
-            kind = c["kind"]
-            if kind == "message":
-                content = c.get("content")
-                out.append(changes.Message(
-                    c.get("prefix"),
-                    None if content is None else content.encode("utf-8"),
-                    bool(c.get("transactional")), msg.data_start, xid))
-                continue
-            cls = {"insert": changes.Insert, "update": changes.Update,
-                   "delete": changes.Delete}.get(kind)
-            if cls is None:
-                raise DecodingError("wal2json output at %s: unknown kind %r"
-                                    % (_core.format_lsn(msg.data_start), kind))
-            new = self._lists(c.get("columnnames"), c.get("columntypes"),
-                              c.get("columntypeoids"), c.get("columnvalues"))
-            ok = c.get("oldkeys")
-            old = None if ok is None else self._lists(
-                ok.get("keynames"), ok.get("keytypes"), ok.get("keytypeoids"),
-                ok.get("keyvalues"))
-            out.append(cls(c["schema"], c["table"], new, old, msg.data_start,
-                           xid))
+            out.append(self._v1_change(msg, c, xid))
         out.append(changes.Commit(xid, msg.data_start, ts,
                                   self._lsn(doc, "nextlsn")))
         return out
@@ -336,7 +448,8 @@ def make_decoder(plugin, options=None, server_version=None, *,
     START_REPLICATION), the user-defined domains, enums and array types
     are read from the catalog first, so that test_decoding and wal2json
     convert domains as their base type and pgoutput's binary form knows
-    enums (else they are bytes). ``registry``: the `types.TypeRegistry` to
+    enums (else they are bytes); for wal2json also the tables' columns,
+    to give its left-out unchanged TOAST values as `UNCHANGED`. ``registry``: the `types.TypeRegistry` to
     use (default `types.registry`).
     """
     factory = DECODERS.get(plugin)
@@ -346,6 +459,9 @@ def make_decoder(plugin, options=None, server_version=None, *,
     if execute is not None:
         reg = reg.copy()
         _types.load_catalog(execute, reg)
+        if plugin == "wal2json":
+            return factory(reg, load_wal2json_columns(execute,
+                                                      server_version))
     return factory(reg)
 
 

