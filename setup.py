@@ -26,6 +26,7 @@ SOURCES = [
     "src/convert.c",
     "src/decode_test_decoding.c",
     "src/decode_pgoutput.c",
+    "src/snapshot_type.c",
 ]
 HEADERS = [
     "src/pld.h",
@@ -36,6 +37,7 @@ HEADERS = [
     "src/change.h",
     "src/convert.h",
     "src/decode.h",
+    "src/snapshot.h",
 ]
 
 

@@ -12,6 +12,7 @@ from .changes import (
     Delete, Insert, LogicalMessage, Message, Origin, Prepare, Relation,
     RollbackPrepared, StreamAbort, StreamCommit, StreamPrepare, StreamStart,
     StreamStop, Truncate, Type, Update)
+from .changes import SnapshotEnd, SnapshotRow, SnapshotStart
 from .decoders import create_publication, drop_publication
 from .errors import (
     ConnectionFailed, ConnectionLost, DatabaseError, DataError, DecodingError,
@@ -19,6 +20,7 @@ from .errors import (
     InvalidOption, NotSupportedError, OperationalError, ProgrammingError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, UnknownPlugin,
     WalLevelError)
+from .errors import SnapshotError
 from .lsn import format_lsn, parse_lsn
 from .reader import Reader, Reconnect, SlotInfo, SystemInfo
 
@@ -35,4 +37,5 @@ __all__ = [
     "ConnectionLost", "ConnectionFailed", "DecodingError", "SlotInUse",
     "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
     "UnknownPlugin", "InvalidOption", "WalLevelError",
+    "SnapshotRow", "SnapshotStart", "SnapshotEnd", "SnapshotError",
 ]

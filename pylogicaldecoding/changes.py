@@ -25,6 +25,11 @@ Rows:
     a logical decoding message from ``pg_logical_emit_message()``: prefix,
     content (bytes), transactional, lsn, xid. Also exported as
     `LogicalMessage`.
+Snapshots and backfills (see `pylogicaldecoding.snapshot`):
+    `SnapshotRow` (schema, table, new, backfill): a row read by the initial
+    snapshot or a backfill, ``new`` typed as a streamed Insert's;
+    `SnapshotStart` (schema, table, backfill) and `SnapshotEnd` (schema,
+    table, rows, backfill) bracket the rows of one table.
 pgoutput only:
     `Relation` (with `Column` entries), `Type`, `Origin`; streamed
     transactions (protocol 2+): `StreamStart`, `StreamStop`, `StreamCommit`,
@@ -61,6 +66,9 @@ Prepare = _core.Prepare
 CommitPrepared = _core.CommitPrepared
 RollbackPrepared = _core.RollbackPrepared
 StreamPrepare = _core.StreamPrepare
+SnapshotRow = _core.SnapshotRow
+SnapshotStart = _core.SnapshotStart
+SnapshotEnd = _core.SnapshotEnd
 
 #: An unchanged TOAST value: the server did not send it because the update
 #: did not change it. Never None, never a str; test with ``is``.
@@ -74,5 +82,6 @@ __all__ = [
     "Message", "LogicalMessage", "Relation", "Column", "Type", "Origin",
     "StreamStart", "StreamStop", "StreamCommit", "StreamAbort",
     "BeginPrepare", "Prepare", "CommitPrepared", "RollbackPrepared",
-    "StreamPrepare", "UNCHANGED", "ROW_CHANGES",
+    "StreamPrepare", "UNCHANGED", "ROW_CHANGES", "SnapshotRow",
+    "SnapshotStart", "SnapshotEnd",
 ]

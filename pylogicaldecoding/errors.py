@@ -21,6 +21,7 @@ errors raised by the library itself. No message ever holds a password.
         |   +-- SlotMismatch            the slot exists with another plugin
         |   +-- UnknownPlugin           the server has no such output plugin
         |   +-- InvalidOption           a plugin option the plugin refused
+        |   +-- SnapshotError           a snapshot or backfill cannot be done
         +-- NotSupportedError
         |   +-- WalLevelError           the server lacks wal_level=logical
         +-- DataError
@@ -84,6 +85,12 @@ class InvalidOption(ProgrammingError):
     """The output plugin refused an option or its value."""
 
 
+class SnapshotError(ProgrammingError):
+    """A snapshot or a backfill cannot be done as asked: ``snapshot=True``
+    on a slot that exists already, a table that does not exist, has no
+    primary key (backfills) or is outside the publication."""
+
+
 class WalLevelError(NotSupportedError):
     """The server is not configured for logical decoding.
 
@@ -123,5 +130,5 @@ __all__ = [
     "ProgrammingError", "DataError", "InternalError", "NotSupportedError",
     "ConnectionLost", "ConnectionFailed", "DecodingError", "SlotInUse",
     "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
-    "UnknownPlugin", "InvalidOption", "WalLevelError",
+    "UnknownPlugin", "InvalidOption", "WalLevelError", "SnapshotError",
 ]

@@ -15,6 +15,7 @@ from . import commands
 from . import conninfo
 from . import decoders
 from . import metrics
+from . import snapshot as _snapshot
 from .errors import (
     ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
@@ -114,6 +115,14 @@ class Reader(_core.ReaderBase):
         acked, also confirm the position the server reports in its
         keepalives (see README, "Acknowledgements"): a quiet slot then
         releases WAL. It never skips a transaction not acked.
+    :param snapshot: when the Reader creates the slot, first deliver the
+        rows of ``tables`` as they were at the slot's consistent point, as
+        `SnapshotRow` changes between `SnapshotStart`/`SnapshotEnd`, then
+        stream from that point (see docs/snapshots.md). On a slot that
+        exists already: `SnapshotError`.
+    :param tables: the tables of the snapshot ('schema.table' or (schema,
+        table)); default: the publication's tables (pgoutput only).
+    :param snapshot_workers: connections copying the snapshot in parallel.
     :param conninfo: libpq keywords (host, port, dbname, user, password,
         connect_timeout, sslmode...) merged over `dsn`.
     """
@@ -122,7 +131,8 @@ class Reader(_core.ReaderBase):
                  create_slot=True, temporary=False, start_lsn=None,
                  status_interval=10.0, binary=None, confirm_keepalives=True,
                  reconnect=False, decode=True, type_registry=None,
-                 recv_timeout=None, **conninfo_kwargs):
+                 recv_timeout=None, snapshot=False, tables=None,
+                 snapshot_workers=1, **conninfo_kwargs):
         self.slot = commands.check_slot_name(slot)
         self.plugin = commands.check_plugin_name(plugin)
         self.options = dict(options) if options else {}
@@ -162,6 +172,8 @@ class Reader(_core.ReaderBase):
         self._stream_started = False
         self.reconnections = 0
         self.wal_sender_timeout = None
+        self._snapshot = (_snapshot.InitialSnapshot(
+            self, tables, snapshot_workers) if snapshot else None)
 
     # -- the hook --
 
@@ -189,6 +201,17 @@ class Reader(_core.ReaderBase):
         """
         logger.warning("replication connection lost (%s); reconnecting in "
                        "%.2f s (attempt %d)", error, delay, attempt)
+
+    def ack(self, lsn=None):
+        """Confirm everything up to ``lsn`` (int or 'X/Y'; default: the last
+        message delivered). Never moves backwards; an LSN beyond what was
+        delivered is refused. During the initial snapshot it is allowed up
+        to the consistent point and confirms nothing (the slot starts
+        there)."""
+        snap = self._snapshot
+        if snap is not None and snap.delivering:
+            return snap.ack(lsn)
+        return super().ack(lsn)
 
     # -- connection --
 
@@ -355,12 +378,18 @@ class Reader(_core.ReaderBase):
                     "replication slot %r does not exist (create_slot=False)"
                     % self.slot)
             try:
-                self.create_slot(snapshot="nothing")
-                return
+                info = self.create_slot(
+                    snapshot="export" if self._snapshot else "nothing")
             except SlotExists:
                 status = self.slot_status()   # created meanwhile by another
                 if status is None:
                     raise
+            else:
+                if self._snapshot is not None:
+                    self._snapshot.run(self, info)
+                return
+        if self._snapshot is not None and not self._snapshot.done:
+            raise self._snapshot.exists_error(self.slot)
         _, rows = self.execute("SELECT current_database()")
         if status["slot_type"] != "logical":
             raise SlotMismatch("replication slot %r is a physical slot"

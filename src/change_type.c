@@ -66,6 +66,15 @@ static const struct {
         "Two-phase and streaming: a streamed transaction is prepared."},
     {"Column", "name type_oid type_modifier key",
         "A column of a `Relation`: `key` is True for replica identity columns."},
+    {"SnapshotRow", "schema table new backfill",
+        "A row read by a snapshot (Reader(snapshot=True)) or a backfill\n"
+        "(Reader.backfill()): `new` holds the same typed values as a streamed\n"
+        "Insert; `backfill` is True for backfill rows."},
+    {"SnapshotStart", "schema table backfill",
+        "The rows of a table's snapshot or backfill start."},
+    {"SnapshotEnd", "schema table rows backfill",
+        "The rows of a table's snapshot or backfill are over: `rows` is how\n"
+        "many SnapshotRow were delivered between the markers."},
 };
 
 static Py_ssize_t

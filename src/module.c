@@ -5,6 +5,7 @@
 #include "message.h"
 #include "pqpath.h"
 #include "reader.h"
+#include "snapshot.h"
 #include "wire.h"
 
 PyObject *pld_Error = NULL;
@@ -218,6 +219,7 @@ PyInit__core(void)
         goto error;
     }
     if (decode_init(m) < 0) { goto error; }
+    if (copyconn_init_type(m) < 0) { goto error; }
     if (PyModule_AddStringConstant(m, "__version__", PLD_VERSION) < 0) {
         goto error;
     }
