@@ -287,6 +287,49 @@ class StreamPrepare(Change):
     prepare_time: Optional[datetime]
     flags: Optional[int]
     def __init__(self, xid: Any = ..., gid: Any = ..., lsn: Any = ..., end_lsn: Any = ..., prepare_time: Any = ..., flags: Any = ...) -> None: ...
+
+class SnapshotRow(Change):
+    _fields: ClassVar[Tuple[str, ...]]
+    schema: str
+    table: str
+    new: Dict[str, Any]
+    backfill: bool
+    def __init__(self, schema: Any = ..., table: Any = ..., new: Any = ..., backfill: Any = ...) -> None: ...
+
+class SnapshotStart(Change):
+    _fields: ClassVar[Tuple[str, ...]]
+    schema: str
+    table: str
+    backfill: bool
+    def __init__(self, schema: Any = ..., table: Any = ..., backfill: Any = ...) -> None: ...
+
+class SnapshotEnd(Change):
+    _fields: ClassVar[Tuple[str, ...]]
+    schema: str
+    table: str
+    rows: int
+    backfill: bool
+    def __init__(self, schema: Any = ..., table: Any = ..., rows: Any = ..., backfill: Any = ...) -> None: ...
+
+# -- snapshots and backfills --
+
+_Bytes = bytes
+
+class CopyConnection:
+    rows: int
+    bytes: int
+    def __init__(self, keys: Sequence[str], values: Sequence[str]) -> None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def copying(self) -> bool: ...
+    @property
+    def backend_pid(self) -> Optional[int]: ...
+    def execute(self, sql: str) -> Tuple[List[str], List[Tuple[Optional[str], ...]]]: ...
+    def copy_start(self, sql: str, names: Sequence[str], converters: Sequence[Callable[[Any], Any]], binary: bool, schema: str, table: str, backfill: bool = ...) -> None: ...
+    def read(self, max_rows: int = ..., data_start: Optional[int] = ..., payload: Union[str, _Bytes, None] = ...) -> List[Any]: ...
+    def close(self) -> None: ...
+
 # -- decoders --
 
 class PgoutputDecoder:

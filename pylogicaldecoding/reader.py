@@ -202,17 +202,6 @@ class Reader(_core.ReaderBase):
         logger.warning("replication connection lost (%s); reconnecting in "
                        "%.2f s (attempt %d)", error, delay, attempt)
 
-    def ack(self, lsn=None):
-        """Confirm everything up to ``lsn`` (int or 'X/Y'; default: the last
-        message delivered). Never moves backwards; an LSN beyond what was
-        delivered is refused. During the initial snapshot it is allowed up
-        to the consistent point and confirms nothing (the slot starts
-        there)."""
-        snap = self._snapshot
-        if snap is not None and snap.delivering:
-            return snap.ack(lsn)
-        return super().ack(lsn)
-
     # -- connection --
 
     @property

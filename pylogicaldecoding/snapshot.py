@@ -334,8 +334,8 @@ class InitialSnapshot:
             "while streaming with reader.backfill('schema.table') and "
             "snapshot=False" % slot)
 
-    def ack(self, lsn):
-        """ack() during the snapshot: allowed up to the consistent point;
+    def ack(self, lsn=None):
+        """Reader.ack() during the snapshot: allowed up to the consistent point;
         it confirms nothing on the server (the slot starts there)."""
         if lsn is not None and commands.lsn_int(lsn) > self.point:
             raise ProgrammingError(
@@ -371,6 +371,9 @@ class InitialSnapshot:
             if self.workers > 1:
                 self._split(conns[0], plans)
             self.delivering = True
+            # ack() of the snapshot's messages: see ack() (the C ack needs
+            # a running stream)
+            reader.__dict__["ack"] = self.ack
             try:
                 if self.workers == 1:
                     self._copy_serial(reader, conns[0], plans, binary)
@@ -384,6 +387,7 @@ class InitialSnapshot:
             return True
         finally:
             self.delivering = False
+            reader.__dict__.pop("ack", None)
             for conn in conns:
                 self.bytes += conn.bytes
                 try:

@@ -1,0 +1,242 @@
+"""The initial snapshot (Reader(snapshot=True)) and the C CopyConnection,
+against the real server."""
+
+import threading
+
+import pytest
+
+import pylogicaldecoding as pld
+from pylogicaldecoding import _core
+from pylogicaldecoding import snapshot as snapmod
+
+import snapshot_support as ss
+from conftest import unique_name
+
+
+@pytest.fixture
+def schema(sql):
+    name = ss.unique_schema()
+    yield name
+    sql('DROP SCHEMA IF EXISTS "%s" CASCADE' % name)
+
+
+@pytest.fixture
+def publication(sql, request):
+    name = unique_name("pub", request)
+    yield name
+    sql("DROP PUBLICATION IF EXISTS %s" % name)
+
+
+def copyconn(dsn):
+    params = snapmod.worker_params(pld.Reader(dsn, slot="x")._params)
+    return snapmod.connect(params)
+
+
+# -- the C type ---------------------------------------------------------------
+
+@pytest.mark.parametrize("binary", [False, True])
+def test_copyconnection_rows(dsn, binary):
+    """COPY rows are parsed (escapes, NULLs) and converted in C."""
+    conn = copyconn(dsn)
+    fmt = " (FORMAT binary)" if binary else ""
+    conv = [_core.bin_int, _core.bin_str] if binary else [_core.text_int,
+                                                         _core.text_str]
+    conn.copy_start(
+        "COPY (SELECT g, CASE WHEN g = 2 THEN NULL ELSE E'a\\tb\\n\\\\c' || g "
+        "END FROM generate_series(1, 3) g) TO STDOUT" + fmt,
+        ["id", "t"], conv, binary, "s", "t")
+    rows = conn.read(10)
+    assert [r.new for r in rows] == [
+        {"id": 1, "t": "a\tb\n\\c1"}, {"id": 2, "t": None},
+        {"id": 3, "t": "a\tb\n\\c3"}]
+    assert all(isinstance(r, pld.SnapshotRow) and r.schema == "s"
+               and r.table == "t" and r.backfill is False for r in rows)
+    assert conn.read(10) == []
+    assert conn.rows == 3
+    names, result = conn.execute("SELECT 1 AS one, NULL AS two")
+    assert (names, result) == (["one", "two"], [("1", None)])
+    conn.close()
+    assert conn.closed
+
+
+def test_copyconnection_messages_and_errors(dsn):
+    conn = copyconn(dsn)
+    conn.copy_start("COPY (SELECT 'x') TO STDOUT", ["a"], [_core.text_int],
+                    False, "s", "t")
+    with pytest.raises(pld.DecodingError, match="column 'a' of s.t"):
+        conn.read(10)
+    conn = copyconn(dsn)
+    conn.copy_start("COPY (SELECT 7) TO STDOUT", ["a"], [_core.text_int],
+                    False, "s", "t")
+    (m,) = conn.read(10, 1234, "")
+    assert isinstance(m, pld.StreamMessage) and m.data_start == 1234
+    assert m.change == pld.SnapshotRow("s", "t", {"a": 7}, False)
+    with pytest.raises(pld.ProgrammingError):
+        conn.execute("SELECT * FROM no_such_table")
+    conn.close()
+
+
+# -- the snapshot ---------------------------------------------------------
+
+class Consumer(pld.Reader):
+    """Applies every change to a Downstream; stops at the end marker."""
+
+    def __init__(self, *args, keys, tag, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.down = ss.Downstream(keys)
+        self.tag = tag
+        self.order = []         # (kind, table) of the snapshot's markers
+        self.snapshot_ended = False
+        self.writes_at_start = self.writes_at_end = None
+        self.writer = None
+        self.points = set()
+
+    def event(self, msg):
+        ch = msg.change
+        if isinstance(ch, (pld.SnapshotStart, pld.SnapshotEnd,
+                           pld.SnapshotRow)):
+            assert not self.snapshot_ended, "snapshot row after the stream"
+            self.points.add(msg.data_start)
+            if isinstance(ch, pld.SnapshotStart):
+                if self.writes_at_start is None:
+                    self.writes_at_start = self.writer.count
+                self.order.append(("start", (ch.schema, ch.table)))
+            elif isinstance(ch, pld.SnapshotEnd):
+                self.order.append(("end", (ch.schema, ch.table), ch.rows))
+                self.writes_at_end = self.writer.count
+            else:
+                self.order.append(("row", (ch.schema, ch.table)))
+            self.ack()          # allowed; confirms nothing
+        elif ch is not None and not isinstance(ch, pld.Relation):
+            self.snapshot_ended = True
+        self.down.apply(ch)
+        if ss.is_end(ch, self.tag):
+            self.ack()
+            self.stop()
+
+
+@pytest.mark.parametrize("plugin,workers", [("pgoutput", 2),
+                                            ("test_decoding", 1)])
+def test_snapshot_then_stream_is_consistent(dsn, sql, schema, publication,
+                                            slot_name, plugin, workers,
+                                            monkeypatch):
+    """A writer changes the tables during the snapshot; applying the
+    snapshot rows then the stream gives exactly the tables' final state."""
+    monkeypatch.setattr(snapmod, "SPLIT_MIN_PAGES", 4)   # split: 2 workers
+    monkeypatch.setattr(snapmod, "BATCH_ROWS", 50)
+    keys = ss.make_schema(sql, schema, rows=3000, publication=publication)
+    kwargs = {}
+    if plugin == "pgoutput":
+        kwargs["options"] = {"publication_names": publication}
+    else:   # the partitioned table by name: its partitions are copied too
+        kwargs["tables"] = [(schema, "types"), '"%s".parted_a' % schema,
+                            (schema, "parted_b"), (schema, ss.QUOTED_TABLE),
+                            (schema, "empty")]
+    writer = ss.Writer(dsn, schema, 3000).start()
+    ss.wait_for(lambda: writer.count > 20, what="the writer")
+    r = Consumer(dsn, slot=slot_name, plugin=plugin, keys=keys, tag=schema,
+                 snapshot=True, snapshot_workers=workers, **kwargs)
+    r.writer = writer
+    try:
+        done = threading.Event()
+
+        def finish():
+            ss.wait_for(lambda: r.snapshot_ended or writer.error, 120,
+                        "the end of the snapshot")
+            writer.stop()
+            ss.end_marker(sql, schema)
+            done.set()
+        t = threading.Thread(target=finish, daemon=True)
+        t.start()
+        r.start()
+        t.join(60)
+        assert done.is_set()
+    finally:
+        r.close()
+        if writer.thread.is_alive():
+            writer.stop()
+    # the writer really wrote during the copy
+    assert r.writes_at_end - r.writes_at_start > 0
+    # one consistent point, every table bracketed once, rows inside
+    assert len(r.points) == 1
+    starts = [o[1] for o in r.order if o[0] == "start"]
+    ends = [o for o in r.order if o[0] == "end"]
+    assert sorted(starts) == sorted(keys) and len(ends) == len(keys)
+    open_tables = set()
+    for o in r.order:
+        if o[0] == "start":
+            open_tables.add(o[1])
+        elif o[0] == "row":
+            assert o[1] in open_tables
+        else:
+            open_tables.remove(o[1])
+            assert o[2] == sum(1 for x in r.order if x == ("row", o[1]))
+    if workers == 1:    # table after table
+        kinds = [o[0] for o in r.order if o[0] != "row"]
+        assert kinds == ["start", "end"] * len(keys)
+    ss.assert_same(r.down, ss.table_state(dsn, keys))
+    assert len(r.down.tables[(schema, "empty")]) == 0
+    assert len(r.down.tables[(schema, "types")]) > 1000
+
+
+def test_snapshot_on_existing_slot_is_an_error(dsn, sql, schema, slot_name):
+    keys = ss.make_schema(sql, schema, rows=10)
+    tables = ['"%s".types' % schema]
+    r = Consumer(dsn, slot=slot_name, keys=keys, tag="x", snapshot=True,
+                 tables=tables)
+    r.writer = ss.Writer(dsn, schema, 10)
+    r.create_slot(snapshot="nothing")
+    r.close()
+    with pytest.raises(pld.SnapshotError) as e:
+        r.start()
+    assert "drop the slot" in str(e.value) and "backfill" in str(e.value)
+    assert r.order == []
+    r.close()
+    r.writer.conn.close()
+
+
+def test_snapshot_bad_tables(dsn, sql, schema, publication, slot_name):
+    ss.make_schema(sql, schema, rows=10)
+    sql('CREATE TABLE "%s".outside (id int)' % schema)
+    sql('CREATE PUBLICATION %s FOR TABLE "%s".types' % (publication, schema))
+    with pytest.raises(pld.SnapshotError, match="tables="):
+        pld.Reader(dsn, slot=slot_name, snapshot=True)   # test_decoding
+    cases = [
+        ('"%s".missing' % schema, "does not exist"),
+        ('"%s".outside' % schema, "not in the publication"),
+    ]
+    for table, match in cases:
+        r = Consumer(dsn, slot=slot_name, plugin="pgoutput", keys={},
+                     tag="x", snapshot=True, tables=[table],
+                     options={"publication_names": publication})
+        with pytest.raises(pld.SnapshotError, match=match):
+            r.start()
+        assert r.order == []        # nothing delivered
+        r.drop_slot()
+        r.close()
+
+
+def test_snapshot_ack_rules(dsn, sql, schema, slot_name):
+    ss.make_schema(sql, schema, rows=5)
+
+    class R(pld.Reader):
+        seen = []
+
+        def event(self, msg):
+            if isinstance(msg.change, pld.SnapshotRow):
+                R.point = msg.data_start
+                self.ack(msg.data_start)
+                with pytest.raises(pld.ProgrammingError):
+                    self.ack(msg.data_start + 1)
+                self.seen.append(msg.change)
+            elif isinstance(msg.change, pld.SnapshotEnd):
+                self.stop()
+
+    r = R(dsn, slot=slot_name, snapshot=True, tables=['"%s".types' % schema])
+    r.start()
+    assert len(R.seen) == 6
+    # the acks confirmed nothing: the slot is still at its start
+    status = r.slot_status()
+    r.close()
+    assert r.flushed_lsn == 0
+    assert status["confirmed_flush_lsn"] == R.point
