@@ -225,6 +225,9 @@ def change_to_json(change, *, lsn=None, xid=None, commit_time=None,
     - every other change (relation, type, origin, stream and two-phase
       events): its fields by name, LSN fields as "X/Y" text.
     """
+    if isinstance(change, _changes.SnapshotRow):     # snapshot, backfill
+        return read_to_json(change.schema, change.table, change.new, lsn=lsn,
+                            unchanged=unchanged)
     kind = kind_of(change)
     fields = change._asdict()
     out = {"lsn": _lsn_text(fields.pop("lsn", None) or lsn),
@@ -323,6 +326,10 @@ def change_to_debezium(change, *, lsn=None, xid=None, commit_time=None,
     temporal and decimal types (Debezium's ``decimal.handling.mode=string``
     matches ours for numerics).
     """
+    if isinstance(change, _changes.SnapshotRow):     # snapshot, backfill
+        return [read_to_debezium(change.schema, change.table, change.new,
+                                 lsn=lsn, name=name, db=db,
+                                 unchanged=unchanged)]
     op = _DEBEZIUM_OPS.get(type(change))
     if op is None:
         for cls, o in _DEBEZIUM_OPS.items():

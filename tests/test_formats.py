@@ -117,6 +117,9 @@ def test_json_every_change_class():
         pld.CommitPrepared(731, "g'1", 0x10, 0x30, T0, 0),
         pld.RollbackPrepared(731, "g'1", 0x10, 0x30, T0, T0, 0),
         pld.StreamPrepare(731, "g'1", 0x10, 0x30, T0, 0),
+        pld.SnapshotStart("public", "t", False),
+        pld.SnapshotRow("public", "t", {"id": 1}, False),
+        pld.SnapshotEnd("public", "t", 1, False),
     ]
     classes = {type(c) for c in samples}
     missing = [c.__name__ for c in vars(pld).values()
@@ -128,7 +131,13 @@ def test_json_every_change_class():
         "begin", "commit", "insert", "update", "delete", "truncate", "message",
         "relation", "type", "origin", "stream_start", "stream_stop",
         "stream_commit", "stream_abort", "begin_prepare", "prepare",
-        "commit_prepared", "rollback_prepared", "stream_prepare"]
+        "commit_prepared", "rollback_prepared", "stream_prepare",
+        "snapshot_start", "read", "snapshot_end"]
+    assert roundtrip(formats.change_to_json(samples[20], lsn=0x20)) == {
+        "lsn": "0/20", "xid": None, "kind": "read", "schema": "public",
+        "table": "t", "new": {"id": 1}, "old": None, "commit_time": None}
+    (env,) = formats.change_to_debezium(samples[20], lsn=0x20)
+    assert env["op"] == "r" and env["after"] == {"id": 1}
     begin = roundtrip(formats.change_to_json(samples[0]))
     assert begin == {"lsn": "0/10", "xid": 731, "kind": "begin",
                      "commit_time": "2024-05-06T07:08:09.123456+00:00",
