@@ -117,8 +117,9 @@ def start_replication(slot, lsn=0, options=()):
 
 
 def create_slot(slot, plugin, temporary=False, snapshot="export",
-                server_version=150000):
-    """CREATE_REPLICATION_SLOT, in the form the server version takes."""
+                server_version=150000, two_phase=False, failover=False):
+    """CREATE_REPLICATION_SLOT, in the form the server version takes
+    (``two_phase`` needs 15+ and ``failover`` 17+: the caller checks)."""
     if snapshot not in _SNAPSHOT_ACTIONS:
         raise ValueError("snapshot must be one of %s, got %r"
                          % (", ".join(_SNAPSHOT_ACTIONS), snapshot))
@@ -127,7 +128,9 @@ def create_slot(slot, plugin, temporary=False, snapshot="export",
         "TEMPORARY " if temporary else "",
         quote_ident(check_plugin_name(plugin)))
     if server_version >= 150000:
-        cmd += " (SNAPSHOT %s)" % quote_literal(snapshot)
+        cmd += " (SNAPSHOT %s%s%s)" % (
+            quote_literal(snapshot), ", TWO_PHASE" if two_phase else "",
+            ", FAILOVER" if failover else "")
     else:
         cmd += {"export": " EXPORT_SNAPSHOT", "use": " USE_SNAPSHOT",
                 "nothing": " NOEXPORT_SNAPSHOT"}[snapshot]

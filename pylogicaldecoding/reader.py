@@ -458,7 +458,7 @@ class Reader(_core.ReaderBase):
             level = logging.INFO if isinstance(
                 e, (KeyboardInterrupt, SystemExit)) else logging.WARNING
             logger.log(level, "stream of slot %r ended by %s: %s", self.slot,
-                       type(e).__name__, e)
+                       type(e).__name__, e, extra={"pld_event": "stream_end"})
             raise
         finally:
             self._stream_thread = None
@@ -476,7 +476,8 @@ class Reader(_core.ReaderBase):
         else:
             why = "the server ended it"
         logger.info("stream of slot %r ended: %s (acked up to %s)", self.slot,
-                    why, _core.format_lsn(self.flushed_lsn))
+                    why, _core.format_lsn(self.flushed_lsn),
+                    extra={"pld_event": "stream_end"})
 
     def stats(self):
         """The Reader's counters and gauges, as a `metrics.Stats`:
