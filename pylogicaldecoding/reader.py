@@ -174,6 +174,7 @@ class Reader(_core.ReaderBase):
         self.wal_sender_timeout = None
         self._snapshot = (_snapshot.InitialSnapshot(
             self, tables, snapshot_workers) if snapshot else None)
+        self._backfills = None
 
     # -- the hook --
 
@@ -201,6 +202,24 @@ class Reader(_core.ReaderBase):
         """
         logger.warning("replication connection lost (%s); reconnecting in "
                        "%.2f s (attempt %d)", error, delay, attempt)
+
+    def backfill(self, table, chunk_size=10000):
+        """Read ``table`` ('schema.table' or (schema, table)) again while
+        the stream runs, in primary-key chunks of ``chunk_size`` rows
+        bracketed by watermarks; its rows reach `event()` as `SnapshotRow`
+        (backfill=True) between `SnapshotStart` and `SnapshotEnd`,
+        interleaved with the live changes (see docs/snapshots.md).
+
+        Call it before `start()` or from `event()`. The table is checked
+        at once (it exists, has a primary key, is in the publication):
+        `SnapshotError` otherwise. An unfinished backfill of the table (a
+        consumer killed meanwhile) resumes after its last completed chunk.
+        Returns the (schema, table) pairs scheduled (a partitioned table's
+        partitions, when the stream names them).
+        """
+        if self._backfills is None:
+            self._backfills = _snapshot.Backfills(self)
+        return self._backfills.add(table, chunk_size)
 
     # -- connection --
 
@@ -431,6 +450,12 @@ class Reader(_core.ReaderBase):
             while True:
                 try:
                     self._stream_once(until_lsn)
+                    if self._backfills is not None \
+                            and self._backfills.restart:
+                        # backfill() from event(): stream again, wrapped
+                        self._backfills.restart = False
+                        self._stop_requested.clear()
+                        continue
                     self._log_end(until_lsn)
                     return
                 except (ConnectionLost, ConnectionFailed, SlotInUse) as e:
@@ -532,6 +557,8 @@ class Reader(_core.ReaderBase):
         logger.info("streaming slot %r from %s", self.slot,
                     _core.format_lsn(lsn) if lsn else "where it left off")
         self._streamed = self._streamed_once = self._stream_started = True
+        if self._backfills is not None:
+            self._backfills.stream_starting()
         if self._stop_requested.is_set():
             super().stop()      # asked while connecting
         self._stream(until_lsn=until_lsn)

@@ -24,7 +24,9 @@ registry, in the form the stream uses (binary with pgoutput's
 exactly what a streamed `Insert` would.
 """
 
+import json
 import logging
+import os
 import queue
 import threading
 
@@ -36,7 +38,8 @@ from .errors import InterfaceError, ProgrammingError, SnapshotError
 
 logger = logging.getLogger("pylogicaldecoding")
 
-__all__ = ["InitialSnapshot", "BATCH_ROWS", "SPLIT_MIN_PAGES"]
+__all__ = ["InitialSnapshot", "Backfills", "BATCH_ROWS", "SPLIT_MIN_PAGES",
+           "PROGRESS_TABLE", "WATERMARK_PREFIX"]
 
 #: Rows per batch handed from a COPY to `event()` (bounds the memory held:
 #: at most ``2 * workers + 1`` batches are in flight).
@@ -536,3 +539,437 @@ class InitialSnapshot:
             self._put(out, ("error", None, e), stop)
         finally:
             self._put(out, ("exit", None, None), stop)
+
+
+# -- backfills ---------------------------------------------------------------
+
+#: The table holding the backfills' progress (created when first needed).
+PROGRESS_TABLE = "public.pld_backfill_progress"
+
+#: The prefix of the watermark messages (pg_logical_emit_message).
+WATERMARK_PREFIX = "pld.backfill"
+
+_PROGRESS_DDL = """CREATE TABLE IF NOT EXISTS %s (
+    slot text NOT NULL,
+    table_name text NOT NULL,
+    chunk_size int NOT NULL,
+    last_key text[],
+    done bool NOT NULL DEFAULT false,
+    chunks bigint NOT NULL DEFAULT 0,
+    updated timestamptz NOT NULL DEFAULT now(),
+    PRIMARY KEY (slot, table_name))"""
+
+
+class _Job:
+    """One backfill of one table: its plan and where it is."""
+
+    __slots__ = ("table", "chunk_size", "last_key", "upper", "repair",
+                 "session")
+
+    def __init__(self, table, chunk_size, last_key=None, upper=None,
+                 repair=False):
+        self.table = table
+        self.chunk_size = chunk_size
+        self.last_key = last_key      # text values: read keys above it
+        self.upper = upper            # repair: the range's upper bound
+        self.repair = repair          # a range re-read, not a whole table
+        self.session = None
+
+
+class _Chunk:
+    """A chunk read between its watermarks, waiting for the high one."""
+
+    __slots__ = ("id", "job", "rows", "upper", "last")
+
+    def __init__(self, id, job, rows, upper, last):
+        self.id, self.job, self.rows = id, job, rows
+        self.upper, self.last = upper, last
+
+
+class Backfills:
+    """The backfills of a Reader (see `Reader.backfill` and
+    docs/snapshots.md).
+
+    While backfills are pending, the Reader's ``event`` is wrapped: the
+    wrapper runs a chunk whenever none is in flight (low watermark, the
+    chunk's SELECT, high watermark with the progress row, each in its own
+    transaction on a plain connection), drops from the buffered chunk the
+    keys that the stream changes until the high watermark arrives, then
+    delivers the rest of the chunk as `SnapshotRow` (backfill=True) before
+    the message that follows. Watermark messages and changes of the
+    progress table are not delivered.
+    """
+
+    def __init__(self, reader):
+        if not reader.decode:
+            raise InterfaceError("backfill() needs decode=True: the stream's "
+                                 "changes are matched to the chunks by key")
+        self.reader = reader
+        self.conn = None
+        self.registry = None
+        self.jobs = []              # pending, in order
+        self.chunk = None           # in flight
+        self.window = {}            # key -> latest values seen in window
+        self.sessions = {}          # table oid -> rows delivered
+        self.next_id = 0
+        self.user_event = None
+        self.binary = binary_values(reader)
+        self.progress_name = None   # (schema, table) of PROGRESS_TABLE
+        self.running = False        # inside a chunk step
+        self.restart = False        # the stream must restart to wrap event
+        # this process's watermarks: others' are sent again by a restart
+        self.run_id = "%d.%s" % (os.getpid(), os.urandom(4).hex())
+
+    # -- connection and set-up --
+
+    def _connect(self):
+        if self.conn is None or self.conn.closed:
+            self.conn = connect(worker_params(self.reader._params))
+            self.registry = None
+        if self.registry is None:
+            self.registry = make_registry(self.conn, self.reader)
+        return self.conn
+
+    def _server_version(self):
+        _, rows = self.conn.execute("SHOW server_version_num")
+        return int(rows[0][0])
+
+    def _ensure_progress_table(self):
+        conn = self.conn
+        _, rows = conn.execute("SELECT pg_catalog.to_regclass(%s)"
+                               % commands.quote_literal(PROGRESS_TABLE))
+        if rows[0][0] is None:
+            conn.execute(_PROGRESS_DDL % PROGRESS_TABLE)
+        _, rows = conn.execute(
+            "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN"
+            " pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE"
+            " c.oid = pg_catalog.to_regclass(%s)"
+            % commands.quote_literal(PROGRESS_TABLE))
+        self.progress_name = (rows[0][0], rows[0][1])
+
+    def close(self):
+        if self.conn is not None:
+            try:
+                self.conn.close()
+            except Exception:
+                pass
+            self.conn = None
+
+    # -- scheduling --
+
+    def add(self, table, chunk_size):
+        """Validate ``table`` and schedule its backfill; return the
+        (schema, table) pairs scheduled (a partitioned table's leaves)."""
+        if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) \
+                or chunk_size < 1:
+            raise ValueError("chunk_size must be an int >= 1")
+        conn = self._connect()
+        reader = self.reader
+        t = resolve_table(conn, table)
+        targets = [t]
+        if t.relkind == "p" and not self._via_root(conn):
+            # the stream names the partitions: backfill each of them
+            _, rows = conn.execute(
+                "SELECT relid::oid FROM pg_catalog.pg_partition_tree(%d)"
+                " WHERE isleaf ORDER BY 1" % t.oid)
+            targets = [resolve_table(conn, _oid_name(conn, r[0]))
+                       for r in rows]
+        tables = user_tables(conn, reader, [(x.schema, x.table)
+                                            for x in targets],
+                             self._server_version(), need_key=True)
+        self._ensure_progress_table()
+        for x in tables:
+            set_converters(x, self.registry, self.binary)
+            last = self._resume_point(x, chunk_size)
+            self.jobs.append(_Job(x, chunk_size, last))
+        if reader.streaming and self.user_event is None:
+            # called from event() of a stream that started without
+            # backfills: the stream loop holds the plain event(); restart
+            # the stream (from the acked position) with the wrapper
+            self.restart = True
+            reader.stop()
+        return [(x.schema, x.table) for x in tables]
+
+    def _via_root(self, conn):
+        pubs = publication_names(self.reader) \
+            if self.reader.plugin == "pgoutput" else []
+        if not pubs:
+            return False
+        _, rows = conn.execute(
+            "SELECT bool_or(pubviaroot) FROM pg_catalog.pg_publication"
+            " WHERE pubname IN (%s)"
+            % ", ".join(commands.quote_literal(p) for p in pubs))
+        return rows[0][0] == "t"
+
+    def _resume_point(self, t, chunk_size):
+        """The key after which an unfinished backfill of ``t`` resumes
+        (None: from the start), recording a new one if needed."""
+        _, rows = self.conn.execute(
+            "SELECT last_key, done FROM %s WHERE slot = %s AND table_name = %s"
+            % (PROGRESS_TABLE, commands.quote_literal(self.reader.slot),
+               commands.quote_literal(t.name)))
+        if rows and rows[0][1] == "f":
+            last = _parse_text_array(rows[0][0])
+            logger.info("backfill of %s resumes after key %r", t.name, last)
+            return last
+        self.conn.execute(
+            "INSERT INTO %s (slot, table_name, chunk_size) VALUES (%s, %s, %d)"
+            " ON CONFLICT (slot, table_name) DO UPDATE SET last_key = NULL,"
+            " done = false, chunks = 0, chunk_size = EXCLUDED.chunk_size,"
+            " updated = now()"
+            % (PROGRESS_TABLE, commands.quote_literal(self.reader.slot),
+               commands.quote_literal(t.name), chunk_size))
+        return None
+
+    def stream_starting(self):
+        """Called by the Reader before each stream: wrap ``event`` and
+        start the first chunk (its watermarks then drive the rest)."""
+        reader = self.reader
+        if self.user_event is None:
+            self.user_event = reader.event
+            reader.__dict__["event"] = self.event
+        # a chunk in flight when the stream broke: its watermarks may be
+        # sent again, or not; read it again
+        if self.chunk is not None:
+            job = self.chunk.job
+            self.chunk = None
+            if job not in self.jobs:
+                self.jobs.insert(0, job)
+        self._maybe_run()
+
+    # -- the wrapper --
+
+    def event(self, msg):
+        """The Reader's ``event`` while backfills run (see the class)."""
+        ch = msg.change
+        if isinstance(ch, _core.LogicalMessage) \
+                and ch.prefix == WATERMARK_PREFIX:
+            self._watermark(msg, ch)
+        elif isinstance(ch, (_core.Insert, _core.Update, _core.Delete)):
+            if (ch.schema, ch.table) == self.progress_name:
+                return None
+            if self.chunk is not None:
+                self._in_window(ch)
+            self.user_event(msg)
+        elif isinstance(ch, _core.Truncate) and self.chunk is not None:
+            t = self.chunk.job.table
+            if (t.schema, t.table) in [tuple(x) for x in ch.tables]:
+                self.chunk.rows.clear()
+            self.user_event(msg)
+        else:
+            self.user_event(msg)
+        self._maybe_run()
+        return None
+
+    def _key(self, t, row):
+        return tuple(row.get(c) for c in t.key)
+
+    def _in_window(self, ch):
+        """A live change while a chunk waits: drop its keys from the
+        chunk; fill its unchanged TOAST values from the latest known
+        values of the row (the chunk's, then the window's changes)."""
+        t = self.chunk.job.table
+        if (ch.schema, ch.table) != (t.schema, t.table):
+            return
+        rows, window = self.chunk.rows, self.window
+
+        def take(k):
+            row = rows.pop(k, None)
+            known = window.get(k)
+            if known is None and row is not None:
+                known = row.new
+            return known
+        if ch.old is not None:
+            k = self._key(t, ch.old)
+            window[k] = take(k)
+        if ch.new is not None:
+            new = ch.new
+            k = self._key(t, new)
+            known = take(k)
+            if known is not None:
+                for c, v in new.items():
+                    if v is _core.UNCHANGED and c in known:
+                        new[c] = known[c]
+            window[k] = dict(new)
+
+    def _watermark(self, msg, ch):
+        try:
+            info = _decode_watermark(ch.content)
+        except ValueError:
+            return
+        if info.get("slot") != self.reader.slot:
+            return
+        chunk = self.chunk
+        if info.get("w") == "low":
+            return
+        if chunk is not None and info.get("id") == chunk.id \
+                and info.get("run") == self.run_id:
+            self._deliver(msg, chunk)
+            return
+        if chunk is None or info.get("id") != chunk.id \
+                or info.get("run") != self.run_id:
+            # a high watermark sent again (a restart replays what was not
+            # acked): its rows may never have reached the consumer
+            t = None
+            for job in self.jobs + ([chunk.job] if chunk else []):
+                if job.table.name == info.get("table"):
+                    t = job.table
+            if t is None:
+                try:
+                    t = self._table(info["table"])
+                except SnapshotError:
+                    return      # dropped since
+            self.jobs.insert(0, _Job(t, 0, info.get("from"), info.get("to"),
+                                     repair=True))
+
+    def _table(self, name):
+        conn = self._connect()
+        (t,) = user_tables(conn, self.reader, [name],
+                           self._server_version(), need_key=True)
+        set_converters(t, self.registry, self.binary)
+        return t
+
+    def _deliver(self, msg, chunk):
+        """The high watermark of the chunk in flight: deliver its rows."""
+        self.chunk = None
+        self.window = {}
+        job = chunk.job
+        t = job.table
+        event = self.user_event
+        payload = b"" if self.reader.binary else ""
+        point = msg.data_start
+        oid = t.oid
+        opened = oid not in self.sessions
+        if opened:
+            self.sessions[oid] = 0
+            event(self._marker(SnapshotStart(t.schema, t.table, True),
+                               payload, point))
+        for row in chunk.rows.values():
+            m = _core.Message(payload, point, point)
+            m.change = row
+            event(m)
+        self.sessions[oid] += len(chunk.rows)
+        if chunk.last or (job.repair and opened):
+            rows = self.sessions.pop(oid)
+            event(self._marker(SnapshotEnd(t.schema, t.table, rows, True),
+                               payload, point))
+
+    @staticmethod
+    def _marker(change, payload, point):
+        m = _core.Message(payload, point, point)
+        m.change = change
+        return m
+
+    # -- one chunk --
+
+    def _maybe_run(self):
+        if self.chunk is not None or not self.jobs or self.running:
+            return
+        self.running = True
+        try:
+            self._run_chunk(self.jobs[0])
+        finally:
+            self.running = False
+
+    def _run_chunk(self, job):
+        conn = self._connect()
+        t = job.table
+        keys = ", ".join(quote_ident(c) for c in t.key)
+        types = dict(zip(t.names, (name for _, name in t.types)))
+        lower = ""
+        if job.last_key is not None:
+            lower = " WHERE (%s) > (%s)" % (keys, _key_literal(
+                t.key, job.last_key, types))
+        if job.repair:
+            upper = job.upper
+        else:
+            _, rows = conn.execute(
+                "SELECT %s FROM ONLY %s%s ORDER BY %s OFFSET %d LIMIT 1" % (
+                    ", ".join("%s::text" % quote_ident(c) for c in t.key),
+                    t.name, lower, keys, job.chunk_size - 1))
+            upper = list(rows[0]) if rows else None
+        last = upper is None and not job.repair
+        where = lower
+        if upper is not None:
+            where += (" AND " if where else " WHERE ") + "(%s) <= (%s)" % (
+                keys, _key_literal(t.key, upper, types))
+        self.next_id += 1
+        cid = self.next_id
+        base = {"slot": self.reader.slot, "run": self.run_id, "id": cid,
+                "table": t.name, "from": job.last_key, "to": upper}
+        # the low watermark
+        conn.execute("SELECT pg_catalog.pg_logical_emit_message(true, %s, %s)"
+                     % (commands.quote_literal(WATERMARK_PREFIX),
+                        commands.quote_literal(_encode_watermark(
+                            dict(base, w="low")))))
+        # the chunk
+        sql = "COPY (SELECT %s FROM ONLY %s%s ORDER BY %s) TO STDOUT%s" % (
+            t.column_list(), t.name, where, keys,
+            " (FORMAT binary)" if self.binary else "")
+        conn.copy_start(sql, t.names, t.convs, self.binary, t.schema,
+                        t.table, True)
+        rows = {}
+        while True:
+            batch = conn.read(BATCH_ROWS)
+            if not batch:
+                break
+            for ch in batch:
+                rows[self._key(t, ch.new)] = ch
+        # the high watermark, with the progress, in one transaction
+        progress = ""
+        if not job.repair:
+            progress = (
+                "UPDATE %s SET last_key = %s, done = %s, chunks = chunks + 1,"
+                " updated = now() WHERE slot = %s AND table_name = %s;" % (
+                    PROGRESS_TABLE,
+                    "NULL" if upper is None else "ARRAY[%s]::text[]" % ", ".join(
+                        commands.quote_literal(v) for v in upper),
+                    "true" if last else "false",
+                    commands.quote_literal(self.reader.slot),
+                    commands.quote_literal(t.name)))
+            if upper is None:   # done: keep the last key for the record
+                progress = progress.replace("last_key = NULL, ", "")
+        conn.execute(
+            "BEGIN; %s SELECT pg_catalog.pg_logical_emit_message(true, %s, %s);"
+            " COMMIT" % (progress, commands.quote_literal(WATERMARK_PREFIX),
+                         commands.quote_literal(_encode_watermark(
+                             dict(base, w="high")))))
+        self.jobs.pop(0)
+        if not last and not job.repair:
+            job.last_key = upper
+            self.jobs.insert(0, job)
+        self.chunk = _Chunk(cid, job, rows, upper, last)
+        self.window = {}
+
+
+def _oid_name(conn, oid):
+    _, rows = conn.execute(
+        "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN"
+        " pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
+        " WHERE c.oid = %d" % int(oid))
+    return (rows[0][0], rows[0][1])
+
+
+def _key_literal(key, values, types):
+    return ", ".join("%s::%s" % (commands.quote_literal(v), types[c])
+                     for c, v in zip(key, values))
+
+
+def _encode_watermark(info):
+    return json.dumps(info, separators=(",", ":"))
+
+
+def _decode_watermark(content):
+    if isinstance(content, (bytes, bytearray, memoryview)):
+        content = bytes(content).decode("utf-8")
+    info = json.loads(content)
+    if not isinstance(info, dict):
+        raise ValueError("not a watermark")
+    return info
+
+
+def _parse_text_array(text):
+    """A text[] as PostgreSQL prints it ('{a,"b c"}') -> list of str."""
+    if text is None:
+        return None
+    return _types.parse_array(text)
