@@ -23,9 +23,10 @@ from .errors import (
 from .errors import SnapshotError
 from .lsn import format_lsn, parse_lsn
 from .reader import Reader, Reconnect, SlotInfo, SystemInfo
+from .aio import AsyncReader
 
 __all__ = [
-    "__version__", "Reader", "Reconnect", "StreamMessage", "SlotInfo", "SystemInfo",
+    "__version__", "Reader", "AsyncReader", "Reconnect", "StreamMessage", "SlotInfo", "SystemInfo",
     "Change", "Begin", "Commit", "Insert", "Update", "Delete", "Truncate",
     "Message", "LogicalMessage", "Relation", "Column", "Type", "Origin",
     "StreamStart", "StreamStop", "StreamCommit", "StreamAbort",

@@ -5,73 +5,20 @@ the stream loop; this layer merges the connection parameters, manages the
 slot, builds the command text and gives the API its shape.
 """
 
-import collections
 import logging
-import random
 import threading
 
 from . import _core
-from . import commands
 from . import conninfo
-from . import decoders
+from . import commands
 from . import metrics
+from . import rules
 from . import snapshot as _snapshot
-from .errors import (
-    ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
-    SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
+from .errors import InterfaceError, OperationalError
+from .rules import (                    # noqa: F401 (public names)
+    BINARY_PLUGINS, MIN_SERVER_VERSION, Reconnect, SlotInfo, SystemInfo)
 
 logger = logging.getLogger("pylogicaldecoding")
-
-#: Plugins whose output is binary: their payloads are bytes, not str.
-BINARY_PLUGINS = frozenset(["pgoutput"])
-
-#: PostgreSQL 10 is the first that takes SQL on a replication connection.
-MIN_SERVER_VERSION = 100000
-
-SlotInfo = collections.namedtuple(
-    "SlotInfo", "slot_name consistent_point snapshot_name output_plugin")
-SlotInfo.__doc__ = """What CREATE_REPLICATION_SLOT returned.
-
-``consistent_point`` is an int LSN: the first change the slot will stream.
-``snapshot_name`` (or None) can be used with ``SET TRANSACTION SNAPSHOT``
-on another connection, to read the data as of that point, until the next
-command on this Reader's connection."""
-
-SystemInfo = collections.namedtuple(
-    "SystemInfo", "systemid timeline xlogpos dbname")
-SystemInfo.__doc__ = """What IDENTIFY_SYSTEM returned (xlogpos as an int LSN)."""
-
-
-class Reconnect:
-    """A reconnection policy: exponential backoff, with a limit.
-
-    The n-th attempt (from 0) waits ``min(max_delay, initial_delay *
-    factor ** n)`` seconds, give or take ``jitter`` (a fraction); after
-    ``max_attempts`` failed attempts in a row (None: no limit) the error is
-    raised. A stream that starts again resets the count.
-    """
-
-    def __init__(self, initial_delay=0.2, max_delay=10.0, factor=2.0,
-                 max_attempts=None, jitter=0.1):
-        if initial_delay < 0 or max_delay < 0 or factor < 1:
-            raise ValueError("delays must be >= 0 and factor >= 1")
-        self.initial_delay = initial_delay
-        self.max_delay = max_delay
-        self.factor = factor
-        self.max_attempts = max_attempts
-        self.jitter = jitter
-
-    def delay(self, attempt):
-        """Seconds to wait before attempt ``attempt``, or None: give up."""
-        if self.max_attempts is not None and attempt >= self.max_attempts:
-            return None
-        delay = min(self.max_delay, self.initial_delay * self.factor ** attempt)
-        return delay * (1 + random.uniform(-self.jitter, self.jitter))
-
-    def __repr__(self):
-        return ("Reconnect(initial_delay=%r, max_delay=%r, factor=%r, "
-                "max_attempts=%r)" % (self.initial_delay, self.max_delay,
-                                      self.factor, self.max_attempts))
 
 
 class Reader(_core.ReaderBase):
@@ -133,36 +80,14 @@ class Reader(_core.ReaderBase):
                  reconnect=False, decode=True, type_registry=None,
                  recv_timeout=None, snapshot=False, tables=None,
                  snapshot_workers=1, **conninfo_kwargs):
-        self.slot = commands.check_slot_name(slot)
-        self.plugin = commands.check_plugin_name(plugin)
-        self.options = dict(options) if options else {}
-        commands.check_options(self.options)     # refuse bad names early
-        self.create_slot_if_missing = bool(create_slot)
-        self.temporary = bool(temporary)
-        self.start_lsn = start_lsn
-        if start_lsn is not None:
-            commands.lsn_text(start_lsn)
-        self.status_interval = status_interval
-        self.confirm_keepalives = confirm_keepalives
-        self.decode = bool(decode)
-        if recv_timeout is not None and recv_timeout < 0:
-            raise ValueError("recv_timeout must be >= 0 (0: off)")
-        self._recv_timeout_choice = recv_timeout
-        self.type_registry = type_registry
-        self.binary = (plugin in BINARY_PLUGINS) if binary is None else binary
-        if reconnect is True:
-            reconnect = Reconnect()
-        elif reconnect is False or reconnect is None:
-            reconnect = None
-        elif not hasattr(reconnect, "delay"):
-            raise TypeError("reconnect must be a bool or a Reconnect policy")
-        if reconnect is not None and temporary:
-            raise InterfaceError(
-                "a temporary slot cannot survive a reconnection: it "
-                "disappears with the connection")
-        self.reconnect = reconnect
+        rules.configure(
+            self, dsn, slot=slot, plugin=plugin, options=options,
+            create_slot=create_slot, temporary=temporary,
+            start_lsn=start_lsn, status_interval=status_interval,
+            binary=binary, confirm_keepalives=confirm_keepalives,
+            reconnect=reconnect, decode=decode, type_registry=type_registry,
+            recv_timeout=recv_timeout, **conninfo_kwargs)
         self._stop_requested = threading.Event()
-        self._params = conninfo.make_params(dsn, **conninfo_kwargs)
         self._stream_thread = None
         self._stream_done = threading.Event()
         self._stream_done.set()
@@ -170,8 +95,6 @@ class Reader(_core.ReaderBase):
         self._streamed = False      # this connection has run a stream
         self._streamed_once = False     # some connection has
         self._stream_started = False
-        self.reconnections = 0
-        self.wal_sender_timeout = None
         self._snapshot = (_snapshot.InitialSnapshot(
             self, tables, snapshot_workers) if snapshot else None)
         self._backfills = None
@@ -240,31 +163,16 @@ class Reader(_core.ReaderBase):
         try:
             self._connect(keys, [self._params[k] for k in keys])
         except OperationalError as e:
-            if type(e) is not OperationalError:
-                raise
-            raise ConnectionFailed(str(e)) from None
+            raise rules.connect_error(e) from None
         self._streamed = False
         try:
-            if self.server_version < MIN_SERVER_VERSION:
-                raise WalLevelError(
-                    "PostgreSQL %s is too old: logical decoding with this "
-                    "library needs PostgreSQL 10 or later" % self.server_version)
-            _, rows = self.execute(
-                "SELECT current_setting('wal_level'),"
-                " current_setting('wal_sender_timeout')")
-            wal_level, timeout = rows[0]
-            if wal_level != "logical":
-                raise WalLevelError(
-                    "the server has wal_level=%s: logical decoding needs "
-                    "wal_level=logical in postgresql.conf (and a server "
-                    "restart)" % wal_level)
-            self.wal_sender_timeout = _parse_ms(timeout) / 1000.0
+            self.wal_sender_timeout = rules.run(
+                rules.check_server(self.server_version), self.execute)
         except BaseException:
             super().close()
             raise
-        logger.info("connected to %s (PostgreSQL %d, walsender pid %d)",
-                    conninfo.describe(self._params), self.server_version,
-                    self.backend_pid)
+        rules.log_connected(self._params, self.server_version,
+                            self.backend_pid)
 
     def close(self):
         """Close the connection; a temporary slot disappears with it.
@@ -321,10 +229,7 @@ class Reader(_core.ReaderBase):
         """Run IDENTIFY_SYSTEM: the server's system id, timeline, current
         WAL position and database, as a `SystemInfo`."""
         self.connect()
-        _, rows = self.execute("IDENTIFY_SYSTEM")
-        systemid, timeline, xlogpos, dbname = rows[0]
-        return SystemInfo(systemid, int(timeline), _core.parse_lsn(xlogpos),
-                          dbname)
+        return rules.run(rules.identify_system(), self.execute)
 
     def slot_status(self):
         """The slot's row of pg_replication_slots as a dict, or None.
@@ -333,18 +238,7 @@ class Reader(_core.ReaderBase):
         active_pid, confirmed_flush_lsn, restart_lsn (LSNs as ints).
         """
         self.connect()
-        names, rows = self.execute(commands.slot_query(self.slot))
-        if not rows:
-            return None
-        row = dict(zip(names, rows[0]))
-        for key in ("confirmed_flush_lsn", "restart_lsn"):
-            if row[key] is not None:
-                row[key] = _core.parse_lsn(row[key])
-        for key in ("temporary", "active"):
-            row[key] = row[key] == "t"
-        if row["active_pid"] is not None:
-            row["active_pid"] = int(row["active_pid"])
-        return row
+        return rules.run(rules.slot_status(self.slot), self.execute)
 
     def create_slot(self, *, temporary=None, snapshot="export"):
         """Create the slot with this Reader's plugin; return a `SlotInfo`.
@@ -357,75 +251,29 @@ class Reader(_core.ReaderBase):
         self.connect()
         if temporary is None:
             temporary = self.temporary
-        _, rows = self.execute(commands.create_slot(
-            self.slot, self.plugin, temporary=temporary, snapshot=snapshot,
-            server_version=self.server_version))
-        name, point, snapshot_name, plugin = rows[0]
-        logger.info("created replication slot %r (plugin %s%s) at %s", name,
-                    plugin, ", temporary" if temporary else "", point)
-        return SlotInfo(name, _core.parse_lsn(point), snapshot_name, plugin)
+        return rules.run(rules.create_slot(
+            self.slot, self.plugin, temporary, snapshot,
+            self.server_version), self.execute)
 
     def drop_slot(self, *, wait=False, missing_ok=False):
         """Drop the slot. Raises `SlotNotFound` if it does not exist (unless
         ``missing_ok``) and `SlotInUse` if it is active (unless ``wait``:
         then wait until it is released)."""
         self.connect()
-        try:
-            self.execute(commands.drop_slot(self.slot, wait=wait))
-        except SlotNotFound:
-            if not missing_ok:
-                raise
-            return
-        logger.info("dropped replication slot %r", self.slot)
+        rules.run(rules.drop_slot(self.slot, wait, missing_ok), self.execute)
 
     def _ensure_slot(self):
-        status = self.slot_status()
-        if status is None:
-            if not self.create_slot_if_missing:
-                raise SlotNotFound(
-                    "replication slot %r does not exist (create_slot=False)"
-                    % self.slot)
-            try:
-                info = self.create_slot(
-                    snapshot="export" if self._snapshot else "nothing")
-            except SlotExists:
-                status = self.slot_status()   # created meanwhile by another
-                if status is None:
-                    raise
-            else:
-                if self._snapshot is not None:
-                    self._snapshot.run(self, info)
-                return
-        if self._snapshot is not None and not self._snapshot.done:
-            raise self._snapshot.exists_error(self.slot)
-        _, rows = self.execute("SELECT current_database()")
-        if status["slot_type"] != "logical":
-            raise SlotMismatch("replication slot %r is a physical slot"
-                               % self.slot)
-        if status["database"] != rows[0][0]:
-            raise SlotMismatch(
-                "replication slot %r belongs to database %r, not %r"
-                % (self.slot, status["database"], rows[0][0]))
-        if status["plugin"] != self.plugin:
-            raise SlotMismatch(
-                "replication slot %r uses plugin %r, not %r"
-                % (self.slot, status["plugin"], self.plugin))
+        info = rules.run(rules.ensure_slot(
+            self, self.server_version, self._snapshot), self.execute)
+        if info is not None and self._snapshot is not None:
+            self._snapshot.run(self, info)
 
     # -- streaming --
 
     def _configure_intervals(self):
-        timeout = self.wal_sender_timeout
-        if timeout:
-            # a status update at least three times per timeout, even while
-            # event() runs: the server drops us after `timeout` of silence
-            self.keepalive_interval = max(0.05, min(self.status_interval,
-                                                    timeout / 3.0))
-        else:
-            self.keepalive_interval = self.status_interval
-        if self._recv_timeout_choice is not None:
-            self.recv_timeout = self._recv_timeout_choice
-        else:
-            self.recv_timeout = max(timeout or 60.0, 10.0)
+        self.keepalive_interval, self.recv_timeout = rules.intervals(
+            self.wal_sender_timeout, self.status_interval,
+            self._recv_timeout_choice)
 
     def start(self, *, until_lsn=None):
         """Stream the slot, calling `event()`, until `stop()` is called.
@@ -446,7 +294,7 @@ class Reader(_core.ReaderBase):
         self._stream_thread = threading.get_ident()
         self._stream_done.clear()
         try:
-            attempt = 0
+            retry = rules.Retry(self.reconnect)
             while True:
                 try:
                     self._stream_once(until_lsn)
@@ -458,22 +306,15 @@ class Reader(_core.ReaderBase):
                         continue
                     self._log_end(until_lsn)
                     return
-                except (ConnectionLost, ConnectionFailed, SlotInUse) as e:
-                    # SlotInUse: a killed walsender may hold the slot a
-                    # moment; ConnectionFailed: only once we had streamed
-                    if (self.reconnect is None
-                            or self._stop_requested.is_set()
-                            or (not self._streamed_once
-                                and not isinstance(e, ConnectionLost))):
-                        raise
-                    if self._stream_started:
-                        attempt = 0
-                    delay = self.reconnect.delay(attempt)
+                except rules.RETRYABLE as e:
+                    delay = retry.next_delay(
+                        e, streamed_once=self._streamed_once,
+                        stream_started=self._stream_started,
+                        stopping=self._stop_requested.is_set())
                     if delay is None:
                         raise
-                    attempt += 1
                     self.reconnections += 1
-                    self.on_reconnect(attempt, e, delay)
+                    self.on_reconnect(retry.attempt, e, delay)
                     if not self.closed:
                         super().close()
                     if self._stop_requested.wait(delay):
@@ -538,41 +379,15 @@ class Reader(_core.ReaderBase):
         if self.create_slot_if_missing or self.temporary:
             self._ensure_slot()
         self._configure_intervals()
-        options = self.options
-        if self.decode:
-            options = decoders.default_options(self.plugin, options,
-                                               self.server_version)
-            # a fresh decoder per stream: pgoutput resends its relations
-            self.decoder = decoders.make_decoder(
-                self.plugin, options, self.server_version,
-                registry=self.type_registry, execute=self.execute)
-        else:
-            self.decoder = None
-        # resume after what was acked, even if the server lost it (a
-        # crash before its checkpoint) or start_lsn is older
-        lsn = commands.lsn_int(self.start_lsn or 0)
-        lsn = max(lsn, self.flushed_lsn)
-        self.start_copy(commands.start_replication(
-            self.slot, lsn, commands.check_options(options)))
-        logger.info("streaming slot %r from %s", self.slot,
-                    _core.format_lsn(lsn) if lsn else "where it left off")
+        self.decoder, options = rules.run(
+            rules.stream_setup(self, self.server_version), self.execute)
+        self.start_copy(rules.start_command(self, options, self.flushed_lsn))
         self._streamed = self._streamed_once = self._stream_started = True
         if self._backfills is not None:
             self._backfills.stream_starting()
         if self._stop_requested.is_set():
             super().stop()      # asked while connecting
         self._stream(until_lsn=until_lsn)
-
-
-def _parse_ms(text):
-    """A duration setting as SHOW prints it ('60s', '2500ms', '1min')."""
-    units = [("ms", 1), ("min", 60000), ("s", 1000), ("h", 3600000),
-             ("d", 86400000)]
-    text = text.strip()
-    for suffix, factor in units:
-        if text.endswith(suffix):
-            return float(text[:-len(suffix)]) * factor
-    return float(text)
 
 
 __all__ = ["Reader", "Reconnect", "SlotInfo", "SystemInfo", "BINARY_PLUGINS"]

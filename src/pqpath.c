@@ -123,6 +123,16 @@ pq_check_open(readerObject *self)
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return -1;
     }
+    if (self->connecting) {
+        PyErr_SetString(pld_InterfaceError,
+            "the connection is still being opened");
+        return -1;
+    }
+    if (self->cmd_running) {
+        PyErr_SetString(pld_InterfaceError,
+            "a command is running on the connection (non-blocking path)");
+        return -1;
+    }
     return 0;
 }
 
@@ -162,6 +172,9 @@ pq_close(readerObject *self)
         PGconn *conn = self->pgconn;
         self->pgconn = NULL;
         self->copying = 0;
+        self->connecting = self->cmd_running = self->ending_copy = 0;
+        PQclear(self->cmd_result);
+        self->cmd_result = NULL;
         Py_BEGIN_ALLOW_THREADS
         PQfinish(conn);
         Py_END_ALLOW_THREADS
@@ -685,6 +698,242 @@ pq_end_copy(readerObject *self, double timeout)
         }
     }
     return copy_ended(self);
+}
+
+
+/* -- the non-blocking path --
+ *
+ * Used by the asyncio front end: the event loop waits on PQsocket() for
+ * what each call asks (PQ_POLL_READ / PQ_POLL_WRITE) and calls again.
+ * Nothing here waits, so nothing here releases the GIL. */
+
+/* Start connecting (PQconnectStartParams); continue with pq_connect_poll()
+ * after waiting for the socket to be writable. */
+RAISES_NEG int
+pq_connect_start(readerObject *self, const char *const *keys,
+                 const char *const *values)
+{
+    PGconn *conn;
+
+    if (!(conn = PQconnectStartParams(keys, values, 0))) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    if (PQstatus(conn) == CONNECTION_BAD) {
+        pq_raise_message(pld_OperationalError, PQerrorMessage(conn));
+        PQfinish(conn);
+        return -1;
+    }
+    self->pgconn = conn;
+    self->connecting = 1;
+    return 0;
+}
+
+/* One step of PQconnectPoll(): PQ_POLL_OK once connected, else what to
+ * wait for. On failure the connection is closed. The socket may change
+ * between two steps (libpq tries the next address): ask for it again. */
+RAISES_NEG int
+pq_connect_poll(readerObject *self)
+{
+    if (!self->pgconn || !self->connecting) {
+        PyErr_SetString(pld_InterfaceError, "no connection is being opened");
+        return -1;
+    }
+    switch (PQconnectPoll(self->pgconn)) {
+    case PGRES_POLLING_READING:
+        return PQ_POLL_READ;
+    case PGRES_POLLING_WRITING:
+        return PQ_POLL_WRITE;
+    case PGRES_POLLING_OK:
+        if (PQsetnonblocking(self->pgconn, 1) != 0) { break; }
+        self->connecting = 0;
+        return PQ_POLL_OK;
+    default:
+        break;
+    }
+    pq_raise_message(pld_OperationalError, PQerrorMessage(self->pgconn));
+    pq_close(self);
+    return -1;
+}
+
+/* PQflush(): 1 if data remains to send (wait until writable), 0 if not. */
+RAISES_NEG int
+pq_flush(readerObject *self)
+{
+    int rv;
+
+    if (!self->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return -1;
+    }
+    if ((rv = PQflush(self->pgconn)) < 0) {
+        pq_raise(self, NULL, NULL);
+        return -1;
+    }
+    return rv;
+}
+
+/* Send a command (PQsendQuery); its results come with pq_poll_result().
+ * copy: the command must start COPY BOTH (START_REPLICATION). Return 1 if
+ * the command is not all sent yet (pq_flush() when writable). */
+RAISES_NEG int
+pq_send_query(readerObject *self, const char *command, int copy)
+{
+    if (pq_check_open(self) < 0) { return -1; }
+    if (self->copying) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot run a command while the stream is running");
+        return -1;
+    }
+    if (!PQsendQuery(self->pgconn, command)) {
+        pq_raise(self, NULL, NULL);
+        return -1;
+    }
+    self->cmd_running = 1;
+    self->cmd_copy = copy;
+    return pq_flush(self);
+}
+
+/* The final result of a command as Python: (names, rows), or True for
+ * the start of COPY BOTH. */
+static PyObject *
+command_result(readerObject *self, PGresult *res)
+{
+    ExecStatusType st;
+
+    if (!res) {
+        pq_raise(self, NULL, NULL);
+        return NULL;
+    }
+    st = PQresultStatus(res);
+    if (st == PGRES_COPY_BOTH && self->cmd_copy) {
+        self->copying = 1;
+        self->stop_requested = 0;
+        self->last_status = wire_monotonic();
+        Py_RETURN_TRUE;
+    }
+    if (st == PGRES_COPY_BOTH || st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
+        pq_close(self);
+        PyErr_SetString(pld_ProgrammingError,
+            "the command started a COPY: use the streaming methods");
+        return NULL;
+    }
+    if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE
+            || st == PGRES_NONFATAL_ERROR) {
+        pq_raise(self, res, NULL);
+        return NULL;
+    }
+    if (self->cmd_copy) {
+        PyErr_Format(pld_OperationalError,
+            "the server did not start streaming (result %s)",
+            PQresStatus(st));
+        return NULL;
+    }
+    return result_to_python(res);
+}
+
+/* Read what arrived and collect the results of the running command:
+ * 0 if more must arrive (wait until readable), 1 with *out set when the
+ * command is done. On a broken connection it is closed. */
+RAISES_NEG int
+pq_poll_result(readerObject *self, PyObject **out)
+{
+    PGresult *next, *res;
+
+    *out = NULL;
+    if (!self->pgconn || !self->cmd_running) {
+        PyErr_SetString(pld_InterfaceError, "no command is running");
+        return -1;
+    }
+    if (!PQconsumeInput(self->pgconn)) {
+        pq_raise(self, NULL, NULL);
+        pq_close(self);
+        return -1;
+    }
+    for (;;) {
+        if (PQisBusy(self->pgconn)) { return 0; }
+        if (!(next = PQgetResult(self->pgconn))) { break; }
+        PQclear(self->cmd_result);
+        self->cmd_result = next;
+        /* COPY BOTH: no further result comes until the copy ends */
+        if (PQresultStatus(next) == PGRES_COPY_BOTH) { break; }
+    }
+    self->cmd_running = 0;
+    res = self->cmd_result;
+    self->cmd_result = NULL;
+    *out = command_result(self, res);
+    PQclear(res);
+    return *out ? 1 : -1;
+}
+
+/* End COPY BOTH from our side without waiting: send the acked position
+ * and CopyDone; continue with pq_end_copy_poll(). Return 1 if data
+ * remains to send (pq_flush() when writable). */
+RAISES_NEG int
+pq_end_copy_start(readerObject *self)
+{
+    if (!self->pgconn || !self->copying || self->ending_copy) { return 0; }
+    if (pq_send_status(self, 0) < 0) { return -1; }
+    if (PQputCopyEnd(self->pgconn, NULL) < 0) {
+        self->copying = 0;
+        pq_raise(self, NULL, NULL);
+        return -1;
+    }
+    self->ending_copy = 1;
+    return pq_flush(self);
+}
+
+/* Discard what the server still streams and collect the end of the
+ * command: PQ_POLL_OK once the stream has ended, PQ_POLL_READ if more
+ * must arrive. */
+RAISES_NEG int
+pq_end_copy_poll(readerObject *self)
+{
+    char *buf = NULL;
+    PGresult *res;
+    int len;
+
+    if (!self->pgconn || !self->ending_copy) { return PQ_POLL_OK; }
+    if (!PQconsumeInput(self->pgconn)) { goto error; }
+    while (self->copying) {
+        len = PQgetCopyData(self->pgconn, &buf, 1);
+        if (len > 0) {
+            PQfreemem(buf);
+            continue;
+        }
+        if (len == 0) { return PQ_POLL_READ; }
+        if (len < -1) { goto error; }
+        self->copying = 0;          /* -1: the server's CopyDone */
+    }
+    for (;;) {
+        if (PQisBusy(self->pgconn)) { return PQ_POLL_READ; }
+        if (!(res = PQgetResult(self->pgconn))) { break; }
+        switch (PQresultStatus(res)) {
+        case PGRES_COMMAND_OK:
+        case PGRES_TUPLES_OK:
+            PQclear(res);
+            break;
+        default:
+            /* keep the first error, raise it once the results are in */
+            if (!self->cmd_result) { self->cmd_result = res; }
+            else { PQclear(res); }
+            break;
+        }
+        if (PQstatus(self->pgconn) == CONNECTION_BAD) { break; }
+    }
+    self->ending_copy = 0;
+    if ((res = self->cmd_result)) {
+        self->cmd_result = NULL;
+        pq_raise(self, res, NULL);
+        PQclear(res);
+        return -1;
+    }
+    return PQ_POLL_OK;
+
+error:
+    self->copying = self->ending_copy = 0;
+    pq_raise(self, NULL, NULL);
+    return -1;
 }
 
 PyObject *

@@ -32,6 +32,21 @@ HIDDEN int pq_send_status_nogil(readerObject *self, int reply);
 HIDDEN RAISES_NEG int pq_send_status(readerObject *self, int reply);
 HIDDEN RAISES_NEG int pq_send_status_if_due(readerObject *self, double now);
 HIDDEN RAISES_NEG int pq_end_copy(readerObject *self, double timeout);
+/* the non-blocking path: results of pq_connect_poll() and pq_end_copy_poll() */
+#define PQ_POLL_OK 0        /* done */
+#define PQ_POLL_READ 1      /* wait until the socket is readable, call again */
+#define PQ_POLL_WRITE 2     /* wait until it is writable, call again */
+
+HIDDEN RAISES_NEG int pq_connect_start(readerObject *self,
+                                       const char *const *keys,
+                                       const char *const *values);
+HIDDEN RAISES_NEG int pq_connect_poll(readerObject *self);
+HIDDEN RAISES_NEG int pq_send_query(readerObject *self, const char *command,
+                                    int copy);
+HIDDEN RAISES_NEG int pq_flush(readerObject *self);
+HIDDEN RAISES_NEG int pq_poll_result(readerObject *self, PyObject **out);
+HIDDEN RAISES_NEG int pq_end_copy_start(readerObject *self);
+HIDDEN RAISES_NEG int pq_end_copy_poll(readerObject *self);
 HIDDEN PyObject *pq_conninfo_parse(const char *dsn) RAISES;
 HIDDEN PyObject *pq_conninfo_keywords(void) RAISES;
 

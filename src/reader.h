@@ -54,6 +54,14 @@ typedef struct {
     int64_t transactions;       /* commits decoded (stats) */
     int64_t acks;               /* ack() calls that moved flushed_lsn */
     PyObject *last_commit;      /* the last commit change decoded, or NULL */
+
+    /* The non-blocking path (asyncio): the event loop waits on the socket,
+     * these calls only ever do what can be done without waiting. */
+    int connecting;             /* PQconnectStart done, not yet CONNECTION_OK */
+    int cmd_running;            /* a command sent by _send_query() runs */
+    int cmd_copy;               /* ... and is expected to start COPY BOTH */
+    int ending_copy;            /* CopyDone sent by _end_copy_start() */
+    PGresult *cmd_result;       /* the last result of the running command */
 } readerObject;
 
 HIDDEN RAISES_NEG int reader_init_type(void);

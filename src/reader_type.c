@@ -414,7 +414,7 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
 "are the conninfo already merged by the Python layer."
 
 static PyObject *
-reader_connect(readerObject *self, PyObject *args)
+connect_params(readerObject *self, PyObject *args, int start)
 {
     PyObject *okeys, *ovalues, *keys = NULL, *values = NULL, *rv = NULL;
     const char **ckeys = NULL, **cvalues = NULL;
@@ -449,7 +449,10 @@ reader_connect(readerObject *self, PyObject *args)
             goto exit;
         }
     }
-    if (pq_connect(self, ckeys, cvalues) < 0) { goto exit; }
+    if ((start ? pq_connect_start(self, ckeys, cvalues)
+            : pq_connect(self, ckeys, cvalues)) < 0) {
+        goto exit;
+    }
     self->received_lsn = self->delivered_max = 0;
     self->unacked = 0;
     self->server_wal_end = 0;
@@ -462,6 +465,12 @@ exit:
     Py_XDECREF(keys);
     Py_XDECREF(values);
     return rv;
+}
+
+static PyObject *
+reader_connect(readerObject *self, PyObject *args)
+{
+    return connect_params(self, args, 0);
 }
 
 #define execute_doc \
@@ -499,9 +508,10 @@ reader_start_copy(readerObject *self, PyObject *args)
 }
 
 #define read_message_doc \
-"read_message() -> Message or None\n\n" \
+"read_message() -> Message, None or False\n\n" \
 "Non-blocking: return the next message if the server has sent one, else\n" \
-"None (then wait until `fileno()` is readable). Keepalives are answered\n" \
+"None (then wait until `fileno()` is readable); False once `until_lsn` is\n" \
+"reached (a message past it is not delivered). Keepalives are answered\n" \
 "and due status updates sent on the way. A returned message counts as\n" \
 "delivered: `ack()` without argument covers it."
 
@@ -517,17 +527,33 @@ reader_read_message(readerObject *self, PyObject *dummy)
         return NULL;
     }
     LOCK(self);
+    if (self->until_lsn && self->received_lsn >= self->until_lsn) {
+        UNLOCK(self);
+        Py_RETURN_FALSE;        /* delivered up to until_lsn */
+    }
     for (attempt = 0; attempt < 2; attempt++) {
         rv = pq_read_message(self, &msg);
         if (rv != PQ_MSG_NONE || attempt) { break; }
         if (pq_consume_input(self) < 0) { rv = -1; break; }
     }
+    if (rv == PQ_MSG_DATA && self->until_lsn
+            && ((messageObject *)msg)->data_start > self->until_lsn) {
+        /* past the end: not delivered, the stream is over */
+        UNLOCK(self);
+        Py_DECREF(msg);
+        Py_RETURN_FALSE;
+    }
     if (rv == PQ_MSG_DATA) {
         delivered(self, (messageObject *)msg);
     }
-    else if (rv == PQ_MSG_NONE
-            && pq_send_status_if_due(self, wire_monotonic()) < 0) {
-        rv = -1;
+    else if (rv == PQ_MSG_NONE) {
+        if (self->until_lsn && self->server_wal_end >= self->until_lsn
+                && self->received_lsn < self->until_lsn) {
+            /* the server has nothing for us up to until_lsn */
+            UNLOCK(self);
+            Py_RETURN_FALSE;
+        }
+        if (pq_send_status_if_due(self, wire_monotonic()) < 0) { rv = -1; }
     }
     UNLOCK(self);
 
@@ -682,6 +708,7 @@ reader_close(readerObject *self, PyObject *dummy)
             "the stream loop is running: call stop() first");
         return NULL;
     }
+    ka_stop(self);      /* the non-blocking path runs it outside _stream() */
     LOCK(self);
     if (self->pgconn && self->copying
             && PQstatus(self->pgconn) == CONNECTION_OK) {
@@ -698,8 +725,148 @@ reader_close(readerObject *self, PyObject *dummy)
 static PyObject *
 reader_fileno(readerObject *self, PyObject *dummy)
 {
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (!self->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return NULL;
+    }
     return PyLong_FromLong((long)PQsocket(self->pgconn));
+}
+
+
+/* -- the non-blocking path (asyncio) --
+ *
+ * The caller's event loop waits on `fileno()` for what each call asks for;
+ * no call here waits. See pylogicaldecoding/aio.py. */
+
+#define connect_start_doc \
+"_connect_start(keywords, values)\n\n" \
+"Start opening the connection (`PQconnectStartParams()`); then wait until\n" \
+"`fileno()` is writable and call `_connect_poll()` until it returns 0."
+
+static PyObject *
+reader_connect_start(readerObject *self, PyObject *args)
+{
+    return connect_params(self, args, 1);
+}
+
+#define connect_poll_doc \
+"_connect_poll() -> int\n\n" \
+"One step of `PQconnectPoll()`: 0 when connected, 1 to wait until\n" \
+"`fileno()` is readable, 2 until it is writable (the socket may change\n" \
+"between steps). On failure, close and raise OperationalError."
+
+static PyObject *
+reader_connect_poll(readerObject *self, PyObject *dummy)
+{
+    int rv;
+    if ((rv = pq_connect_poll(self)) < 0) { return NULL; }
+    return PyLong_FromLong(rv);
+}
+
+#define send_query_doc \
+"_send_query(command, copy=False) -> bool\n\n" \
+"Send a command without waiting for it; collect its result with\n" \
+"`_poll_result()`. `copy`: the command starts COPY BOTH. Return True if\n" \
+"it is not all sent yet: call `_flush()` when `fileno()` is writable."
+
+static PyObject *
+reader_send_query(readerObject *self, PyObject *args, PyObject *kwargs)
+{
+    static char *kwlist[] = {"command", "copy", NULL};
+    const char *command;
+    int copy = 0, rv;
+
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|p", kwlist,
+                                     &command, &copy)) {
+        return NULL;
+    }
+    if ((rv = pq_send_query(self, command, copy)) < 0) { return NULL; }
+    return PyBool_FromLong(rv);
+}
+
+#define flush_doc \
+"_flush() -> bool\n\n" \
+"Send what libpq holds (`PQflush()`); True if data remains to send."
+
+static PyObject *
+reader_flush(readerObject *self, PyObject *dummy)
+{
+    int rv;
+    LOCK(self);         /* the keepalive thread may be sending */
+    rv = pq_flush(self);
+    UNLOCK(self);
+    if (rv < 0) { return NULL; }
+    return PyBool_FromLong(rv);
+}
+
+#define poll_result_doc \
+"_poll_result() -> None, (names, rows) or True\n\n" \
+"Read what arrived for the command sent by `_send_query()`: None if more\n" \
+"must arrive (wait until `fileno()` is readable), else its result as\n" \
+"`execute()` returns it, or True once COPY BOTH has started."
+
+static PyObject *
+reader_poll_result(readerObject *self, PyObject *dummy)
+{
+    PyObject *out = NULL;
+    int rv;
+    if ((rv = pq_poll_result(self, &out)) < 0) { return NULL; }
+    if (rv == 0) { Py_RETURN_NONE; }
+    return out;
+}
+
+#define end_copy_start_doc \
+"_end_copy_start() -> bool\n\n" \
+"Send the acked position and CopyDone without waiting; then call\n" \
+"`_end_copy_poll()` as `fileno()` becomes readable. True: call `_flush()`\n" \
+"when writable."
+
+static PyObject *
+reader_end_copy_start(readerObject *self, PyObject *dummy)
+{
+    int rv;
+    ka_stop(self);
+    LOCK(self);
+    rv = pq_end_copy_start(self);
+    UNLOCK(self);
+    if (rv < 0) { return NULL; }
+    return PyBool_FromLong(rv);
+}
+
+#define end_copy_poll_doc \
+"_end_copy_poll() -> bool\n\n" \
+"Discard what the server still streams and read the end of the command:\n" \
+"True once the stream has ended, False to wait until readable."
+
+static PyObject *
+reader_end_copy_poll(readerObject *self, PyObject *dummy)
+{
+    int rv;
+    if ((rv = pq_end_copy_poll(self)) < 0) { return NULL; }
+    return PyBool_FromLong(rv == PQ_POLL_OK);
+}
+
+#define keepalive_doc \
+"_keepalive(on)\n\n" \
+"Start (or stop) the keepalive thread outside `_stream()`: it sends a\n" \
+"status update every `keepalive_interval` seconds while the caller does\n" \
+"something else (an asyncio consumer awaiting something slow)."
+
+static PyObject *
+reader_keepalive(readerObject *self, PyObject *args)
+{
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) { return NULL; }
+    if (!on) {
+        ka_stop(self);
+        Py_RETURN_NONE;
+    }
+    if (!self->copying) {
+        PyErr_SetString(pld_ProgrammingError, "the stream is not started");
+        return NULL;
+    }
+    if (ka_start(self) < 0) { return NULL; }
+    Py_RETURN_NONE;
 }
 
 
@@ -749,9 +916,30 @@ field ## _get(readerObject *self, void *closure) \
 }
 
 LSN_GETTER(flushed_lsn)
+LSN_GETTER(until_lsn)
 LSN_GETTER(received_lsn)
 LSN_GETTER(server_wal_end)
 LSN_GETTER(sent_flushed_lsn)
+
+static int
+until_lsn_set(readerObject *self, PyObject *value, void *closure)
+{
+    lsn_t v = 0;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete until_lsn");
+        return -1;
+    }
+    if (value != Py_None && lsn_from_object(value, &v) < 0) { return -1; }
+    if (self->streaming) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot change until_lsn while the stream loop runs");
+        return -1;
+    }
+    LOCK(self);
+    self->until_lsn = v;
+    UNLOCK(self);
+    return 0;
+}
 
 static PyObject *
 confirm_keepalives_get(readerObject *self, void *closure)
@@ -915,6 +1103,8 @@ reader_dealloc(readerObject *self)
     ka_stop(self);
     Py_CLEAR(self->decoder);
     Py_CLEAR(self->last_commit);
+    PQclear(self->cmd_result);
+    self->cmd_result = NULL;
     if (self->pgconn) {
         PQfinish(self->pgconn);
         self->pgconn = NULL;
@@ -945,6 +1135,21 @@ static struct PyMethodDef reader_methods[] = {
     {"stop", (PyCFunction)reader_stop, METH_NOARGS, stop_doc},
     {"close", (PyCFunction)reader_close, METH_NOARGS, close_doc},
     {"fileno", (PyCFunction)reader_fileno, METH_NOARGS, fileno_doc},
+    {"_connect_start", (PyCFunction)reader_connect_start, METH_VARARGS,
+        connect_start_doc},
+    {"_connect_poll", (PyCFunction)reader_connect_poll, METH_NOARGS,
+        connect_poll_doc},
+    {"_send_query", (PyCFunction)(void (*)(void))reader_send_query,
+        METH_VARARGS | METH_KEYWORDS, send_query_doc},
+    {"_flush", (PyCFunction)reader_flush, METH_NOARGS, flush_doc},
+    {"_poll_result", (PyCFunction)reader_poll_result, METH_NOARGS,
+        poll_result_doc},
+    {"_end_copy_start", (PyCFunction)reader_end_copy_start, METH_NOARGS,
+        end_copy_start_doc},
+    {"_end_copy_poll", (PyCFunction)reader_end_copy_poll, METH_NOARGS,
+        end_copy_poll_doc},
+    {"_keepalive", (PyCFunction)reader_keepalive, METH_VARARGS,
+        keepalive_doc},
     {NULL}
 };
 
@@ -966,6 +1171,9 @@ static struct PyGetSetDef reader_getsets[] = {
         "The latest end of WAL the server reported (an int LSN)."},
     {"sent_flushed_lsn", (getter)sent_flushed_lsn_get, NULL,
         "The flush position in the last status update sent (an int LSN)."},
+    {"until_lsn", (getter)until_lsn_get, (setter)until_lsn_set,
+        "For `read_message()`: the position where the stream ends (an int "
+        "LSN; 0 or None: never). `_stream()` sets its own."},
     {"confirm_keepalives", (getter)confirm_keepalives_get,
         (setter)confirm_keepalives_set,
         "When every message delivered so far is acked, confirm the position "

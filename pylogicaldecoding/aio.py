@@ -1,0 +1,665 @@
+"""AsyncReader: the asyncio front end of the C core.
+
+The same C stream as `Reader`, driven without blocking the event loop:
+connecting (``PQconnectStart``/``PQconnectPoll``), commands (``PQsendQuery``
+and results read as the socket becomes readable), the COPY stream and the
+status updates all wait in the loop (``loop.add_reader``/``add_writer`` on
+the libpq socket), never in a thread. The rules (settings, slot set-up,
+command text, reconnection, option defaults) are `rules`, shared with
+`Reader`; the ack rules are the C core's.
+
+Backpressure: the socket is read only when the consumer asks for the next
+message, so a slow consumer makes the server wait (TCP flow control). While
+the consumer awaits something slow, the C keepalive thread sends the status
+updates that keep the connection alive.
+"""
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+
+from . import _core
+from . import commands
+from . import conninfo
+from . import rules
+from .errors import (
+    ConnectionFailed, ConnectionLost, InterfaceError, OperationalError)
+
+logger = logging.getLogger("pylogicaldecoding")
+
+#: How long ending a stream (CopyDone) may wait for the server before the
+#: connection is closed instead.
+END_COPY_TIMEOUT = 5.0
+
+#: While messages are there to read without waiting, the iteration lets
+#: the other tasks run at least this often (seconds).
+YIELD_EVERY = 0.005
+
+_READY, _TIMEOUT, _WAKEUP = "ready", "timeout", "wakeup"
+
+
+def _resolve(fut, value):
+    if not fut.done():
+        fut.set_result(value)
+
+
+class AsyncReader:
+    """A consumer of a logical replication slot, for asyncio.
+
+    Takes the same arguments as `Reader` (see there): ``dsn``, ``slot``,
+    ``plugin``, ``options``, ``create_slot``, ``temporary``, ``start_lsn``,
+    ``status_interval``, ``binary``, ``decode``, ``type_registry``,
+    ``recv_timeout``, ``reconnect``, ``confirm_keepalives`` and libpq
+    keywords. Use it as::
+
+        async with AsyncReader(dsn, slot="s", plugin="pgoutput",
+                               options={"publication_names": "p"}) as r:
+            async for msg in r:
+                await handle(msg.change)
+                if isinstance(msg.change, pld.Commit):
+                    await r.ack()
+
+    or subclass it, override `event()` and ``await R(...).start()``.
+
+    Leaving ``async with`` (normally, by an exception, by cancellation) ends
+    the stream with CopyDone, confirms the acked position and nothing
+    beyond it, and closes the connection: the slot is free at once, and the
+    next reader receives every transaction not acked again.
+    One task at a time may use a reader; `stop()` and `ack_nowait()` may be
+    called from any task, and `stop()` from any thread.
+    """
+
+    def __init__(self, dsn="", **kwargs):
+        self._core = _core.ReaderBase()
+        rules.configure(self, dsn, **kwargs)
+        self._stop_flag = False
+        self._loop = None
+        self._waiter = None
+        self._busy = None           # what runs on the connection now
+        self._idle = None           # asyncio.Event: nothing runs
+        self._streamed = False      # this connection has run a stream
+        self._streamed_once = False     # some connection has
+        self._stream_started = False
+
+    # -- settings kept in the C core --
+
+    @property
+    def status_interval(self):
+        """Seconds between status updates to the server."""
+        return self._core.status_interval
+
+    @status_interval.setter
+    def status_interval(self, value):
+        self._core.status_interval = value
+
+    @property
+    def confirm_keepalives(self):
+        """See `Reader`: confirm the keepalives' position once all is acked."""
+        return self._core.confirm_keepalives
+
+    @confirm_keepalives.setter
+    def confirm_keepalives(self, value):
+        self._core.confirm_keepalives = value
+
+    @property
+    def binary(self):
+        """True: payloads are bytes; False: str."""
+        return self._core.binary
+
+    @binary.setter
+    def binary(self, value):
+        self._core.binary = value
+
+    @property
+    def closed(self):
+        """True if the connection is closed."""
+        return self._core.closed
+
+    @property
+    def copying(self):
+        """True while the connection is in the replication stream."""
+        return self._core.copying
+
+    @property
+    def flushed_lsn(self):
+        """The acked position (int LSN): what the server may forget."""
+        return self._core.flushed_lsn
+
+    @property
+    def received_lsn(self):
+        """data_start of the last message delivered (int LSN)."""
+        return self._core.received_lsn
+
+    @property
+    def server_wal_end(self):
+        """The latest end of WAL the server reported (int LSN)."""
+        return self._core.server_wal_end
+
+    @property
+    def server_version(self):
+        """The server version as an int (150004 for 15.4)."""
+        return self._core.server_version
+
+    @property
+    def backend_pid(self):
+        """The PID of the walsender of the connection."""
+        return self._core.backend_pid
+
+    @property
+    def dsn(self):
+        """The connection string in use, with any password masked."""
+        return conninfo.to_string(self._params)
+
+    def __repr__(self):
+        state = "streaming" if self._core.copying else (
+            "closed" if self._core.closed else "connected")
+        return "<%s slot=%r plugin=%r dsn=%r %s>" % (
+            type(self).__name__, self.slot, self.plugin, self.dsn, state)
+
+    def stats(self):
+        """The reader's counters and gauges, as a `metrics.Stats` (see
+        `Reader.stats`); cheap, safe from any task or thread."""
+        from . import metrics
+        return metrics.collect(self._core)._replace(
+            reconnections=self.reconnections)
+
+    # -- the hooks --
+
+    async def event(self, msg):
+        """Called by `start()` once per message, in WAL order (subclass
+        style). It may await anything, call `ack()`/`ack_nowait()` and
+        `stop()`. An exception ends the stream, closes the connection and
+        propagates out of `start()`; nothing after the last ack is
+        confirmed."""
+        raise NotImplementedError(
+            "subclass AsyncReader and override async event(msg), or "
+            "iterate with 'async for msg in reader'")
+
+    async def on_reconnect(self, attempt, error, delay):
+        """Awaited before each reconnection attempt (with ``reconnect``):
+        ``attempt`` counts from 1, ``error`` ended the connection, ``delay``
+        is the wait before connecting. The default logs a warning; raise
+        to give up (the exception propagates to the iterating task). A
+        plain (not async) method is called too."""
+        logger.warning("replication connection lost (%s); reconnecting in "
+                       "%.2f s (attempt %d)", error, delay, attempt)
+
+    # -- waiting on the socket --
+
+    async def _wait(self, write=False, timeout=None, stoppable=False):
+        """Wait until the socket is readable (writable), ``timeout``
+        seconds pass or (``stoppable``) `stop()` is called; return _READY,
+        _TIMEOUT or _WAKEUP."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        fd = self._core.fileno()
+        fut = loop.create_future()
+        if write:
+            loop.add_writer(fd, _resolve, fut, _READY)
+        else:
+            loop.add_reader(fd, _resolve, fut, _READY)
+        handle = None
+        if timeout is not None:
+            handle = loop.call_later(max(timeout, 0), _resolve, fut, _TIMEOUT)
+        if stoppable:
+            self._waiter = fut
+            if self._stop_flag:
+                _resolve(fut, _WAKEUP)
+        try:
+            return await fut
+        finally:
+            if stoppable:
+                self._waiter = None
+            if handle is not None:
+                handle.cancel()
+            if write:
+                loop.remove_writer(fd)
+            else:
+                loop.remove_reader(fd)
+
+    async def _flush(self):
+        while self._core._flush():
+            await self._wait(write=True)
+
+    def _begin(self, what):
+        if self._busy is not None:
+            raise InterfaceError(
+                "the reader is busy (%s): one task at a time may use it"
+                % self._busy)
+        self._busy = what
+        if self._idle is None:
+            self._idle = asyncio.Event()
+        self._idle.clear()
+
+    def _end(self):
+        self._busy = None
+        if self._idle is not None:
+            self._idle.set()
+
+    # -- connection and commands --
+
+    async def connect(self):
+        """Open the replication connection if it is not open, without
+        blocking the loop (``connect_timeout`` is honoured), and check that
+        the server can do logical decoding."""
+        if not self._core.closed:
+            return
+        keys = list(self._params)
+        timeout = _connect_timeout(self._params)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        core = self._core
+        try:
+            core._connect_start(keys, [self._params[k] for k in keys])
+        except OperationalError as e:
+            raise rules.connect_error(e) from None
+        try:
+            while True:
+                try:
+                    state = core._connect_poll()
+                except OperationalError as e:
+                    raise rules.connect_error(e) from None
+                if state == 0:
+                    break
+                left = None if deadline is None else deadline - time.monotonic()
+                if left is not None and left <= 0 or (
+                        await self._wait(state == 2, left) == _TIMEOUT):
+                    raise ConnectionFailed(
+                        "connection timeout expired (connect_timeout=%s)"
+                        % self._params.get("connect_timeout"))
+        except BaseException:
+            core.close()
+            raise
+        self._streamed = False
+        try:
+            self.wal_sender_timeout = await rules.run_async(
+                rules.check_server(core.server_version), self._command)
+        except BaseException:
+            core.close()
+            raise
+        rules.log_connected(self._params, core.server_version,
+                            core.backend_pid)
+
+    async def _command(self, command, copy=False):
+        """Run one command on the open connection, without blocking."""
+        core = self._core
+        pending = core._send_query(command, copy)
+        try:
+            if pending:
+                await self._flush()
+            while True:
+                await self._wait()
+                try:
+                    result = core._poll_result()
+                except Exception:
+                    pending = None      # the command is over (or closed)
+                    raise
+                if result is not None:
+                    return result
+        except BaseException:
+            if pending is not None:
+                # interrupted in the middle (cancelled, the connection
+                # broken): the state is unknown, close rather than reuse
+                core.close()
+            raise
+
+    async def execute(self, command):
+        """Run a replication command or an SQL statement (connecting first
+        if needed); return ``(column names, rows)``, rows being tuples of
+        str or None. Not while a stream is open."""
+        return await self._run_steps(_one(command))
+
+    async def _run_steps(self, steps, what="a command"):
+        self._begin(what)
+        try:
+            if self._core.copying:
+                steps.close()
+                raise InterfaceError(
+                    "cannot run a command while the stream is open: end "
+                    "the iteration (stop()) first")
+            await self.connect()
+            return await rules.run_async(steps, self._command)
+        finally:
+            self._end()
+
+    async def identify_system(self):
+        """IDENTIFY_SYSTEM: the server's system id, timeline, current WAL
+        position and database, as a `SystemInfo`."""
+        return await self._run_steps(rules.identify_system())
+
+    async def slot_status(self):
+        """The slot's row of pg_replication_slots as a dict, or None (see
+        `Reader.slot_status`)."""
+        return await self._run_steps(rules.slot_status(self.slot))
+
+    async def create_slot(self, *, temporary=None, snapshot="export"):
+        """Create the slot with this reader's plugin; return a `SlotInfo`
+        (see `Reader.create_slot`). Raises `SlotExists` if it exists."""
+        await self._connected()
+        if temporary is None:
+            temporary = self.temporary
+        return await self._run_steps(rules.create_slot(
+            self.slot, self.plugin, temporary, snapshot,
+            self._core.server_version))
+
+    async def drop_slot(self, *, wait=False, missing_ok=False):
+        """Drop the slot. Raises `SlotNotFound` if it does not exist (unless
+        ``missing_ok``) and `SlotInUse` if it is active (unless ``wait``)."""
+        await self._run_steps(rules.drop_slot(self.slot, wait, missing_ok))
+
+    async def _connected(self):
+        if self._core.closed:
+            await self._run_steps(_nothing())
+
+    # -- the stream --
+
+    def __aiter__(self):
+        """``async for msg in reader``: stream until `stop()`."""
+        return _Stream(self, None)
+
+    def stream(self, *, until_lsn=None):
+        """An async iterator over the stream; with ``until_lsn`` (int or
+        'X/Y') it ends once everything up to that position was delivered,
+        else at `stop()`."""
+        if until_lsn is not None:
+            until_lsn = commands.lsn_int(until_lsn)
+        return _Stream(self, until_lsn)
+
+    def drain(self):
+        """An async iterator over what the slot holds now: it ends at the
+        server's WAL position when the iteration starts (like
+        ``pg_recvlogical --endpos``)."""
+        return _Stream(self, _DRAIN)
+
+    async def start(self, *, until_lsn=None):
+        """Subclass style: await `event()` for every message until `stop()`
+        (or until ``until_lsn``). Returns with every ack sent; an exception
+        (from `event()` or the connection) closes the connection and
+        propagates."""
+        try:
+            async for msg in self.stream(until_lsn=until_lsn):
+                await self.event(msg)
+        except BaseException:
+            await self._abort()
+            raise
+
+    def stop(self):
+        """Ask the iteration to end: the next step ends the stream (CopyDone,
+        acks sent) and the iterator finishes. Safe from any task and from
+        any thread (and a signal handler)."""
+        self._stop_flag = True
+        loop = self._loop
+        if loop is None or loop.is_closed():
+            return
+        try:
+            running = asyncio.get_running_loop()
+        except RuntimeError:
+            running = None
+        if running is loop:
+            self._wake()
+        else:
+            try:
+                loop.call_soon_threadsafe(self._wake)
+            except RuntimeError:       # the loop closed meanwhile
+                pass
+
+    def _wake(self):
+        if self._waiter is not None:
+            _resolve(self._waiter, _WAKEUP)
+
+    def ack_nowait(self, lsn=None):
+        """Confirm everything up to ``lsn`` (default: the last message
+        delivered), without awaiting: sent with the next status update, at
+        the latest when the stream ends. Same rules as `Reader.ack`: never
+        backwards, never past what was delivered, only while streaming."""
+        self._core.ack(lsn)
+
+    async def ack(self, lsn=None):
+        """Confirm everything up to ``lsn`` (default: the last message
+        delivered) and return once the status update is sent."""
+        self._core.ack(lsn)
+        self._core.send_feedback()
+        await self._flush()
+
+    async def close(self):
+        """End the stream (CopyDone, acks sent) and close the connection; a
+        temporary slot disappears with it. From another task while one
+        iterates: stop it and wait until it has ended."""
+        self.stop()
+        if self._busy is not None and self._idle is not None:
+            await self._idle.wait()
+        try:
+            if self._core.copying and not self._core.closed:
+                await self._end_stream()
+        finally:
+            self._core.close()
+
+    async def _abort(self):
+        try:
+            if self._core.copying and not self._core.closed:
+                await self._end_stream()
+        except BaseException:
+            pass
+        finally:
+            self._core.close()
+
+    async def __aenter__(self):
+        return self
+
+    async def __aexit__(self, *exc):
+        try:
+            await self.close()
+        except BaseException:
+            self._core.close()
+            if exc[0] is None:
+                raise
+
+    async def _open_stream(self, until_lsn):
+        """Connect if needed and enter the stream."""
+        core = self._core
+        self._stream_started = False
+        if self._streamed and not core.closed:
+            if self.temporary:
+                raise InterfaceError(
+                    "a temporary slot streams once: it disappears with "
+                    "the connection that a new stream needs")
+            core.close()
+        await self.connect()
+        server_version = core.server_version
+        if self.create_slot_if_missing or self.temporary:
+            await rules.run_async(rules.ensure_slot(self, server_version),
+                                  self._command)
+        core.keepalive_interval, core.recv_timeout = rules.intervals(
+            self.wal_sender_timeout, self.status_interval,
+            self._recv_timeout_choice)
+        core.decoder, options = await rules.run_async(
+            rules.stream_setup(self, server_version), self._command)
+        core.until_lsn = until_lsn or 0
+        await self._command(
+            rules.start_command(self, options, core.flushed_lsn), copy=True)
+        self._streamed = self._streamed_once = self._stream_started = True
+        core._keepalive(True)
+
+    async def _end_stream(self):
+        """CopyDone, wait for the server to end the stream (bounded)."""
+        core = self._core
+        try:
+            if core._end_copy_start():
+                await self._flush()
+            deadline = time.monotonic() + END_COPY_TIMEOUT
+            while not core._end_copy_poll():
+                left = deadline - time.monotonic()
+                if left <= 0 or await self._wait(False, left) == _TIMEOUT:
+                    core.close()
+                    return
+        except BaseException:
+            core.close()
+            raise
+
+    async def _next(self, stream):
+        """The next message of ``stream``, or None when it has ended."""
+        core = self._core
+        retry = stream.retry
+        while True:
+            try:
+                if not core.copying:
+                    if self._stop_flag or stream.ended:
+                        return None
+                    await self._open_stream(stream.until_lsn)
+                    continue
+                msg = core.read_message()
+                if msg is None:
+                    if self._stop_flag:
+                        await self._end_stream()
+                        return None
+                    await self._idle_wait(stream)
+                    continue
+                if msg is False:            # until_lsn reached
+                    stream.ended = True
+                    await self._end_stream()
+                    return None
+                stream.quiet_since = None
+                now = time.monotonic()
+                if now - stream.yielded >= YIELD_EVERY:
+                    # a backlog never needs the loop to wait: let the
+                    # other tasks run now and then all the same
+                    await asyncio.sleep(0)
+                    stream.yielded = now
+                return msg
+            except rules.RETRYABLE as e:
+                delay = retry.next_delay(
+                    e, streamed_once=self._streamed_once,
+                    stream_started=self._stream_started,
+                    stopping=self._stop_flag)
+                core.close()
+                if delay is None:
+                    raise
+                self.reconnections += 1
+                hook = self.on_reconnect(retry.attempt, e, delay)
+                if inspect.isawaitable(hook):
+                    await hook
+                if await self._sleep(delay):
+                    return None
+            except Exception:
+                # as Reader: the acked position is sent, the connection
+                # closed (the slot released), the error raised
+                core.close()
+                raise
+            # cancelled (or Ctrl-C) while waiting: the stream is intact;
+            # `async with` or close() ends it with CopyDone
+
+    async def _sleep(self, delay):
+        """Sleep, cut short by stop(); True if stopped."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        fut = loop.create_future()
+        handle = loop.call_later(delay, _resolve, fut, _TIMEOUT)
+        self._waiter = fut
+        try:
+            if self._stop_flag:
+                return True
+            return await fut == _WAKEUP
+        finally:
+            self._waiter = None
+            handle.cancel()
+
+    async def _idle_wait(self, stream):
+        """Nothing to read: wait for the socket; watch the server's
+        liveness (see `Reader`'s recv_timeout: at half of it ask for a
+        reply, after all of it the connection is presumed dead)."""
+        core = self._core
+        now = time.monotonic()
+        wait = core.status_interval
+        recv_timeout = core.recv_timeout
+        if recv_timeout > 0:
+            if stream.quiet_since is None:
+                stream.quiet_since, stream.pinged = now, False
+            idle = now - stream.quiet_since
+            if idle >= recv_timeout:
+                raise ConnectionLost(
+                    "no message from the server for %d s: the connection "
+                    "is presumed dead" % idle)
+            if not stream.pinged and idle >= recv_timeout / 2:
+                core.send_feedback(reply=True)
+                stream.pinged = True
+            left = (recv_timeout if stream.pinged else recv_timeout / 2) - idle
+            wait = min(wait, left)
+        if await self._wait(False, wait, stoppable=True) == _READY:
+            stream.quiet_since = None
+        stream.yielded = time.monotonic()
+
+
+_DRAIN = object()
+
+
+class _Stream:
+    """The async iterator of `AsyncReader.stream()` and ``async for``."""
+
+    def __init__(self, reader, until_lsn):
+        self.reader = reader
+        self.until_lsn = until_lsn
+        self.retry = rules.Retry(reader.reconnect)
+        self.started = False
+        self.ended = False
+        self.quiet_since = None
+        self.pinged = False
+        self.yielded = 0.0
+
+    def __aiter__(self):
+        return self
+
+    async def __anext__(self):
+        reader = self.reader
+        if self.ended and not reader._core.copying:
+            raise StopAsyncIteration
+        reader._begin("iterating")
+        try:
+            if not self.started:
+                self.started = True
+                reader._stop_flag = False
+                if self.until_lsn is _DRAIN or (
+                        reader._core.copying
+                        and reader._core.until_lsn != (self.until_lsn or 0)):
+                    # a new end: the open stream ends first
+                    if reader._core.copying:
+                        await reader._end_stream()
+                    if self.until_lsn is _DRAIN:
+                        reader._end()
+                        info = await reader.identify_system()
+                        reader._begin("iterating")
+                        self.until_lsn = info.xlogpos
+            msg = await reader._next(self)
+        finally:
+            reader._end()
+        if msg is None:
+            self.ended = True
+            raise StopAsyncIteration
+        return msg
+
+
+def _one(command):
+    return (yield command)
+
+
+def _nothing():
+    return None
+    yield
+
+
+def _connect_timeout(params):
+    """libpq's connect_timeout (seconds, at least 2), or None."""
+    value = params.get("connect_timeout")
+    if value is None:
+        return None
+    try:
+        seconds = int(value)
+    except ValueError:
+        raise InterfaceError("connect_timeout must be an integer, got %r"
+                             % value) from None
+    if seconds <= 0:
+        return None
+    return max(seconds, 2)
+
+
+__all__ = ["AsyncReader"]
