@@ -18,7 +18,6 @@ from . import _core
 from . import commands
 from . import conninfo
 from . import decoders
-from . import types as _types
 from .errors import (
     ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
@@ -315,21 +314,40 @@ def ensure_slot(reader, server_version, snapshot=None):
 
 def stream_setup(reader, server_version):
     """The decoder (None without ``decode``) and the plugin options of a
-    new stream; with ``decode``, the user types are read from the catalog
-    first (see `decoders.make_decoder`)."""
+    new stream. `decoders.make_decoder` reads what it needs from the
+    server (user types, wal2json's columns) through a blocking
+    ``execute``; here each query it makes is yielded instead, and it runs
+    again with the answers until it needs no more."""
     options = reader.options
     if not reader.decode:
         return None, options
     options = decoders.default_options(reader.plugin, options,
                                        server_version)
-    decoder = None
-    if reader.plugin in decoders.DECODERS:
-        # a fresh decoder per stream: pgoutput resends its relations
-        result = yield _types.CATALOG_QUERY
-        decoder = decoders.make_decoder(
-            reader.plugin, options, server_version,
-            registry=reader.type_registry, execute=lambda sql: result)
-    return decoder, options
+    answers = {}
+
+    def execute(sql):
+        if sql not in answers:
+            raise _NeedQuery(sql)
+        return answers[sql]
+
+    while True:
+        try:
+            # a fresh decoder per stream: pgoutput resends its relations
+            decoder = decoders.make_decoder(
+                reader.plugin, options, server_version,
+                registry=reader.type_registry, execute=execute)
+            return decoder, options
+        except _NeedQuery as need:
+            answers[need.sql] = yield need.sql
+
+
+class _NeedQuery(BaseException):
+    """Raised through `decoders.make_decoder` for a query not yet run
+    (BaseException: nothing on the way may swallow it)."""
+
+    def __init__(self, sql):
+        super().__init__(sql)
+        self.sql = sql
 
 
 def start_command(reader, options, flushed_lsn):

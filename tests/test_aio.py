@@ -647,3 +647,18 @@ def test_reconnect_after_server_restart(pg_server, dsn, sql, slot_name,
     assert values[0] == "before" and values[-1] == "after"
     assert reconnections >= 1 and hooks and hooks[0][0] == 1
     assert hooks[0][1] in ("ConnectionLost", "ConnectionFailed")
+
+
+# -- the example service --
+
+def test_asyncio_consumer_example_demo():
+    """examples/asyncio_consumer.py --demo: the in-memory view served over
+    HTTP matches the table after inserts, updates, deletes and a key
+    change (it starts its own throwaway server)."""
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run(
+        [sys.executable, os.path.join(root, "examples", "asyncio_consumer.py"),
+         "--demo"], capture_output=True, text=True, timeout=180)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert "the view matches the table" in out.stdout
+    assert '"4": {"id": 4, "name": "pad", "qty": 7}' in out.stdout
