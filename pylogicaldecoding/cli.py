@@ -20,6 +20,7 @@ import logging
 import os
 import signal
 import sys
+import threading
 import time
 import traceback
 
@@ -464,6 +465,43 @@ class StreamWriter(Reader):
         self.pending = False
 
 
+class SignalWatcher:
+    """Stop the Reader as soon as SIGINT or SIGTERM arrives.
+
+    Python runs a signal's handler only when the main thread next runs
+    Python code; a signal that lands while the stream loop is between two
+    waits would then wait for the next message. Python's C-level handler
+    also writes the signal number to the wakeup fd at once: a thread
+    reading it stops the stream. The Python handler still runs later (a
+    second Ctrl-C there gives up waiting)."""
+
+    def __init__(self, reader):
+        self.reader = reader
+        self.rfd, self.wfd = os.pipe()
+        os.set_blocking(self.wfd, False)
+        self.old_fd = signal.set_wakeup_fd(self.wfd, warn_on_full_buffer=False)
+        self.thread = threading.Thread(target=self._watch, daemon=True,
+                                       name="pld-signals")
+        self.thread.start()
+
+    def _watch(self):
+        while True:
+            try:
+                data = os.read(self.rfd, 64)
+            except OSError:
+                return
+            if not data:
+                return
+            if any(b in (signal.SIGINT, signal.SIGTERM) for b in data):
+                self.reader.stop(0)      # do not wait: the loop ends itself
+
+    def close(self):
+        signal.set_wakeup_fd(self.old_fd)
+        os.close(self.wfd)
+        self.thread.join(5)
+        os.close(self.rfd)
+
+
 def _plugin_options(args):
     options = dict(args.option)
     if args.plugin == "test_decoding":
@@ -530,9 +568,11 @@ def cmd_stream(args):
 
         old_int = signal.signal(signal.SIGINT, on_signal)
         old_term = signal.signal(signal.SIGTERM, on_signal)
+        watcher = SignalWatcher(reader)
         try:
             reader.start(until_lsn=end)
         finally:
+            watcher.close()
             signal.signal(signal.SIGINT, old_int)
             signal.signal(signal.SIGTERM, old_term)
             if reader.progress is not None:
