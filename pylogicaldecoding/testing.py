@@ -816,3 +816,11 @@ def __getattr__(name):
     if name == "Server":
         return _make_server_class()
     raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
+
+# -- nats-server (the JetStream sink's tests) -----------------------------------
+# In a module of its own (standard library only); exported here.
+from ._testing_nats import (  # noqa: E402
+    NatsCluster, NatsServer, NatsServerError, nats_server_bin)
+
+__all__ += ["NatsServer", "NatsCluster", "NatsServerError", "nats_server_bin"]

@@ -1,0 +1,808 @@
+"""Deliver a slot's changes into NATS JetStream, exactly once per change.
+
+One slot, one publisher, one JetStream stream, as many consumers as
+needed (docs/scale-out.md)::
+
+    import pylogicaldecoding as pld
+    from pylogicaldecoding.jetstream import JetStreamSink, Handoff
+
+    async def main():
+        sink = JetStreamSink("nats://127.0.0.1:4222", stream="CDC",
+                             subject_prefix="cdc", slot="search",
+                             create_stream=True, replicas=3)
+        async with pld.AsyncReader(dsn, slot="search") as reader:
+            await Handoff(reader, sink).run()
+
+Two parts, joined by a small protocol (`Sink`) so that another destination
+(Kafka, a queue, a file) can use the same hand-off:
+
+- `Handoff` reads the source (an `AsyncReader`, or anything that iterates
+  stream messages asynchronously and has ``await ack(lsn)``), gives every
+  message to the sink, keeps a bounded window of records in flight, and
+  acks the slot up to a commit only when the sink has confirmed every
+  record of that transaction and of all before it. A transient failure
+  (timeout, no stream leader, lost connection) stops the reading
+  (backpressure: the server waits), lets every record in flight settle,
+  and sends again, in order, every record not yet confirmed; nothing past
+  what was stored is ever acked.
+- `JetStreamSink` publishes one message per change on
+  ``<prefix>.<schema>.<table>``, transaction framing (begin, commit) on
+  ``<prefix>._tx`` and logical decoding messages on ``<prefix>._msg``.
+
+Message ids (``Nats-Msg-Id``), the same when a change is sent again after a
+crash (the server sends every unacked transaction again, whole, from its
+BEGIN, and decodes it the same way)::
+
+    <slot>:<begin LSN>:<n>     n: 0 for the BEGIN, then 1, 2... for each
+                               record of the transaction, in order
+    <slot>:<LSN>:m             a non-transactional logical message
+
+The begin LSN (the position of the transaction's first WAL record, the
+``data_start`` of its BEGIN) is unique per transaction, and the ordinal is
+unique within it; a change's own LSN is not (a multi-row INSERT or COPY
+writes many rows in one WAL record). JetStream drops a message whose id it
+stored within the stream's ``duplicate_window``: a publisher that restarts
+after a crash sends again what it had not acked and the stream keeps one
+copy. A restart after longer than the window can store duplicates.
+
+Order: each message also carries ``Nats-Expected-Last-Msg-Id`` (the id of
+the record published before it in this session), so JetStream refuses to
+store a message whose predecessor was lost (a publish lost in a leader
+election or a reconnection while later ones arrived); the hand-off then
+sends again from the lost one. The stream therefore holds the records in
+commit order, and each subject in commit order. This needs the stream to
+be written by this publisher only (one stream per slot, the default);
+``ordered=False`` drops the header for a shared stream, and with it the
+ordering guarantee under failures.
+
+nats-py is an optional dependency: ``pip install
+'pylogicaldecoding[jetstream]'``.
+"""
+
+import asyncio
+import collections
+import json
+import logging
+import time
+
+from . import formats
+from . import changes as _changes
+from ._core import format_lsn
+from .errors import Error
+
+logger = logging.getLogger("pylogicaldecoding.jetstream")
+
+__all__ = [
+    "Sink", "Record", "Handoff", "JetStreamSink", "SinkError",
+    "SinkUnavailable", "StreamNotFound", "Retry", "subject_token",
+]
+
+_EXTRA_HINT = ("the JetStream sink needs nats-py: pip install "
+               "'pylogicaldecoding[jetstream]'")
+
+
+class SinkError(Error):
+    """The sink cannot deliver: a bad URL, a refused or failed publish, a
+    destination that does not exist. Nothing past what was stored was
+    acked."""
+
+
+class SinkUnavailable(SinkError):
+    """The destination cannot be reached (at start, or for longer than the
+    hand-off's ``retry_timeout``)."""
+
+
+class StreamNotFound(SinkError):
+    """The JetStream stream does not exist (and ``create_stream`` is off),
+    or it does not take the sink's subjects."""
+
+
+class Retry(Exception):
+    """Raised into a record's future by a sink for a transient failure: the
+    hand-off pauses, lets every record in flight settle, calls
+    ``sink.reset()`` and sends again every record not yet confirmed."""
+
+
+Record = collections.namedtuple("Record", "id subject body headers")
+Record.__doc__ = """One unit the sink stores: ``id`` (stable across
+resends), ``subject`` (where it goes), ``body`` (bytes), ``headers`` (a dict
+of str, or None)."""
+
+
+class Sink:
+    """The protocol between `Handoff` and a destination (documented in
+    docs/scale-out.md, "Writing another sink"). Subclass it or provide the
+    same methods.
+
+    The hand-off calls, in this order:
+
+    1. ``await open()`` once: connect, check (or create) the destination;
+       raise `SinkError` if it cannot be used.
+    2. ``records(msg)`` for every stream message, in WAL order: the
+       records to store for it (a list, maybe empty). Ids must be the same
+       when the server sends the message again after a restart.
+    3. ``await publish(record)`` for each record, in order: hand it over
+       and return an `asyncio.Future` that resolves when the destination
+       has stored it, after every record published before it, or fails
+       with `Retry` (transient) or `SinkError` (fatal). It must not wait
+       for the storage itself; the hand-off bounds how many are in flight.
+    4. ``await reset()`` after a `Retry`, once every future has settled:
+       forget what is in flight, wait until the destination can be reached
+       (raise `SinkUnavailable` to give up); the hand-off then publishes
+       again every record not confirmed, in order, and the destination
+       must drop the ones it has (by id).
+    5. ``await close()`` at the end, whatever happened.
+    """
+
+    async def open(self):
+        """Connect and check the destination (once, before any record)."""
+
+    def records(self, msg):
+        """The records of one stream message (a list)."""
+        raise NotImplementedError
+
+    async def publish(self, record):
+        """Hand over one record; return a future resolved once stored."""
+        raise NotImplementedError
+
+    async def reset(self):
+        """After a transient failure: forget what is in flight, wait until
+        the destination is reachable again."""
+
+    async def close(self):
+        """Release the connection (always called)."""
+
+
+# -- the hand-off --------------------------------------------------------------
+
+_TX_END = (_changes.Commit, _changes.CommitPrepared, _changes.RollbackPrepared,
+           _changes.StreamCommit, _changes.StreamAbort)
+
+
+def _is_ack_point(change):
+    """True after the messages where acking is safe: the end of a
+    transaction, or a non-transactional logical message."""
+    if isinstance(change, _TX_END):
+        return True
+    if isinstance(change, _changes.Message):
+        return not change.transactional
+    return False
+
+
+class Handoff:
+    """Move a slot's messages into a sink, acking only what is stored.
+
+    :param source: an `AsyncReader` (or any object with ``__aiter__``
+        yielding stream messages with ``data_start`` and ``change``, and a
+        coroutine ``ack(lsn)``).
+    :param sink: a `Sink`.
+    :param window: at most this many records in flight (published, not yet
+        confirmed); the source is not read while the window is full.
+    :param ack_timeout: seconds a record may wait for its confirmation
+        before the hand-off treats it as lost and sends again.
+    :param retry_timeout: give up (raise `SinkUnavailable`) when no record
+        could be stored for this many seconds; None: retry forever.
+    :param until_lsn: return once an ack point at or past this LSN is
+        confirmed and acked (for bounded runs and benchmarks).
+
+    Counters: ``published``, ``confirmed``, ``retries``, ``acked_lsn``.
+    """
+
+    def __init__(self, source, sink, *, window=1000, ack_timeout=5.0,
+                 retry_timeout=None, until_lsn=None):
+        if window < 1:
+            raise ValueError("window must be at least 1")
+        self.source = source
+        self.sink = sink
+        self.window = window
+        self.ack_timeout = ack_timeout
+        self.retry_timeout = retry_timeout
+        self.until_lsn = until_lsn
+        self.published = 0
+        self.confirmed = 0
+        self.retries = 0
+        self.acked_lsn = 0
+        # Entries in source order: [record, future, deadline] for a record,
+        # an int LSN for an ack point.
+        self._pending = collections.deque()
+        self._inflight = 0
+        self._space = asyncio.Event()
+        self._work = asyncio.Event()
+        self._lock = asyncio.Lock()      # publishing vs. resending
+        self._reading_done = False
+        self._stop = False
+        self._last_progress = time.monotonic()
+
+    async def run(self):
+        """Open the sink, stream until the source ends, `stop()` is called
+        or ``until_lsn`` is acked; then let what is in flight settle, ack
+        what was stored, stop reading and close the sink. Errors propagate
+        (after the close); nothing unconfirmed is ever acked."""
+        try:
+            await self.sink.open()
+            confirmer = asyncio.ensure_future(self._confirm_loop())
+            reader = asyncio.ensure_future(self._read_loop())
+            try:
+                done, _ = await asyncio.wait(
+                    {confirmer, reader}, return_when=asyncio.FIRST_COMPLETED)
+                if reader in done:
+                    reader.result()          # raises the reader's error
+                await confirmer              # raises the sink's error
+                await self._final_ack()
+            finally:
+                # acks are sent: reading can end (cancelling it confirms
+                # nothing more)
+                for t in (reader, confirmer):
+                    if not t.done():
+                        t.cancel()
+                await asyncio.gather(reader, confirmer, return_exceptions=True)
+        finally:
+            await self.sink.close()
+
+    def stop(self):
+        """Stop publishing: `run()` returns once the records in flight are
+        settled and what was stored is acked. Messages read meanwhile are
+        not published (nor acked): the slot sends them again next time."""
+        self._stop = True
+        self._work.set()
+        self._space.set()
+
+    async def _read_loop(self):
+        sink, pending = self.sink, self._pending
+        try:
+            async for msg in self.source:
+                if self._stop:
+                    break
+                for record in sink.records(msg):
+                    while self._inflight >= self.window and not self._stop:
+                        self._space.clear()
+                        await self._space.wait()
+                    async with self._lock:
+                        fut = await sink.publish(record)
+                        pending.append([record, fut,
+                                        time.monotonic() + self.ack_timeout])
+                        self._inflight += 1
+                        self.published += 1
+                    self._work.set()
+                if msg.change is not None and _is_ack_point(msg.change):
+                    pending.append(msg.data_start)
+                    self._work.set()
+        finally:
+            self._reading_done = True
+            self._work.set()
+
+    async def _confirm_loop(self):
+        self._ack_to = None
+        try:
+            await self._confirm()
+        except BaseException:
+            # what was stored before the failure is acked all the same
+            if self._ack_to is not None:
+                try:
+                    await self._ack(self._ack_to)
+                except Exception:
+                    pass
+            raise
+
+    async def _confirm(self):
+        pending = self._pending
+        while True:
+            ack_to = self._ack_to
+            if not pending:
+                if ack_to is not None:
+                    await self._ack(ack_to)
+                    self._ack_to = None
+                if self._reading_done or self._stop:
+                    return
+                self._work.clear()
+                await self._work.wait()
+                continue
+            head = pending[0]
+            if isinstance(head, int):
+                pending.popleft()
+                self._ack_to = ack_to = head
+                if self.until_lsn is not None and head >= self.until_lsn:
+                    await self._ack(ack_to)
+                    self.stop()
+                    return
+                continue
+            record, fut, deadline = head
+            if not fut.done():
+                # ack what is confirmed before waiting for more
+                if ack_to is not None:
+                    await self._ack(ack_to)
+                    self._ack_to = None
+                timeout = deadline - time.monotonic()
+                if timeout > 0:
+                    await asyncio.wait([fut], timeout=timeout)
+                if not fut.done():
+                    await self._recover(Retry("no confirmation of %s within "
+                                              "%s s" % (record.id,
+                                                        self.ack_timeout)))
+                continue
+            exc = fut.exception() if not fut.cancelled() else Retry("cancelled")
+            if exc is None:
+                pending.popleft()
+                self._inflight -= 1
+                self.confirmed += 1
+                self._last_progress = time.monotonic()
+                self._space.set()
+                continue
+            if isinstance(exc, Retry):
+                await self._recover(exc)
+                continue
+            raise exc
+
+    async def _ack(self, lsn):
+        # ack_nowait (AsyncReader) records the position for the next status
+        # update without waiting for it to be sent; the last ack of a run
+        # is awaited (run() ends with _final_ack()).
+        if lsn > self.acked_lsn:
+            nowait = getattr(self.source, "ack_nowait", None)
+            if nowait is not None:
+                nowait(lsn)
+            else:
+                await self.source.ack(lsn)
+            self.acked_lsn = lsn
+
+    async def _final_ack(self):
+        """Make sure the last ack reached the server (AsyncReader's ack()
+        returns once sent)."""
+        if self.acked_lsn and getattr(self.source, "ack_nowait", None):
+            try:
+                await self.source.ack(self.acked_lsn)
+            except Exception as e:
+                logger.warning("could not send the last ack: %s", e)
+
+    async def _recover(self, why):
+        """Let every record in flight settle, reset the sink, publish again
+        every record not confirmed, in order."""
+        async with self._lock:
+            self.retries += 1
+            logger.warning("sink: %s; sending again %d records", why,
+                           self._inflight)
+            delay = 0.05
+            while True:
+                if (self.retry_timeout is not None and time.monotonic()
+                        - self._last_progress > self.retry_timeout):
+                    raise SinkUnavailable(
+                        "nothing could be stored for %s s (last failure: %s)"
+                        % (self.retry_timeout, why))
+                entries = [e for e in self._pending if not isinstance(e, int)]
+                for e in entries:            # settle: done or past deadline
+                    timeout = e[2] - time.monotonic()
+                    if not e[1].done() and timeout > 0:
+                        await asyncio.wait([e[1]], timeout=timeout)
+                fatal = [e[1].exception() for e in entries
+                         if e[1].done() and not e[1].cancelled()
+                         and e[1].exception() is not None
+                         and not isinstance(e[1].exception(), Retry)]
+                if fatal:
+                    raise fatal[0]
+                try:
+                    await self.sink.reset()
+                    for e in entries:
+                        e[1] = await self.sink.publish(e[0])
+                        e[2] = time.monotonic() + self.ack_timeout
+                    return
+                except Retry as e:
+                    why = e
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
+
+
+# -- JetStream -----------------------------------------------------------------
+
+_SUBJECT_ESCAPES = {".": "%2E", "*": "%2A", ">": "%3E", "%": "%25"}
+
+
+def subject_token(name):
+    """A schema or table name as one NATS subject token: ``.``, ``*``,
+    ``>``, ``%``, whitespace and control characters become ``%XX``
+    (percent-encoding of their UTF-8 bytes); an empty name becomes ``%00``.
+    """
+    if not name:
+        return "%00"
+    out = []
+    for ch in name:
+        if ch in _SUBJECT_ESCAPES:
+            out.append(_SUBJECT_ESCAPES[ch])
+        elif ch.isspace() or ord(ch) < 32 or ord(ch) == 127:
+            out.append("".join("%%%02X" % b for b in ch.encode("utf-8")))
+        else:
+            out.append(ch)
+    return "".join(out)
+
+
+def _import_nats():
+    try:
+        import nats
+        import nats.errors
+        import nats.js.errors
+    except ImportError as e:
+        raise ImportError("%s (%s)" % (_EXTRA_HINT, e)) from e
+    return nats
+
+
+def _redact(url):
+    """A server URL without user and password."""
+    from urllib.parse import urlsplit
+    try:
+        parts = urlsplit(url)
+        if parts.username or parts.password:
+            host = parts.hostname or ""
+            if parts.port:
+                host += ":%d" % parts.port
+            return parts._replace(netloc="***@" + host).geturl()
+    except ValueError:
+        return "(invalid URL)"
+    return url
+
+
+def parse_servers(url):
+    """Split ``nats://h1:p1,nats://h2:p2`` (or ``h1:p1,h2:p2``) into a
+    list of URLs, checking each; raise `SinkError` on a bad one."""
+    from urllib.parse import urlsplit
+    if not isinstance(url, str) or not url.strip():
+        raise SinkError("no NATS server URL given")
+    servers = []
+    for item in url.split(","):
+        item = item.strip()
+        if "://" not in item:
+            item = "nats://" + item
+        try:
+            parts = urlsplit(item)
+            port = parts.port
+        except ValueError as e:
+            raise SinkError("bad NATS server URL %r: %s" % (_redact(item), e))
+        if parts.scheme not in ("nats", "tls") or not parts.hostname:
+            raise SinkError("bad NATS server URL %r: expected "
+                            "nats://HOST:PORT" % _redact(item))
+        if port is None:
+            item = item.rstrip("/") + ":4222" if not parts.path else item
+        servers.append(item)
+    return servers
+
+
+class JetStreamSink(Sink):
+    """Publish a slot's changes to a JetStream stream (see the module doc).
+
+    :param url: ``nats://HOST:PORT``, several separated by commas (the
+        nodes of a cluster).
+    :param stream: the stream's name; it must exist and take
+        ``<prefix>.>`` unless ``create_stream`` is set.
+    :param subject_prefix: the first subject token(s) (default ``pld``).
+    :param slot: the slot's name: the first part of every message id.
+    :param format: "json" (the records of ``pld stream --format json``) or
+        "debezium" (Debezium's envelope for rows, truncates and messages;
+        the framing on ``_tx`` is always the JSON record).
+    :param create_stream: create the stream (subjects ``<prefix>.>``, file
+        storage, ``replicas`` copies, ``duplicate_window`` seconds) when
+        it does not exist.
+    :param ordered: send ``Nats-Expected-Last-Msg-Id`` (see the module
+        doc); needs the stream to be written by this sink only.
+    :param connect_timeout: seconds to wait for the first connection.
+    :param name, db: Debezium's ``source.name`` (default: the slot) and
+        ``source.db``.
+
+    Headers of every message: ``Nats-Msg-Id``, ``Pld-Lsn`` (the change's
+    LSN, "X/Y"), ``Pld-Xid``, ``Pld-Commit-Time`` (ISO 8601; on rows only
+    when the plugin sends it at BEGIN, as pgoutput and wal2json do, and
+    always on the commit), ``Pld-Kind``.
+    """
+
+    def __init__(self, url, *, stream="PLD", subject_prefix="pld", slot,
+                 format="json", create_stream=False, replicas=1,
+                 duplicate_window=120.0, ordered=True, connect_timeout=5.0,
+                 name=None, db=None):
+        self.servers = parse_servers(url)
+        self.stream = stream
+        if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n") \
+                or subject_prefix.startswith(".") or subject_prefix.endswith("."):
+            raise SinkError("bad subject prefix %r" % (subject_prefix,))
+        self.prefix = subject_prefix
+        self.slot = slot
+        if format not in formats.Formatter.FORMATS:
+            raise SinkError("format must be one of %s, not %r"
+                            % (", ".join(formats.Formatter.FORMATS), format))
+        self.format = format
+        self.name = name or slot
+        self.db = db
+        self.create_stream = create_stream
+        self.replicas = replicas
+        self.duplicate_window = duplicate_window
+        self.ordered = ordered
+        self.connect_timeout = connect_timeout
+        self.nc = None
+        self.duplicates = 0
+        self._subject_cache = {}
+        self._tx_begin = None       # begin LSN of the open transaction
+        self._tx_n = 0
+        self._xid = None
+        self._commit_time = None
+        self._last_id = None        # predecessor for Expected-Last-Msg-Id
+        self._confirmed = (0, None)     # (token, record id) last stored
+        self._futures = {}
+        self._token = 0
+        self._inbox = None
+
+    def __repr__(self):
+        return "<JetStreamSink %s stream=%s prefix=%s>" % (
+            ",".join(_redact(s) for s in self.servers), self.stream,
+            self.prefix)
+
+    # -- open and close ------------------------------------------------------
+
+    async def open(self):
+        """Connect, then check that the stream exists and takes the sink's
+        subjects (creating it with ``create_stream``). Raises
+        `SinkUnavailable` when no server answers, `StreamNotFound` when
+        the stream is missing or takes other subjects."""
+        nats = _import_nats()
+        shown = ",".join(_redact(s) for s in self.servers)
+        errors = []
+
+        async def error_cb(e):
+            errors.append(e)
+            logger.debug("nats: %s", e)
+
+        try:
+            self.nc = await nats.connect(
+                self.servers, connect_timeout=self.connect_timeout,
+                allow_reconnect=True, max_reconnect_attempts=-1,
+                reconnect_time_wait=0.2, error_cb=error_cb,
+                name="pylogicaldecoding slot %s" % self.slot)
+        except Exception as e:
+            why = errors[-1] if errors else e
+            raise SinkUnavailable("cannot connect to NATS at %s: %s"
+                                  % (shown, why or type(why).__name__)) from None
+        js = self.nc.jetstream()
+        try:
+            await self._check_stream(js)
+        except BaseException:
+            await self.close()
+            raise
+        self._inbox = self.nc.new_inbox()
+        await self.nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+
+    async def _check_stream(self, js):
+        import nats.js.errors as jserr
+        from nats.js.api import StorageType, StreamConfig
+        subjects = self.prefix + ".>"
+        try:
+            await js.stream_info(self.stream)
+        except jserr.NotFoundError:
+            if not self.create_stream:
+                raise StreamNotFound(
+                    "JetStream stream %r does not exist; create it (subjects "
+                    "%r) or pass create_stream=True (--create-stream)"
+                    % (self.stream, subjects)) from None
+            try:
+                await js.add_stream(StreamConfig(
+                    name=self.stream, subjects=[subjects],
+                    storage=StorageType.FILE, num_replicas=self.replicas,
+                    duplicate_window=self.duplicate_window))
+            except jserr.Error as e:
+                raise SinkError("cannot create JetStream stream %r: %s"
+                                % (self.stream, e)) from None
+            logger.info("created JetStream stream %s (%s, %d replicas)",
+                        self.stream, subjects, self.replicas)
+        except jserr.ServiceUnavailableError:
+            raise SinkUnavailable("JetStream is not available on %s"
+                                  % ",".join(map(_redact, self.servers))) from None
+        except Exception as e:
+            if isinstance(e, Error):
+                raise
+            raise SinkUnavailable("cannot reach JetStream: %s" % (
+                str(e) or type(e).__name__)) from None
+        try:
+            owner = await js.find_stream_name_by_subject(self.prefix + "._tx")
+        except Exception:
+            owner = None
+        if owner != self.stream:
+            raise StreamNotFound(
+                "subjects %s are not stored by stream %r (%s); add them to "
+                "the stream's subjects" % (subjects, self.stream,
+                                           "by %r instead" % owner
+                                           if owner else "by no stream"))
+
+    async def close(self):
+        """Close the connection; every unsettled future fails with Retry."""
+        self._fail_all(Retry("sink closed"))
+        nc, self.nc = self.nc, None
+        if nc is not None:
+            try:
+                await asyncio.wait_for(nc.close(), 5)
+            except Exception:
+                pass
+
+    # -- records -------------------------------------------------------------
+
+    def _subject(self, schema, table):
+        key = (schema, table)
+        s = self._subject_cache.get(key)
+        if s is None:
+            s = "%s.%s.%s" % (self.prefix, subject_token(schema or ""),
+                              subject_token(table or ""))
+            if len(self._subject_cache) < 100000:
+                self._subject_cache[key] = s
+        return s
+
+    def records(self, msg):
+        """One record per change of ``msg`` (see the module doc)."""
+        change = msg.change
+        if change is None:
+            return []
+        items = change if isinstance(change, list) else [change]
+        out = []
+        for c in items:
+            out.extend(self._records_of(c, msg))
+        return out
+
+    def _records_of(self, change, msg):
+        lsn = getattr(change, "lsn", None) or msg.data_start
+        if isinstance(change, (_changes.Begin, _changes.BeginPrepare)):
+            self._tx_begin = msg.data_start
+            self._tx_n = 0
+            self._xid = change.xid
+            self._commit_time = getattr(change, "commit_time", None)
+            body = formats.change_to_json(change, lsn=msg.data_start)
+            return [self._record(self.prefix + "._tx", body, change, lsn)]
+        if isinstance(change, _TX_END):
+            commit_time = getattr(change, "commit_time", None)
+            body = formats.change_to_json(change, lsn=msg.data_start,
+                                          xid=self._xid)
+            rec = self._record(self.prefix + "._tx", body, change, lsn,
+                               commit_time=commit_time, xid=self._xid)
+            self._tx_begin = self._xid = self._commit_time = None
+            return [rec]
+        if isinstance(change, (_changes.Relation, _changes.Type,
+                               _changes.Origin, _changes.StreamStart,
+                               _changes.StreamStop)):
+            return []
+        if self.format == "json":
+            bodies = [formats.change_to_json(
+                change, lsn=msg.data_start, xid=self._xid,
+                commit_time=self._commit_time,
+                unchanged=formats.UNCHANGED_MARKER)]
+        else:
+            bodies = formats.change_to_debezium(
+                change, lsn=msg.data_start, xid=self._xid,
+                commit_time=self._commit_time, name=self.name, db=self.db,
+                ts_ms=None, unchanged=formats.DEBEZIUM_UNAVAILABLE)
+        out = []
+        for body in bodies:
+            if isinstance(change, _changes.Message):
+                subject = self.prefix + "._msg"
+            elif isinstance(change, _changes.Truncate):
+                if self.format == "json":
+                    schema, table = (change.tables[0] if change.tables
+                                     else ("", ""))
+                else:
+                    schema = body["source"]["schema"]
+                    table = body["source"]["table"]
+                subject = self._subject(schema, table)
+            else:
+                subject = self._subject(change.schema, change.table)
+            out.append(self._record(subject, body, change, lsn, xid=self._xid,
+                                    commit_time=self._commit_time))
+        return out
+
+    def _record(self, subject, body, change, lsn, *, xid=None,
+                commit_time=None):
+        if self._tx_begin is not None:
+            rid = "%s:%X:%d" % (self.slot, self._tx_begin, self._tx_n)
+            self._tx_n += 1
+        else:
+            rid = "%s:%X:m" % (self.slot, lsn or 0)
+        headers = {"Nats-Msg-Id": rid, "Pld-Kind": formats.kind_of(change)}
+        if lsn:
+            headers["Pld-Lsn"] = format_lsn(lsn)
+        if xid is None:
+            xid = getattr(change, "xid", None)
+        if xid is not None:
+            headers["Pld-Xid"] = str(xid)
+        if commit_time is not None:
+            headers["Pld-Commit-Time"] = commit_time.isoformat()
+        return Record(rid, subject, formats.dumps(body).encode("utf-8"),
+                      headers)
+
+    # -- publishing ----------------------------------------------------------
+
+    async def publish(self, record):
+        """Publish ``record`` with its reply inbox; the future resolves on
+        JetStream's acknowledgement."""
+        fut = asyncio.get_running_loop().create_future()
+        if self.nc is None:
+            fut.set_exception(Retry("not connected"))
+            return fut
+        self._token += 1
+        token = self._token
+        self._futures[token] = (fut, record.id)
+        headers = record.headers
+        if self.ordered:
+            headers = dict(headers)
+            if self._last_id is not None:
+                headers["Nats-Expected-Last-Msg-Id"] = self._last_id
+            self._last_id = record.id
+        try:
+            await self.nc.publish(record.subject, record.body,
+                                  reply="%s.%d" % (self._inbox, token),
+                                  headers=headers)
+        except Exception as e:
+            self._futures.pop(token, None)
+            if not fut.done():
+                import nats.errors
+                if isinstance(e, (nats.errors.MaxPayloadError,
+                                  nats.errors.BadSubjectError,
+                                  nats.errors.BadHeaderError)):
+                    fut.set_exception(SinkError(
+                        "cannot publish %s on %s: %s" % (
+                            record.id, record.subject,
+                            str(e) or type(e).__name__)))
+                else:
+                    fut.set_exception(Retry("publish failed: %s" % (
+                        str(e) or type(e).__name__)))
+        return fut
+
+    async def _on_ack(self, msg):
+        try:
+            token = int(msg.subject.rsplit(".", 1)[1])
+        except (ValueError, IndexError):
+            return
+        entry = self._futures.pop(token, None)
+        if entry is None or entry[0].done():
+            return                  # an answer from before a reset
+        fut, rid = entry
+        headers = msg.headers or {}
+        status = headers.get("Status")
+        if status is not None and not msg.data:
+            # 503: no stream takes the subject now (no leader, election)
+            fut.set_exception(Retry("JetStream answered status %s%s" % (
+                status, " (no responders: no stream leader?)"
+                if status == "503" else "")))
+            return
+        try:
+            ack = json.loads(msg.data)
+        except ValueError:
+            fut.set_exception(SinkError("bad JetStream acknowledgement: %r"
+                                        % msg.data[:200]))
+            return
+        err = ack.get("error")
+        if err is None:
+            if ack.get("duplicate"):
+                self.duplicates += 1
+            if token > self._confirmed[0]:
+                self._confirmed = (token, rid)
+            fut.set_result(ack.get("seq"))
+            return
+        code, err_code = err.get("code"), err.get("err_code")
+        text = "JetStream refused a message: %s (code %s, err_code %s)" % (
+            err.get("description"), code, err_code)
+        # 10070 wrong last msg id: a predecessor was lost; 503/504 and
+        # 10008 (stream temporarily unavailable) are transient
+        if err_code == 10070 or code in (503, 504) or err_code == 10008:
+            fut.set_exception(Retry(text))
+        else:
+            fut.set_exception(SinkError(text))
+
+    def _fail_all(self, exc):
+        futures, self._futures = self._futures, {}
+        for fut, _ in futures.values():
+            if not fut.done():
+                fut.set_exception(exc)
+
+    async def reset(self):
+        """Forget what is in flight (late answers are ignored), wait until
+        the connection is up; the next record published expects the last
+        one stored as its predecessor."""
+        self._fail_all(Retry("reset"))
+        self._last_id = self._confirmed[1]
+        if self.nc is None or self.nc.is_closed:
+            raise SinkUnavailable("the NATS connection is closed")
+        if not self.nc.is_connected:
+            raise Retry("not connected to NATS")
+        try:
+            await self.nc.flush(timeout=2)
+        except Exception as e:
+            raise Retry("NATS flush failed: %s" % (str(e) or type(e).__name__))
