@@ -537,7 +537,10 @@ class JetStreamSink(Sink):
         """Connect, then check that the stream exists and takes the sink's
         subjects (creating it with ``create_stream``). Raises
         `SinkUnavailable` when no server answers, `StreamNotFound` when
-        the stream is missing or takes other subjects."""
+        the stream is missing or takes other subjects. Does nothing when
+        open already."""
+        if self.nc is not None:
+            return
         nats = _import_nats()
         shown = ",".join(_redact(s) for s in self.servers)
         errors = []
@@ -547,11 +550,19 @@ class JetStreamSink(Sink):
             logger.debug("nats: %s", e)
 
         try:
-            self.nc = await nats.connect(
+            # reconnects forever once connected; the first connection is
+            # bounded by our own timeout (nats-py would retry forever too)
+            self.nc = await asyncio.wait_for(nats.connect(
                 self.servers, connect_timeout=self.connect_timeout,
                 allow_reconnect=True, max_reconnect_attempts=-1,
                 reconnect_time_wait=0.2, error_cb=error_cb,
-                name="pylogicaldecoding slot %s" % self.slot)
+                name="pylogicaldecoding slot %s" % self.slot),
+                self.connect_timeout * len(self.servers) + 1)
+        except asyncio.TimeoutError:
+            why = errors[-1] if errors else "no answer within %s s" % (
+                self.connect_timeout * len(self.servers) + 1)
+            raise SinkUnavailable("cannot connect to NATS at %s: %s"
+                                  % (shown, why)) from None
         except Exception as e:
             why = errors[-1] if errors else e
             raise SinkUnavailable("cannot connect to NATS at %s: %s"
@@ -806,3 +817,51 @@ class JetStreamSink(Sink):
             await self.nc.flush(timeout=2)
         except Exception as e:
             raise Retry("NATS flush failed: %s" % (str(e) or type(e).__name__))
+
+
+# -- the whole thing -----------------------------------------------------------
+
+async def stream_to_jetstream(dsn, *, slot, url, stream="PLD",
+                              subject_prefix="pld", format="json",
+                              create_stream=False, replicas=1,
+                              duplicate_window=120.0, window=1000,
+                              ack_timeout=5.0, retry_timeout=None,
+                              until_lsn=None, source=None, handoff_cb=None,
+                              **reader_kwargs):
+    """Stream the slot ``slot`` into JetStream until stopped: what
+    ``pld stream --to nats://...`` runs.
+
+    Opens an `AsyncReader` on ``dsn`` (``reader_kwargs`` go to it: plugin,
+    options, create_slot...) unless ``source`` is given, a `JetStreamSink`
+    (``url``, ``stream``, ``subject_prefix``, ``format``,
+    ``create_stream``, ``replicas``, ``duplicate_window``) and runs a
+    `Handoff` (``window``, ``ack_timeout``, ``retry_timeout``,
+    ``until_lsn``). ``handoff_cb(handoff)`` is called once it exists (to
+    call ``stop()`` from a signal handler). The sink is opened before the
+    slot is read: a bad URL, an unreachable server or a missing stream
+    raise `SinkError` with nothing acked. Returns the `Handoff`.
+    """
+    sink = JetStreamSink(url, stream=stream, subject_prefix=subject_prefix,
+                         slot=slot, format=format,
+                         create_stream=create_stream, replicas=replicas,
+                         duplicate_window=duplicate_window)
+    await sink.open()           # fail before touching the slot
+
+    try:
+        if source is None:
+            from .aio import AsyncReader
+            source = AsyncReader(dsn, slot=slot, **reader_kwargs)
+        handoff = Handoff(source, sink, window=window,
+                          ack_timeout=ack_timeout,
+                          retry_timeout=retry_timeout, until_lsn=until_lsn)
+        if handoff_cb is not None:
+            handoff_cb(handoff)
+        enter = getattr(source, "__aenter__", None)
+        if enter is not None:
+            async with source:
+                await handoff.run()
+        else:
+            await handoff.run()
+        return handoff
+    finally:
+        await sink.close()

