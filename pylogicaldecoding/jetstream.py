@@ -45,15 +45,20 @@ stored within the stream's ``duplicate_window``: a publisher that restarts
 after a crash sends again what it had not acked and the stream keeps one
 copy. A restart after longer than the window can store duplicates.
 
-Order: each message also carries ``Nats-Expected-Last-Msg-Id`` (the id of
-the record published before it in this session), so JetStream refuses to
-store a message whose predecessor was lost (a publish lost in a leader
-election or a reconnection while later ones arrived); the hand-off then
-sends again from the lost one. The stream therefore holds the records in
-commit order, and each subject in commit order. This needs the stream to
-be written by this publisher only (one stream per slot, the default);
-``ordered=False`` drops the header for a shared stream, and with it the
-ordering guarantee under failures.
+Order: messages are published in WAL order on one connection, and
+JetStream stores them in the order they arrive, so each subject holds its
+changes in commit order. Under a failure (a leader election, a lost
+connection) a publish can be lost while later ones are stored; the
+hand-off then sends again from the lost one, and that one lands after
+them. The hand-off sees it (the stream sequences in the acknowledgements
+go backwards), logs a warning and counts it in ``Handoff.reorders``.
+On a single-replica stream the sink prevents it: each message carries
+``Nats-Expected-Last-Msg-Id`` (the id of the record published before it),
+so JetStream refuses a message whose predecessor is missing. This needs
+the stream to be written by this publisher only. It is off on replicated
+streams (``ordered=None`` chooses by the stream's replicas): nats-server
+2.15 replicas that restart fail to catch up on such messages ("last msgid
+mismatch").
 
 nats-py is an optional dependency: ``pip install
 'pylogicaldecoding[jetstream]'``.
@@ -122,8 +127,8 @@ class Sink:
        records to store for it (a list, maybe empty). Ids must be the same
        when the server sends the message again after a restart.
     3. ``await publish(record)`` for each record, in order: hand it over
-       and return an `asyncio.Future` that resolves when the destination
-       has stored it, after every record published before it, or fails
+       and return an `asyncio.Future` that resolves (to the record's
+       position in the destination, an int, or None) when it is stored, after every record published before it, or fails
        with `Retry` (transient) or `SinkError` (fatal). It must not wait
        for the storage itself; the hand-off bounds how many are in flight.
     4. ``await reset()`` after a `Retry`, once every future has settled:
@@ -185,7 +190,9 @@ class Handoff:
     :param until_lsn: return once an ack point at or past this LSN is
         confirmed and acked (for bounded runs and benchmarks).
 
-    Counters: ``published``, ``confirmed``, ``retries``, ``acked_lsn``.
+    Counters: ``published``, ``confirmed``, ``retries``, ``acked_lsn``,
+    ``reorders`` (records the sink stored after a record published later:
+    only after a resend, when the sink's futures resolve to positions).
     """
 
     def __init__(self, source, sink, *, window=1000, ack_timeout=5.0,
@@ -201,7 +208,9 @@ class Handoff:
         self.published = 0
         self.confirmed = 0
         self.retries = 0
+        self.reorders = 0
         self.acked_lsn = 0
+        self._last_pos = -1
         # Entries in source order: [record, future, deadline] for a record,
         # an int LSN for an ack point.
         self._pending = collections.deque()
@@ -322,6 +331,16 @@ class Handoff:
                 continue
             exc = fut.exception() if not fut.cancelled() else Retry("cancelled")
             if exc is None:
+                pos = fut.result()
+                if isinstance(pos, int):
+                    if pos < self._last_pos:
+                        self.reorders += 1
+                        logger.warning(
+                            "%s was stored at position %d, before a record "
+                            "published earlier (%d): out of order after a "
+                            "resend", record.id, pos, self._last_pos)
+                    else:
+                        self._last_pos = pos
                 pending.popleft()
                 self._inflight -= 1
                 self.confirmed += 1
@@ -480,7 +499,8 @@ class JetStreamSink(Sink):
         storage, ``replicas`` copies, ``duplicate_window`` seconds) when
         it does not exist.
     :param ordered: send ``Nats-Expected-Last-Msg-Id`` (see the module
-        doc); needs the stream to be written by this sink only.
+        doc; needs the stream to be written by this sink only); None (the
+        default): only when the stream has a single replica.
     :param connect_timeout: seconds to wait for the first connection.
     :param name, db: Debezium's ``source.name`` (default: the slot) and
         ``source.db``.
@@ -493,7 +513,7 @@ class JetStreamSink(Sink):
 
     def __init__(self, url, *, stream="PLD", subject_prefix="pld", slot,
                  format="json", create_stream=False, replicas=1,
-                 duplicate_window=120.0, ordered=True, connect_timeout=5.0,
+                 duplicate_window=120.0, ordered=None, connect_timeout=5.0,
                  name=None, db=None):
         self.servers = parse_servers(url)
         self.stream = stream
@@ -580,8 +600,10 @@ class JetStreamSink(Sink):
         import nats.js.errors as jserr
         from nats.js.api import StorageType, StreamConfig
         subjects = self.prefix + ".>"
+        replicas = self.replicas
         try:
-            await js.stream_info(self.stream)
+            info = await js.stream_info(self.stream)
+            replicas = info.config.num_replicas or 1
         except jserr.NotFoundError:
             if not self.create_stream:
                 raise StreamNotFound(
@@ -606,6 +628,8 @@ class JetStreamSink(Sink):
                 raise
             raise SinkUnavailable("cannot reach JetStream: %s" % (
                 str(e) or type(e).__name__)) from None
+        if self.ordered is None:
+            self.ordered = replicas == 1
         try:
             owner = await js.find_stream_name_by_subject(self.prefix + "._tx")
         except Exception:

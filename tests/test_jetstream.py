@@ -237,6 +237,7 @@ def wait_for(cond, timeout, what):
 
 
 def stored_count(url, stream):
+    """Messages in the stream, or -1 while it cannot say (no leader)."""
     async def main():
         import nats
         nc = await nats.connect([u for u in url.split(",")])
@@ -244,7 +245,12 @@ def stored_count(url, stream):
             return (await nc.jetstream().stream_info(stream)).state.messages
         finally:
             await nc.close()
-    return asyncio.run(main())
+    try:
+        return asyncio.run(main())
+    except Exception as e:
+        if "not found" in str(e).lower():
+            raise
+        return -1
 
 
 def test_exactly_once_through_ten_publisher_kills(
@@ -293,3 +299,63 @@ def _stream_exists(url, stream):
         return True
     except Exception:
         return False
+
+
+def stream_leader(url, stream):
+    async def main():
+        import nats
+        nc = await nats.connect(url.split(","))
+        try:
+            info = await nc.jetstream().stream_info(stream)
+            return info.cluster.leader if info.cluster else None
+        finally:
+            await nc.close()
+    return asyncio.run(main())
+
+
+@pytest.fixture
+def nats_cluster():
+    cluster = start_nats(pldtesting.NatsCluster, 3)
+    yield cluster
+    cluster.cleanup()
+
+
+def test_cluster_loses_its_stream_leader(
+        dsn, sql, slot_name, tables, nats_cluster, stream_name):
+    create_slot(sql, slot_name)
+    start, _ = slot_position(sql, slot_name)
+    url = nats_cluster.url
+    writer = Writer(dsn, tables)
+    writer.start()
+    proc = publisher(dsn, slot_name, url, stream_name, "--create-stream",
+                     "--replicas", "3", "--ack-timeout", "2")
+    try:
+        wait_for(lambda: proc.poll() is not None or (
+            _stream_exists(url, stream_name)
+            and stored_count(url, stream_name) > 50), 60, "the first messages")
+        assert proc.poll() is None, proc.communicate()[1]
+        leader = stream_leader(url, stream_name)
+        assert leader is not None
+        nats_cluster.node(leader).kill()
+        alive = ",".join(n.url for n in nats_cluster.nodes if n.running)
+        before = 0
+        wait_for(lambda: stored_count(alive, stream_name) > 0, 60,
+                 "a new stream leader")
+        before = stored_count(alive, stream_name)
+        # a new leader is elected and the publisher goes on
+        wait_for(lambda: stored_count(alive, stream_name) > before + 50, 60,
+                 "progress after the leader was killed")
+        assert stream_leader(alive, stream_name) not in (None, leader)
+        assert_slot_not_ahead(sql, slot_name, start, alive, stream_name)
+        nats_cluster.node(leader).start()
+    finally:
+        committed = writer.stop()
+    end = current_lsn(sql)
+    wait_for(lambda: slot_position(sql, slot_name)[0] >= end, 120,
+             "the publisher to catch up")
+    assert_slot_not_ahead(sql, slot_name, start, url, stream_name)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=30)
+    assert proc.returncode == 0, err
+    check_exactly_once(read_stream_sync(url, stream_name), committed,
+                       prefix_of(stream_name))
