@@ -42,6 +42,8 @@ def transactions(n_tx, rows, start=0x1000):
 class FakeSource:
     """Yields `msgs`, then waits (like a live slot) until closed."""
 
+    batch = 1       # yield to the loop after this many messages
+
     def __init__(self, msgs, *, end=True):
         self.msgs = list(msgs)
         self.end = end
@@ -52,10 +54,11 @@ class FakeSource:
         return self._gen()
 
     async def _gen(self):
-        for m in self.msgs:
+        for i, m in enumerate(self.msgs):
             self.delivered += 1
             yield m
-            await asyncio.sleep(0)
+            if i % self.batch == 0:
+                await asyncio.sleep(0)
         if not self.end:
             await asyncio.Event().wait()
 
