@@ -60,6 +60,7 @@ import datetime as _dt
 import decimal
 import ipaddress
 import json
+import math
 import re
 import struct
 import uuid
@@ -249,6 +250,12 @@ def parse_cidr(s):
     return ipaddress.ip_network(s)
 
 
+# What the server's array and range parsers take for white space (C
+# isspace): not Python's str.isspace(), which also has '\x1c'-'\x1f' and
+# the Unicode spaces that array_out prints unquoted.
+_PG_SPACE = " \t\n\r\v\f"
+
+
 def parse_array(s, conv=text_str, delim=","):
     """The text form of an array ('{1,NULL,"a b"}', '{{1,2},{3,4}}',
     '[0:1]={1,2}') -> nested lists, `conv` applied to each non-NULL
@@ -280,10 +287,10 @@ def parse_array(s, conv=text_str, delim=","):
             if stack:
                 cur = stack.pop()
             else:
-                if s[pos:].strip():
+                if s[pos:].strip(_PG_SPACE):
                     raise ValueError("malformed array: %r" % s[:60])
                 return cur
-        elif c == delim or c.isspace():
+        elif c == delim or c in _PG_SPACE:
             pos += 1
         elif cur is None:
             raise ValueError("malformed array: %r" % s[:60])
@@ -310,7 +317,7 @@ def parse_array(s, conv=text_str, delim=","):
             end = pos
             while end < n and s[end] not in '{}"' and s[end] != delim:
                 end += 1
-            tok = s[pos:end].strip()
+            tok = s[pos:end].strip(_PG_SPACE)
             if "\\" in tok:
                 tok = re.sub(r"\\(.)", r"\1", tok)
                 cur.append(conv(tok))
@@ -364,10 +371,10 @@ def bin_date(b):
     try:
         return _EPOCH_DATE + _dt.timedelta(days=d)
     except OverflowError:
-        return "%d days from 2000-01-01" % d
+        return _date_text(d)            # as the text form gives it
 
 
-def _bin_ts(b, epoch, maxv, minv):
+def _bin_ts(b, epoch, maxv, minv, zone):
     (us,) = _I64.unpack(b)
     if us == _DT_NOEND:
         return maxv
@@ -376,16 +383,17 @@ def _bin_ts(b, epoch, maxv, minv):
     try:
         return epoch + _dt.timedelta(microseconds=us)
     except OverflowError:
-        return "%d microseconds from 2000-01-01" % us
+        # as the text form gives it (timestamptz: written in UTC)
+        return _bin_ts_text(b, zone)
 
 
 def bin_timestamp(b):
-    return _bin_ts(b, _EPOCH_TS, _dt.datetime.max, _dt.datetime.min)
+    return _bin_ts(b, _EPOCH_TS, _dt.datetime.max, _dt.datetime.min, "")
 
 
 def bin_timestamptz(b):
     return _bin_ts(b, _EPOCH_TSTZ, _dt.datetime.max.replace(tzinfo=_UTC),
-                   _dt.datetime.min.replace(tzinfo=_UTC))
+                   _dt.datetime.min.replace(tzinfo=_UTC), "+00")
 
 
 def _us_to_time(us, tz=None):
@@ -403,12 +411,24 @@ def bin_time(b):
     return "24:00:00" if t is None else t
 
 
+def _zone_text(east):
+    """A UTC offset in seconds as the server prints it: +05:30, -14:59."""
+    h, rest = divmod(abs(east), 3600)
+    m, sec = divmod(rest, 60)
+    text = "%s%02d" % ("-" if east < 0 else "+", h)
+    if m or sec:
+        text += ":%02d" % m
+    if sec:
+        text += ":%02d" % sec
+    return text
+
+
 def bin_timetz(b):
     us, zone = struct.unpack("!qi", b)
     # the zone is seconds west of UTC
     tz = _UTC if zone == 0 else _dt.timezone(_dt.timedelta(seconds=-zone))
     t = _us_to_time(us, tz)
-    return "24:00:00" if t is None else t
+    return "24:00:00" + _zone_text(-zone) if t is None else t
 
 
 def _months(months):
@@ -417,9 +437,35 @@ def _months(months):
     return years * 365 + (months - years * 12) * 30
 
 
+def _interval_text(months, days, us):
+    """An interval as IntervalStyle postgres prints it (for the values a
+    timedelta cannot hold: the text form gives them as str too)."""
+    years = int(months / 12)
+    parts = []
+    before = False
+    for v, unit in ((years, "year"), (months - years * 12, "mon"),
+                    (days, "day")):
+        if v:
+            parts.append("%s%d %s%s" % ("+" if before and v > 0 else "", v,
+                                        unit, "" if v == 1 else "s"))
+            before = v < 0
+    if not parts or us:
+        sign = "-" if us < 0 else ("+" if before else "")
+        secs, frac = divmod(abs(us), 1000000)
+        t = "%s%02d:%02d:%02d" % (sign, secs // 3600, secs // 60 % 60,
+                                  secs % 60)
+        if frac:
+            t += (".%06d" % frac).rstrip("0")
+        parts.append(t)
+    return " ".join(parts)
+
+
 def bin_interval(b):
     us, days, months = struct.unpack("!qii", b)
-    return _dt.timedelta(days=days + _months(months), microseconds=us)
+    try:
+        return _dt.timedelta(days=days + _months(months), microseconds=us)
+    except OverflowError:
+        return _interval_text(months, days, us)
 
 
 def bin_numeric(b):
@@ -507,9 +553,347 @@ def parse_array_binary(b, elem=None, registry=None):
     return read(0)
 
 
+def bin_char(b):
+    """"char": one byte; '' for the zero byte, an octal escape above 127,
+    as charout prints it."""
+    c = bytes(b)
+    if not c or c == b"\x00":
+        return ""
+    if c[0] > 127:
+        return "\\%03o" % c[0]
+    return chr(c[0])
+
+
 def bin_str_or_bytes(b):
     """Unknown types in binary form: their bytes."""
     return bytes(b)
+
+
+# -- binary forms of the types kept as their text ---------------------------
+# Types with no Python equivalent are str: their text form as the server
+# prints it. pgoutput's binary mode sends them in their binary form; these
+# converters write the same text from it, so both modes give the same str.
+
+_U16 = struct.Struct("!H")
+_U32 = struct.Struct("!I")
+_U64 = struct.Struct("!Q")
+_F8 = struct.Struct("!d")
+
+
+def pg_float8_text(x):
+    """A float8 as float8out prints it (extra_float_digits 1, PostgreSQL
+    12+): the shortest round-trip digits, in exponent form below 1e-4 and
+    from 1e15 ('1e+15', '1.5e-05'), '-0', 'NaN', 'Infinity'."""
+    if x != x:
+        return "NaN"
+    if x in (math.inf, -math.inf):
+        return "Infinity" if x > 0 else "-Infinity"
+    if x == 0:
+        return "-0" if math.copysign(1.0, x) < 0 else "0"
+    sign, digits, exp = Decimal(repr(x)).normalize().as_tuple()
+    ds = "".join(map(str, digits))
+    point = len(ds) + exp          # digits before the decimal point
+    adjusted = point - 1
+    neg = "-" if sign else ""
+    if adjusted < -4 or adjusted >= 15:
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return "%s%se%s%02d" % (neg, mant, "-" if adjusted < 0 else "+",
+                                abs(adjusted))
+    if point <= 0:
+        return neg + "0." + "0" * -point + ds
+    if point >= len(ds):
+        return neg + ds + "0" * (point - len(ds))
+    return neg + ds[:point] + "." + ds[point:]
+
+
+def _points(b, pos, n):
+    out = []
+    for _ in range(n):
+        x, y = struct.unpack_from("!dd", b, pos)
+        out.append("(%s,%s)" % (pg_float8_text(x), pg_float8_text(y)))
+        pos += 16
+    return out
+
+
+def bin_point(b):
+    return _points(b, 0, 1)[0]
+
+
+def bin_lseg(b):
+    return "[%s]" % ",".join(_points(b, 0, 2))
+
+
+def bin_box(b):
+    return ",".join(_points(b, 0, 2))
+
+
+def bin_path(b):
+    closed, n = struct.unpack_from("!Bi", b)
+    pts = ",".join(_points(b, 5, n))
+    return "(%s)" % pts if closed else "[%s]" % pts
+
+
+def bin_polygon(b):
+    (n,) = _I32.unpack_from(b)
+    return "(%s)" % ",".join(_points(b, 4, n))
+
+
+def bin_line(b):
+    return "{%s}" % ",".join(pg_float8_text(v)
+                             for v in struct.unpack("!ddd", b))
+
+
+def bin_circle(b):
+    x, y, r = struct.unpack("!ddd", b)
+    return "<(%s,%s),%s>" % (pg_float8_text(x), pg_float8_text(y),
+                             pg_float8_text(r))
+
+
+def bin_tid(b):
+    block, offset = struct.unpack("!IH", b)
+    return "(%d,%d)" % (block, offset)
+
+
+def bin_uint_text(b):
+    """xid, cid (4 bytes), xid8 (8 bytes): the decimal number."""
+    return str((_U32 if len(b) == 4 else _U64).unpack(b)[0])
+
+
+def bin_vector(b):
+    """int2vector, oidvector: the elements separated by spaces."""
+    return " ".join(str(v) for v in parse_array_binary(
+        b, lambda e: int.from_bytes(e, "big", signed=len(e) == 2)))
+
+
+def bin_macaddr(b):
+    return ":".join("%02x" % c for c in bytes(b))
+
+
+def bin_bit(b):
+    (nbits,) = _I32.unpack_from(b)
+    bits = "".join(format(c, "08b") for c in bytes(b[4:]))
+    return bits[:nbits]
+
+
+def bin_money(b):
+    """money as cash_out prints it in the C locale ('-$1,234.56'): the
+    server's lc_monetary decides the text form; the binary form is cents."""
+    (cents,) = _I64.unpack(b)
+    neg = cents < 0
+    units, frac = divmod(abs(cents), 100)
+    return "%s$%s.%02d" % ("-" if neg else "", format(units, ","), frac)
+
+
+def bin_snapshot(b):
+    """txid_snapshot, pg_snapshot: 'xmin:xmax:xip,...'."""
+    (n,) = _I32.unpack_from(b)
+    xmin, xmax = struct.unpack_from("!QQ", b, 4)
+    xips = struct.unpack_from("!%dQ" % n, b, 20)
+    return "%d:%d:%s" % (xmin, xmax, ",".join(map(str, xips)))
+
+
+def bin_pg_lsn(b):
+    (v,) = _U64.unpack(b)
+    return "%X/%X" % (v >> 32, v & 0xFFFFFFFF)
+
+
+def bin_versioned_text(b):
+    """jsonpath: a version byte, then its text."""
+    if b[:1] != b"\x01":
+        raise ValueError("unknown binary version %r" % bytes(b[:1]))
+    return bytes(b[1:]).decode("utf-8")
+
+
+def bin_tsvector(b):
+    """tsvector: "'lexeme':1A,2 ..." as tsvectorout prints it."""
+    (n,) = _I32.unpack_from(b)
+    pos = 4
+    out = []
+    for _ in range(n):
+        end = b.index(b"\x00", pos)
+        lex = bytes(b[pos:end]).decode("utf-8")
+        pos = end + 1
+        (npos,) = _U16.unpack_from(b, pos)
+        pos += 2
+        text = "'%s'" % lex.replace("'", "''").replace("\\", "\\\\")
+        ps = []
+        for _ in range(npos):
+            (wp,) = _U16.unpack_from(b, pos)
+            pos += 2
+            ps.append("%d%s" % (wp & 0x3FFF, "DCBA"[wp >> 14].replace(
+                "D", "")))
+        out.append(text + (":" + ",".join(ps) if ps else ""))
+    return " ".join(out)
+
+
+def _j2date(jd):
+    """A Julian day number -> (year, month, day) (PostgreSQL's j2date)."""
+    julian = jd + 32044
+    quad = julian // 146097
+    extra = (julian - quad * 146097) * 4 + 3
+    julian += 60 + quad * 3 + extra // 146097
+    quad = julian // 1461
+    julian -= quad * 1461
+    y = julian * 4 // 1461
+    julian = ((julian + 305) % 365 if y != 0 else (julian + 306) % 366) + 123
+    y += quad * 4
+    quad = julian * 2141 // 65536
+    return (y - 4800, (quad + 10) % 12 + 1, julian - 7834 * quad // 256)
+
+
+def _date_text(days):
+    y, m, d = _j2date(days + 2451545)
+    if y <= 0:
+        return "%04d-%02d-%02d BC" % (1 - y, m, d)
+    return "%04d-%02d-%02d" % (y, m, d)
+
+
+def _bin_date_text(b):
+    (d,) = _I32.unpack(b)
+    if d == _D_NOEND:
+        return "infinity"
+    if d == _D_NOBEGIN:
+        return "-infinity"
+    return _date_text(d)
+
+
+def _bin_ts_text(b, zone=""):
+    (us,) = _I64.unpack(b)
+    if us == _DT_NOEND:
+        return "infinity"
+    if us == _DT_NOBEGIN:
+        return "-infinity"
+    days, us = divmod(us, 86400000000)
+    secs, us = divmod(us, 1000000)
+    date = _date_text(days)
+    bc = date.endswith(" BC")
+    text = "%s %02d:%02d:%02d" % (date[:-3] if bc else date, secs // 3600,
+                                  secs // 60 % 60, secs % 60)
+    if us:
+        text += (".%06d" % us).rstrip("0")
+    return text + zone + (" BC" if bc else "")
+
+
+def _bin_numeric_text(b):
+    return format(bin_numeric(b), "f")
+
+
+def _range_bound(text):
+    if text == "" or any(c in text for c in '"\\()[],' + _PG_SPACE):
+        return '"%s"' % text.replace("\\", "\\\\").replace('"', '\\"')
+    return text
+
+
+def _bin_range_text(b, elem):
+    flags = b[0]
+    if flags & 0x01:
+        return "empty"
+    pos = 1
+    bounds = []
+    for inf in (0x08, 0x10):
+        if flags & inf:
+            bounds.append("")
+            continue
+        (n,) = _I32.unpack_from(b, pos)
+        bounds.append(_range_bound(elem(bytes(b[pos + 4:pos + 4 + n]))))
+        pos += 4 + n
+    return "%s%s,%s%s" % ("[" if flags & 0x02 else "(", bounds[0],
+                          bounds[1], "]" if flags & 0x04 else ")")
+
+
+class RangeText:
+    """The binary form of a range (or multirange) of `elem` -> its text."""
+
+    __slots__ = ("elem", "multi")
+
+    def __init__(self, elem, multi=False):
+        self.elem, self.multi = elem, multi
+
+    def __call__(self, b):
+        if not self.multi:
+            return _bin_range_text(b, self.elem)
+        (n,) = _I32.unpack_from(b)
+        pos = 4
+        out = []
+        for _ in range(n):
+            (size,) = _I32.unpack_from(b, pos)
+            out.append(_bin_range_text(b[pos + 4:pos + 4 + size], self.elem))
+            pos += 4 + size
+        return "{%s}" % ",".join(out)
+
+
+def _int_text(b):
+    return str(int.from_bytes(b, "big", signed=True))
+
+
+def bin_oid_int(b):
+    """reg* types: the binary form is the OID (an int); the text form is
+    the object's name, which needs the catalog."""
+    return _U32.unpack(b)[0]
+
+
+_tstz_text = (lambda b: _bin_ts_text(b, "+00"))
+
+#: Built-in types kept as str: (oid, typname, SQL name, array oid,
+#: converter of the binary form)
+BUILTIN_TEXT_TYPES = [
+    (22, "int2vector", "int2vector", 1006, bin_vector),
+    (24, "regproc", "regproc", 1008, bin_oid_int),
+    (27, "tid", "tid", 1010, bin_tid),
+    (28, "xid", "xid", 1011, bin_uint_text),
+    (29, "cid", "cid", 1012, bin_uint_text),
+    (30, "oidvector", "oidvector", 1013, bin_vector),
+    (142, "xml", "xml", 143, _core.bin_str),
+    (600, "point", "point", 1017, bin_point),
+    (601, "lseg", "lseg", 1018, bin_lseg),
+    (602, "path", "path", 1019, bin_path),
+    (603, "box", "box", 1020, bin_box),
+    (604, "polygon", "polygon", 1027, bin_polygon),
+    (628, "line", "line", 629, bin_line),
+    (718, "circle", "circle", 719, bin_circle),
+    (774, "macaddr8", "macaddr8", 775, bin_macaddr),
+    (790, "money", "money", 791, bin_money),
+    (829, "macaddr", "macaddr", 1040, bin_macaddr),
+    (1033, "aclitem", "aclitem", 1034, _core.bin_str),
+    (1560, "bit", "bit", 1561, bin_bit),
+    (1562, "varbit", "bit varying", 1563, bin_bit),
+    (1790, "refcursor", "refcursor", 2201, _core.bin_str),
+    (2202, "regprocedure", "regprocedure", 2207, bin_oid_int),
+    (2203, "regoper", "regoper", 2208, bin_oid_int),
+    (2204, "regoperator", "regoperator", 2209, bin_oid_int),
+    (2205, "regclass", "regclass", 2210, bin_oid_int),
+    (2206, "regtype", "regtype", 2211, bin_oid_int),
+    (2970, "txid_snapshot", "txid_snapshot", 2949, bin_snapshot),
+    (3220, "pg_lsn", "pg_lsn", 3221, bin_pg_lsn),
+    (3614, "tsvector", "tsvector", 3643, bin_tsvector),
+    (3615, "tsquery", "tsquery", 3645, bin_str_or_bytes),
+    (3734, "regconfig", "regconfig", 3735, bin_oid_int),
+    (3769, "regdictionary", "regdictionary", 3770, bin_oid_int),
+    (3904, "int4range", "int4range", 3905, RangeText(_int_text)),
+    (3906, "numrange", "numrange", 3907, RangeText(_bin_numeric_text)),
+    (3908, "tsrange", "tsrange", 3909, RangeText(_bin_ts_text)),
+    (3910, "tstzrange", "tstzrange", 3911, RangeText(_tstz_text)),
+    (3912, "daterange", "daterange", 3913, RangeText(_bin_date_text)),
+    (3926, "int8range", "int8range", 3927, RangeText(_int_text)),
+    (4072, "jsonpath", "jsonpath", 4073, bin_versioned_text),
+    (4089, "regnamespace", "regnamespace", 4090, bin_oid_int),
+    (4096, "regrole", "regrole", 4097, bin_oid_int),
+    (4191, "regcollation", "regcollation", 4192, bin_oid_int),
+    (4451, "int4multirange", "int4multirange", 6150,
+     RangeText(_int_text, True)),
+    (4532, "nummultirange", "nummultirange", 6151,
+     RangeText(_bin_numeric_text, True)),
+    (4533, "tsmultirange", "tsmultirange", 6152,
+     RangeText(_bin_ts_text, True)),
+    (4534, "tstzmultirange", "tstzmultirange", 6153,
+     RangeText(_tstz_text, True)),
+    (4535, "datemultirange", "datemultirange", 6155,
+     RangeText(_bin_date_text, True)),
+    (4536, "int8multirange", "int8multirange", 6157,
+     RangeText(_int_text, True)),
+    (5038, "pg_snapshot", "pg_snapshot", 5039, bin_snapshot),
+    (5069, "xid8", "xid8", 271, bin_uint_text),
+]
 
 
 # -- the built-in types -----------------------------------------------------
@@ -518,7 +902,7 @@ def bin_str_or_bytes(b):
 BUILTIN_TYPES = [
     (16, "bool", "boolean", 1000, text_bool, _core.bin_bool),
     (17, "bytea", "bytea", 1001, text_bytea, _core.bin_bytes),
-    (18, "char", '"char"', 1002, text_str, _core.bin_str),
+    (18, "char", '"char"', 1002, text_str, bin_char),
     (19, "name", "name", 1003, text_str, _core.bin_str),
     (20, "int8", "bigint", 1016, text_int, _core.bin_int),
     (21, "int2", "smallint", 1005, text_int, _core.bin_int),
@@ -545,9 +929,6 @@ BUILTIN_TYPES = [
     (3802, "jsonb", "jsonb", 3807, json.loads, bin_jsonb),
 ]
 
-# Types kept as text but whose binary form is text too (name the OID so
-# that binary pgoutput streams give str, not bytes).
-_TEXTLIKE_BINARY = {142: "xml", 3614: None}
 
 _TYPMOD_RE = re.compile(r"\(\s*\d+\s*(?:,\s*\d+\s*)?\)")
 
@@ -699,8 +1080,8 @@ def _default_registry():
     reg = TypeRegistry()
     for row in BUILTIN_TYPES:
         reg._add_builtin(*row)
-    reg._binary[142] = _core.bin_str
-    reg._names["xml"] = 142
+    for oid, typname, sqlname, array_oid, binary in BUILTIN_TEXT_TYPES:
+        reg._add_builtin(oid, typname, sqlname, array_oid, text_str, binary)
     return reg
 
 

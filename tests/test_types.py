@@ -304,3 +304,11 @@ def test_c_datetimes_match_python(c, py, text):
     assert a == b and type(a) is type(b)
     if isinstance(a, dt.datetime):
         assert a.utcoffset() == b.utcoffset()
+
+
+def test_array_white_space_is_the_servers():
+    """array_out leaves elements with '\\x1f' or Unicode spaces unquoted:
+    they are not white space to the server, and not to parse_array."""
+    assert types.parse_array("{\x1f, a ,\u2003,\"\u00a0\"}") == [
+        "\x1f", "a", "\u2003", "\u00a0"]
+    assert types.parse_array("{ {1} , {2} }", int) == [[1], [2]]
