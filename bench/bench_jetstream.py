@@ -46,25 +46,13 @@ GOAL_R1 = 0.4
 
 # -- children ------------------------------------------------------------------
 
-def child_js(dsn, slot, end, url, stream, prefix, replicas, source):
+def child_js(dsn, slot, end, url, stream, prefix, replicas):
     from pylogicaldecoding import jetstream
-    src = None
-    if source == "thread":
-        sys.path.insert(0, os.path.join(os.path.dirname(HERE), "tests"))
-        from jetstream_support import ThreadedSource
-        src = ThreadedSource(dsn, slot=slot, create_slot=False,
-                             confirm_keepalives=False)
     t0, u0, s0 = bench_drain._usage()
-
-    async def main():
-        kw = {} if src is not None else {"create_slot": False,
-                                         "confirm_keepalives": False}
-        return await jetstream.stream_to_jetstream(
-            dsn, slot=slot, url=url, stream=stream, subject_prefix=prefix,
-            create_stream=True, replicas=replicas, until_lsn=end,
-            source=src, **kw)
-
-    h = asyncio.run(main())
+    h = asyncio.run(jetstream.stream_to_jetstream(
+        dsn, slot=slot, url=url, stream=stream, subject_prefix=prefix,
+        create_stream=True, replicas=replicas, until_lsn=end,
+        create_slot=False, confirm_keepalives=False))
     bench_drain._report(t0, u0, s0, messages=h.published,
                         retries=h.retries, reorders=h.reorders)
 
@@ -95,11 +83,11 @@ def delete_stream(url, stream):
         print("  (could not delete stream %s: %s)" % (stream, e))
 
 
-def run_js(b, slot, end, url, replicas, nats_pids, source, n):
+def run_js(b, slot, end, url, replicas, nats_pids, n):
     stream = "BENCH%d" % n
     cmd = [sys.executable, os.path.abspath(__file__), "--child", "js",
            b.dsn, slot, str(end), url, stream, stream.lower(),
-           str(replicas), source]
+           str(replicas)]
     c0 = sum(proc_cpu(p) for p in nats_pids)
     t0 = time.monotonic()
     proc = bench_drain.spawn(cmd)
@@ -121,7 +109,7 @@ def main():
         if kind == "js":
             a = sys.argv[3:]
             return child_js(a[0], a[1], int(a[2]), a[3], a[4], a[5],
-                            int(a[6]), a[7])
+                            int(a[6]))
         return bench_drain.run_child(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -132,9 +120,6 @@ def main():
                    "quick 3)")
     p.add_argument("--replicas", default="1,3",
                    help="which streams: 1, 3 or 1,3 (default)")
-    p.add_argument("--source", choices=("async", "thread"), default="async",
-                   help="the publisher's source: AsyncReader (default) or "
-                   "the blocking Reader in a thread")
     p.add_argument("--json", metavar="PATH", help="also write the results")
     a = p.parse_args()
     a.reps = a.reps or (3 if a.quick else 5)
@@ -172,8 +157,7 @@ def main():
                     else:
                         url = cluster.url
                         pids = [x.pid for x in cluster.nodes]
-                    r = run_js(b, slot, end, url, int(c[1:]), pids,
-                               a.source, n)
+                    r = run_js(b, slot, end, url, int(c[1:]), pids, n)
                 results[c].append(r)
                 print("  rep %d %-4s wall %6.2f s  cpu %6.2f s  nats cpu "
                       "%6.2f s%s" % (rep + 1, c, r["wall"], r["cpu"],

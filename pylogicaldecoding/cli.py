@@ -184,6 +184,7 @@ def build_parser():
     s.add_argument("--progress", choices=("auto", "always", "never"),
                    default="auto", help="progress line on stderr for "
                    "--endpos/--drain (auto: when stderr is a terminal)")
+    _jetstream_arguments(s)
     s.set_defaults(func=cmd_stream)
 
     s = cmd("slots", "One row per replication slot: lag, retained WAL, "
@@ -523,6 +524,8 @@ def cmd_stream(args):
         create_slot=False, start_lsn=args.start,
         status_interval=args.status_interval,
         reconnect=bool(args.reconnect))
+    if args.to:
+        return _stream_to_jetstream(args, dsn, kw, reader_kwargs)
     tty = sys.stderr.isatty()
     show_progress = (args.endpos or args.drain) and (
         args.progress == "always" or (args.progress == "auto" and tty))
@@ -595,6 +598,52 @@ def cmd_stream(args):
                 out.close()
             except BrokenPipeError:
                 pass
+    return EXIT_OK
+
+
+# -- stream --to nats:// (pylogicaldecoding.jetstream) ------------------------
+
+def _jetstream_arguments(s):
+    g = s.add_argument_group(
+        "NATS JetStream (docs/scale-out.md; needs the 'jetstream' extra)")
+    g.add_argument("--to", metavar="nats://HOST:PORT",
+                   help="publish each change to JetStream instead of "
+                   "writing it; the slot is acked once JetStream stored it "
+                   "(several servers: comma separated)")
+    g.add_argument("--stream", default="PLD", metavar="NAME",
+                   help="the JetStream stream (default PLD)")
+    g.add_argument("--subject-prefix", default="pld", metavar="PREFIX",
+                   help="subjects PREFIX.<schema>.<table>, PREFIX._tx, "
+                   "PREFIX._msg (default pld)")
+    g.add_argument("--create-stream", action="store_true",
+                   help="create the stream if it does not exist")
+    g.add_argument("--replicas", type=int, default=1, metavar="N",
+                   help="with --create-stream: copies of each message "
+                   "(default 1; 3 on a three-node cluster)")
+
+
+def _stream_to_jetstream(args, dsn, kw, reader_kwargs):
+    """pld stream --to: the library's jetstream.run_stream()."""
+    from . import jetstream
+    for flag, bad in (("--file", args.file != "-"),
+                      ("--format raw", args.format == "raw"),
+                      ("--metrics-port", args.metrics_port is not None)):
+        if bad:
+            raise UsageError("%s does not go with --to" % flag)
+    if args.replicas < 1:
+        raise UsageError("--replicas must be at least 1")
+    # --create-slot: created when missing (--if-not-exists is implied)
+    reader_kwargs["create_slot"] = bool(args.create_slot)
+    end = "drain" if args.drain else (parse_lsn(args.endpos)
+                                      if args.endpos else None)
+    h = jetstream.run_stream(
+        dsn, url=args.to, stream=args.stream,
+        subject_prefix=args.subject_prefix, format=args.format,
+        create_stream=args.create_stream, replicas=args.replicas,
+        until_lsn=end, **reader_kwargs, **kw)
+    if h is not None:
+        logger.info("published %d messages to %s, acked up to %s",
+                    h.published, args.stream, format_lsn(h.acked_lsn))
     return EXIT_OK
 
 

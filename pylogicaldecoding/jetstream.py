@@ -219,6 +219,7 @@ class Handoff:
         self._work = asyncio.Event()
         self._lock = asyncio.Lock()      # publishing vs. resending
         self._reading_done = False
+        self._busy = False
         self._stop = False
         self._last_progress = time.monotonic()
 
@@ -262,6 +263,7 @@ class Handoff:
             async for msg in self.source:
                 if self._stop:
                     break
+                self._busy = True
                 for record in sink.records(msg):
                     while self._inflight >= self.window and not self._stop:
                         self._space.clear()
@@ -276,6 +278,7 @@ class Handoff:
                 if msg.change is not None and _is_ack_point(msg.change):
                     pending.append(msg.data_start)
                     self._work.set()
+                self._busy = False
         finally:
             self._reading_done = True
             self._work.set()
@@ -303,8 +306,19 @@ class Handoff:
                     self._ack_to = None
                 if self._reading_done or self._stop:
                     return
+                if self._past_until():
+                    self.stop()
+                    return
                 self._work.clear()
-                await self._work.wait()
+                if self.until_lsn is None:
+                    await self._work.wait()
+                else:
+                    # the source may pass until_lsn without a message
+                    # (keepalives): look again now and then
+                    try:
+                        await asyncio.wait_for(self._work.wait(), 0.05)
+                    except asyncio.TimeoutError:
+                        pass
                 continue
             head = pending[0]
             if isinstance(head, int):
@@ -351,6 +365,16 @@ class Handoff:
                 await self._recover(exc)
                 continue
             raise exc
+
+    def _past_until(self):
+        """True when every message up to until_lsn was handled: the source
+        (an AsyncReader) received or was told by the server that nothing
+        is left up to it, and every record is confirmed and acked."""
+        if self.until_lsn is None or self._busy or self._pending:
+            return False
+        src = self.source
+        return (getattr(src, "received_lsn", 0) >= self.until_lsn
+                or getattr(src, "server_wal_end", 0) >= self.until_lsn)
 
     async def _ack(self, lsn):
         # ack_nowait (AsyncReader) records the position for the next status
@@ -502,6 +526,8 @@ class JetStreamSink(Sink):
         doc; needs the stream to be written by this sink only); None (the
         default): only when the stream has a single replica.
     :param connect_timeout: seconds to wait for the first connection.
+    :param open_timeout: seconds to wait at start for a stream that does
+        not answer (no leader yet, an election).
     :param name, db: Debezium's ``source.name`` (default: the slot) and
         ``source.db``.
 
@@ -514,7 +540,7 @@ class JetStreamSink(Sink):
     def __init__(self, url, *, stream="PLD", subject_prefix="pld", slot,
                  format="json", create_stream=False, replicas=1,
                  duplicate_window=120.0, ordered=None, connect_timeout=5.0,
-                 name=None, db=None):
+                 open_timeout=30.0, name=None, db=None):
         self.servers = parse_servers(url)
         self.stream = stream
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n") \
@@ -533,6 +559,7 @@ class JetStreamSink(Sink):
         self.duplicate_window = duplicate_window
         self.ordered = ordered
         self.connect_timeout = connect_timeout
+        self.open_timeout = open_timeout
         self.nc = None
         self.duplicates = 0
         self._subject_cache = {}
@@ -596,13 +623,35 @@ class JetStreamSink(Sink):
         self._inbox = self.nc.new_inbox()
         await self.nc.subscribe(self._inbox + ".*", cb=self._on_ack)
 
+    async def _stream_info(self, js):
+        import nats.js.errors as jserr
+        deadline = time.monotonic() + self.open_timeout
+        while True:
+            # a stream without a leader (an election) answers nothing for
+            # a while: wait for it, up to open_timeout
+            try:
+                info = await js.stream_info(self.stream)
+                break
+            except jserr.NotFoundError:
+                raise
+            except Exception as e:
+                if (isinstance(e, jserr.APIError) and not isinstance(
+                        e, jserr.ServiceUnavailableError)) \
+                        or time.monotonic() > deadline:
+                    raise
+                logger.warning("JetStream stream %s does not answer (%s); "
+                               "trying again", self.stream,
+                               str(e) or type(e).__name__)
+                await asyncio.sleep(0.5)
+        return info
+
     async def _check_stream(self, js):
         import nats.js.errors as jserr
         from nats.js.api import StorageType, StreamConfig
         subjects = self.prefix + ".>"
         replicas = self.replicas
         try:
-            info = await js.stream_info(self.stream)
+            info = await self._stream_info(js)
             replicas = info.config.num_replicas or 1
         except jserr.NotFoundError:
             if not self.create_stream:
@@ -675,7 +724,7 @@ class JetStreamSink(Sink):
         return out
 
     def _records_of(self, change, msg):
-        lsn = getattr(change, "lsn", None) or msg.data_start
+        lsn = msg.data_start or getattr(change, "lsn", None)
         if isinstance(change, (_changes.Begin, _changes.BeginPrepare)):
             self._tx_begin = msg.data_start
             self._tx_n = 0
@@ -845,7 +894,7 @@ class JetStreamSink(Sink):
 
 # -- the whole thing -----------------------------------------------------------
 
-async def stream_to_jetstream(dsn, *, slot, url, stream="PLD",
+async def stream_to_jetstream(dsn="", *, slot, url, stream="PLD",
                               subject_prefix="pld", format="json",
                               create_stream=False, replicas=1,
                               duplicate_window=120.0, window=1000,
@@ -856,36 +905,78 @@ async def stream_to_jetstream(dsn, *, slot, url, stream="PLD",
     ``pld stream --to nats://...`` runs.
 
     Opens an `AsyncReader` on ``dsn`` (``reader_kwargs`` go to it: plugin,
-    options, create_slot...) unless ``source`` is given, a `JetStreamSink`
-    (``url``, ``stream``, ``subject_prefix``, ``format``,
-    ``create_stream``, ``replicas``, ``duplicate_window``) and runs a
-    `Handoff` (``window``, ``ack_timeout``, ``retry_timeout``,
-    ``until_lsn``). ``handoff_cb(handoff)`` is called once it exists (to
-    call ``stop()`` from a signal handler). The sink is opened before the
-    slot is read: a bad URL, an unreachable server or a missing stream
-    raise `SinkError` with nothing acked. Returns the `Handoff`.
+    options, create_slot, conninfo keywords...) unless ``source`` is
+    given, a `JetStreamSink` (``url``, ``stream``, ``subject_prefix``,
+    ``format``, ``create_stream``, ``replicas``, ``duplicate_window``) and
+    runs a `Handoff` (``window``, ``ack_timeout``, ``retry_timeout``,
+    ``until_lsn``: an LSN, or "drain" for the server's position at the
+    start). ``handoff_cb(handoff)`` is called once it exists (to call
+    ``stop()`` from a signal handler). The sink is opened before the slot
+    is read: a bad URL, an unreachable server or a missing stream raise
+    `SinkError` with nothing acked. Returns the `Handoff` (its counters).
     """
     sink = JetStreamSink(url, stream=stream, subject_prefix=subject_prefix,
                          slot=slot, format=format,
                          create_stream=create_stream, replicas=replicas,
                          duplicate_window=duplicate_window)
     await sink.open()           # fail before touching the slot
-
     try:
         if source is None:
             from .aio import AsyncReader
             source = AsyncReader(dsn, slot=slot, **reader_kwargs)
-        handoff = Handoff(source, sink, window=window,
-                          ack_timeout=ack_timeout,
-                          retry_timeout=retry_timeout, until_lsn=until_lsn)
-        if handoff_cb is not None:
-            handoff_cb(handoff)
-        enter = getattr(source, "__aenter__", None)
-        if enter is not None:
-            async with source:
-                await handoff.run()
-        else:
+        async with source:
+            if until_lsn == "drain":
+                until_lsn = (await source.identify_system()).xlogpos
+            elif isinstance(until_lsn, str):
+                from .lsn import parse_lsn
+                until_lsn = parse_lsn(until_lsn)
+            handoff = Handoff(source, sink, window=window,
+                              ack_timeout=ack_timeout,
+                              retry_timeout=retry_timeout,
+                              until_lsn=until_lsn)
+            if handoff_cb is not None:
+                handoff_cb(handoff)
             await handoff.run()
         return handoff
     finally:
         await sink.close()
+
+
+def run_stream(dsn="", **kwargs):
+    """`stream_to_jetstream()` for blocking code (the CLI): runs it in a new
+    event loop; SIGINT and SIGTERM stop it cleanly (what is stored is
+    acked, exit without error). Returns the `Handoff`."""
+    import signal
+
+    async def main():
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        holder = []
+        stopping = []
+
+        def on_signal():
+            stopping.append(1)
+            if holder and len(stopping) == 1:
+                holder[0].stop()        # settle, ack what is stored, end
+            else:
+                task.cancel()           # not streaming yet, or asked twice
+
+        def got_handoff(h):
+            holder.append(h)
+            if stopping:
+                h.stop()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal)
+        try:
+            return await stream_to_jetstream(
+                dsn, handoff_cb=got_handoff, **kwargs)
+        except asyncio.CancelledError:
+            if not stopping:
+                raise
+            return holder[0] if holder else None
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(main())

@@ -22,11 +22,7 @@ from pylogicaldecoding import jetstream, testing as pldtesting
 from pylogicaldecoding.jetstream import JetStreamSink, Handoff
 
 from jetstream_support import (
-    ThreadedSource, Writer, current_lsn, read_stream_sync, slot_position,
-    start_nats)
-
-HERE = os.path.dirname(os.path.abspath(__file__))
-PUBLISHER = os.path.join(HERE, "jetstream_publisher.py")
+    Writer, current_lsn, read_stream_sync, slot_position, start_nats)
 
 
 @pytest.fixture(scope="module")
@@ -62,9 +58,10 @@ def prefix_of(stream):
 
 
 def publisher(dsn, slot, url, stream, *extra):
-    args = [sys.executable, PUBLISHER, "--dsn", dsn, "--slot", slot,
-            "--to", url, "--stream", stream, "--subject-prefix",
-            prefix_of(stream)]
+    """`pld stream --to` as a user runs it."""
+    args = [sys.executable, "-m", "pylogicaldecoding", "stream", "-d", dsn,
+            "--slot", slot, "--to", url, "--stream", stream,
+            "--subject-prefix", prefix_of(stream)]
     return subprocess.Popen(args + list(extra), stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True,
                             start_new_session=True)
@@ -73,10 +70,9 @@ def publisher(dsn, slot, url, stream, *extra):
 def publish_until(dsn, slot, url, stream, until, **kw):
     async def main():
         return await jetstream.stream_to_jetstream(
-            dsn, slot=slot, url=url, stream=stream, subject_prefix=prefix_of(stream),
-            until_lsn=until,
-            source=ThreadedSource(dsn, slot=slot, create_slot=False,
-                                  options={"include-timestamp": "1"}), **kw)
+            dsn, slot=slot, url=url, stream=stream,
+            subject_prefix=prefix_of(stream), until_lsn=until,
+            create_slot=False, options={"include-timestamp": "1"}, **kw)
     return asyncio.run(asyncio.wait_for(main(), 60))
 
 
@@ -202,10 +198,7 @@ def last_stored_commit(url, stream):
         nc = await nats.connect([u for u in url.split(",")])
         try:
             js = nc.jetstream()
-            try:
-                seq = (await js.stream_info(stream)).state.last_seq
-            except Exception:
-                return 0
+            seq = (await js.stream_info(stream)).state.last_seq
             while seq > 0:
                 m = await js.get_msg(stream, seq)
                 if m.headers and m.headers.get("Pld-Kind") == "commit":
@@ -217,20 +210,45 @@ def last_stored_commit(url, stream):
     return asyncio.run(main())
 
 
-def assert_slot_not_ahead(sql, slot, start, url, stream):
-    """The slot's confirmed position is its start or covered by a commit
-    the stream holds."""
+def slot_vs_stream(sql, slot, url, stream):
+    """(confirmed_flush_lsn, LSN of the last commit the stream holds),
+    read in that order (the stream only grows meanwhile: taken while the
+    publisher is dead, as here, the check is exact)."""
     confirmed, _ = slot_position(sql, slot)
-    if confirmed != start:
-        stored = last_stored_commit(url, stream)
-        assert confirmed <= stored, (
-            "slot acked %s, the stream holds commits up to %s"
-            % (pld.format_lsn(confirmed), pld.format_lsn(stored)))
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return confirmed, last_stored_commit(url, stream)
+        except Exception:           # no leader yet: the stream only grows
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
 
 
-def wait_for(cond, timeout, what):
+def assert_slot_never_ahead(checks, msgs):
+    """For each (confirmed, stored) taken during the run: no transaction
+    committed between what the stream held and what the slot confirmed
+    (the slot may confirm past the last commit, up to a keepalive's
+    position, when every change before it is stored)."""
+    commits = [pld.parse_lsn(h["Pld-Lsn"]) for _, _, h, b in msgs
+               if b["kind"] == "commit"]
+    for confirmed, stored in checks:
+        ahead = [c for c in commits if stored < c <= confirmed]
+        assert not ahead, (
+            "the slot confirmed %s while the stream held commits up to %s: "
+            "commits %s were not stored yet" % (
+                pld.format_lsn(confirmed), pld.format_lsn(stored),
+                ", ".join(map(pld.format_lsn, ahead[:5]))))
+
+
+def wait_for(cond, timeout, what, proc=None):
+    """Wait until cond() (every 50 ms); fail after timeout, or at once
+    with its error output if the process ``proc`` exits."""
     deadline = time.monotonic() + timeout
     while not cond():
+        if proc is not None and proc.poll() is not None:
+            pytest.fail("the publisher exited (%s) while waiting for %s: %s"
+                        % (proc.returncode, what, proc.communicate()[1]))
         if time.monotonic() > deadline:
             pytest.fail("timed out waiting for %s" % what)
         time.sleep(0.05)
@@ -256,7 +274,7 @@ def stored_count(url, stream):
 def test_exactly_once_through_ten_publisher_kills(
         dsn, sql, slot_name, tables, nats_server, stream_name):
     create_slot(sql, slot_name)
-    start, _ = slot_position(sql, slot_name)
+    checks = []
     writer = Writer(dsn, tables)
     writer.start()
     rnd = random.Random(1414)
@@ -271,26 +289,27 @@ def test_exactly_once_through_ten_publisher_kills(
             before = stored_count(url, stream_name)
             # let it publish a little, then kill it mid-flight
             wait_for(lambda: stored_count(url, stream_name) > before + rnd.randint(5, 60),
-                     60, "progress before kill %d" % kills)
+                     60, "progress before kill %d" % kills, proc)
             assert proc.poll() is None, proc.communicate()[1]
             os.kill(proc.pid, signal.SIGKILL)
             proc.wait()
             proc.stdout.close()
             proc.stderr.close()
-            # the slot is never ahead of what the stream holds
-            assert_slot_not_ahead(sql, slot_name, start, url, stream_name)
+            checks.append(slot_vs_stream(sql, slot_name, url, stream_name))
             proc = publisher(dsn, slot_name, url, stream_name)
     finally:
         committed = writer.stop()
     end = current_lsn(sql)
     wait_for(lambda: slot_position(sql, slot_name)[0] >= end, 120,
-             "the publisher to catch up")
+             "the publisher to catch up", proc)
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
+    checks.append(slot_vs_stream(sql, slot_name, url, stream_name))
     msgs = read_stream_sync(url, stream_name)
     assert kills == 10 and writer.transactions > 50
     check_exactly_once(msgs, committed, prefix_of(stream_name))
+    assert_slot_never_ahead(checks, msgs)
 
 
 def _stream_exists(url, stream):
@@ -322,13 +341,16 @@ def nats_cluster():
 
 def test_cluster_loses_its_stream_leader(
         dsn, sql, slot_name, tables, nats_cluster, stream_name):
+    """R3 stream: the leader is SIGKILLed mid-run, and the publisher too
+    during the election; nothing lost, nothing twice, the slot never
+    confirms what the stream does not hold."""
     create_slot(sql, slot_name)
-    start, _ = slot_position(sql, slot_name)
     url = nats_cluster.url
+    checks = []
     writer = Writer(dsn, tables)
     writer.start()
     proc = publisher(dsn, slot_name, url, stream_name, "--create-stream",
-                     "--replicas", "3", "--ack-timeout", "2")
+                     "--replicas", "3")
     try:
         wait_for(lambda: proc.poll() is not None or (
             _stream_exists(url, stream_name)
@@ -338,24 +360,30 @@ def test_cluster_loses_its_stream_leader(
         assert leader is not None
         nats_cluster.node(leader).kill()
         alive = ",".join(n.url for n in nats_cluster.nodes if n.running)
-        before = 0
-        wait_for(lambda: stored_count(alive, stream_name) > 0, 60,
-                 "a new stream leader")
-        before = stored_count(alive, stream_name)
+        time.sleep(0.3)
+        # the publisher dies too, in the middle of the election
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.communicate()
+        checks.append(slot_vs_stream(sql, slot_name, alive, stream_name))
+        proc = publisher(dsn, slot_name, url, stream_name)
         # a new leader is elected and the publisher goes on
+        wait_for(lambda: stored_count(alive, stream_name) > 0, 60,
+                 "a new stream leader", proc)
+        before = stored_count(alive, stream_name)
         wait_for(lambda: stored_count(alive, stream_name) > before + 50, 60,
-                 "progress after the leader was killed")
+                 "progress after the leader was killed", proc)
         assert stream_leader(alive, stream_name) not in (None, leader)
-        assert_slot_not_ahead(sql, slot_name, start, alive, stream_name)
+        checks.append(slot_vs_stream(sql, slot_name, alive, stream_name))
         nats_cluster.node(leader).start()
     finally:
         committed = writer.stop()
     end = current_lsn(sql)
     wait_for(lambda: slot_position(sql, slot_name)[0] >= end, 120,
-             "the publisher to catch up")
-    assert_slot_not_ahead(sql, slot_name, start, url, stream_name)
+             "the publisher to catch up", proc)
+    checks.append(slot_vs_stream(sql, slot_name, url, stream_name))
     proc.send_signal(signal.SIGTERM)
     out, err = proc.communicate(timeout=30)
     assert proc.returncode == 0, err
-    check_exactly_once(read_stream_sync(url, stream_name), committed,
-                       prefix_of(stream_name))
+    msgs = read_stream_sync(url, stream_name)
+    check_exactly_once(msgs, committed, prefix_of(stream_name))
+    assert_slot_never_ahead(checks, msgs)
