@@ -726,6 +726,64 @@ def bin_tsvector(b):
     return " ".join(out)
 
 
+# tsquery operators: (text, priority) by code; NOT binds tightest
+_TSQ_OPS = {1: ("!", 4), 2: (" & ", 2), 3: (" | ", 1), 4: (None, 3)}
+
+
+def bin_tsquery(b):
+    """tsquery: its infix text as tsqueryout prints it ("'a' & ( 'b' |
+    !'c' ) <-> 'd'"), from the items in prefix order."""
+    (n,) = _I32.unpack_from(b)
+    pos = 4
+    items = []
+    for _ in range(n):
+        kind = b[pos]
+        if kind == 1:
+            weight, prefix = b[pos + 1], b[pos + 2]
+            end = b.index(b"\x00", pos + 3)
+            text = "'%s'" % bytes(b[pos + 3:end]).decode("utf-8").replace(
+                "'", "''").replace("\\", "\\\\")
+            if weight or prefix:
+                text += ":" + ("*" if prefix else "") + "".join(
+                    w for bit, w in ((8, "A"), (4, "B"), (2, "C"), (1, "D"))
+                    if weight & bit)
+            items.append((0, text))
+            pos = end + 1
+        elif kind == 2:
+            op = b[pos + 1]
+            if op not in _TSQ_OPS:
+                raise ValueError("unknown tsquery operator %d" % op)
+            pos += 2
+            dist = None
+            if op == 4:
+                (dist,) = struct.unpack_from("!h", b, pos)
+                pos += 2
+            items.append((op, dist))
+        else:
+            raise ValueError("unknown tsquery item type %d" % kind)
+    if not items:
+        return ""
+
+    def infix(i, parent, right_phrase):
+        # an operator is followed by its right operand, then its left one
+        op, arg = items[i]
+        if op == 0:
+            return arg, i + 1
+        text, prio = _TSQ_OPS[op]
+        if op == 1:
+            inner, j = infix(i + 1, prio, False)
+            out = "!" + inner
+            return ("( %s )" % out if prio < parent else out), j
+        paren = prio < parent or (op == 4 and right_phrase)
+        right, j = infix(i + 1, prio, op == 4)
+        left, j = infix(j, prio, False)
+        if op == 4:
+            text = " <-> " if arg == 1 else " <%d> " % arg
+        out = left + text + right
+        return ("( %s )" % out if paren else out), j
+    return infix(0, -1, False)[0]
+
+
 def _j2date(jd):
     """A Julian day number -> (year, month, day) (PostgreSQL's j2date)."""
     julian = jd + 32044
@@ -866,7 +924,7 @@ BUILTIN_TEXT_TYPES = [
     (2970, "txid_snapshot", "txid_snapshot", 2949, bin_snapshot),
     (3220, "pg_lsn", "pg_lsn", 3221, bin_pg_lsn),
     (3614, "tsvector", "tsvector", 3643, bin_tsvector),
-    (3615, "tsquery", "tsquery", 3645, bin_str_or_bytes),
+    (3615, "tsquery", "tsquery", 3645, bin_tsquery),
     (3734, "regconfig", "regconfig", 3735, bin_oid_int),
     (3769, "regdictionary", "regdictionary", 3770, bin_oid_int),
     (3904, "int4range", "int4range", 3905, RangeText(_int_text)),
