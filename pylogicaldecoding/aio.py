@@ -38,6 +38,7 @@ END_COPY_TIMEOUT = 5.0
 YIELD_EVERY = 0.005
 
 _READY, _TIMEOUT, _WAKEUP = "ready", "timeout", "wakeup"
+_NOTHING = object()     # no message read yet
 
 
 def _resolve(fut, value):
@@ -497,18 +498,24 @@ class AsyncReader:
             core.close()
             raise
 
-    async def _next(self, stream):
-        """The next message of ``stream``, or None when it has ended."""
+    async def _next(self, stream, first=_NOTHING):
+        """The next message of ``stream``, or None when it has ended.
+        ``first``: what the fast path's read_message() gave (or raised)."""
         core = self._core
         retry = stream.retry
         while True:
             try:
-                if not core.copying:
+                if first is not _NOTHING:
+                    msg, first = first, _NOTHING
+                    if isinstance(msg, BaseException):
+                        raise msg
+                elif not core.copying:
                     if self._stop_flag or stream.ended:
                         return None
                     await self._open_stream(stream.until_lsn)
                     continue
-                msg = core.read_message()
+                else:
+                    msg = core.read_message()
                 if msg is None:
                     if self._stop_flag:
                         await self._end_stream()
@@ -591,6 +598,7 @@ class AsyncReader:
 
 
 _DRAIN = object()
+_monotonic = time.monotonic
 
 
 class _Stream:
@@ -610,6 +618,23 @@ class _Stream:
         return self
 
     async def __anext__(self):
+        # the fast path: a message already there, nothing else to do
+        reader = self.reader
+        core = reader._core
+        first = _NOTHING
+        if (self.started and reader._busy is None and not reader._stop_flag
+                and core.copying):
+            try:
+                first = core.read_message()
+            except Exception as e:
+                first = e           # for the slow path's error handling
+            else:
+                if first and _monotonic() - self.yielded < YIELD_EVERY:
+                    self.quiet_since = None
+                    return first
+        return await self._slow(first)
+
+    async def _slow(self, first):
         reader = self.reader
         if self.ended and not reader._core.copying:
             raise StopAsyncIteration
@@ -629,7 +654,7 @@ class _Stream:
                         info = await reader.identify_system()
                         reader._begin("iterating")
                         self.until_lsn = info.xlogpos
-            msg = await reader._next(self)
+            msg = await reader._next(self, first)
         finally:
             reader._end()
         if msg is None:
