@@ -27,6 +27,7 @@ SOURCES = [
     "src/decode_test_decoding.c",
     "src/decode_pgoutput.c",
     "src/snapshot_type.c",
+    "src/aiter_type.c",
 ]
 HEADERS = [
     "src/pld.h",
@@ -38,6 +39,7 @@ HEADERS = [
     "src/convert.h",
     "src/decode.h",
     "src/snapshot.h",
+    "src/aiter.h",
 ]
 
 

@@ -76,6 +76,7 @@ class AsyncReader:
         self._core = _core.ReaderBase()
         rules.configure(self, dsn, **kwargs)
         self._stop_flag = False
+        self._iter = None           # the AsyncIter of the current stream
         self._loop = None
         self._waiter = None
         self._busy = None           # what runs on the connection now
@@ -357,7 +358,7 @@ class AsyncReader:
 
     def __aiter__(self):
         """``async for msg in reader``: stream until `stop()`."""
-        return _Stream(self, None)
+        return _Stream(self, None).it
 
     def stream(self, *, until_lsn=None):
         """An async iterator over the stream; with ``until_lsn`` (int or
@@ -390,6 +391,9 @@ class AsyncReader:
         acks sent) and the iterator finishes. Safe from any task and from
         any thread (and a signal handler)."""
         self._stop_flag = True
+        it = self._iter
+        if it is not None:
+            it.stopped = 1
         loop = self._loop
         if loop is None or loop.is_closed():
             return
@@ -528,11 +532,11 @@ class AsyncReader:
                     return None
                 stream.quiet_since = None
                 now = time.monotonic()
-                if now - stream.yielded >= YIELD_EVERY:
+                if now - stream.it.yielded >= YIELD_EVERY:
                     # a backlog never needs the loop to wait: let the
                     # other tasks run now and then all the same
                     await asyncio.sleep(0)
-                    stream.yielded = now
+                    stream.it.yielded = now
                 return msg
             except rules.RETRYABLE as e:
                 delay = retry.next_delay(
@@ -594,15 +598,16 @@ class AsyncReader:
             wait = min(wait, left)
         if await self._wait(False, wait, stoppable=True) == _READY:
             stream.quiet_since = None
-        stream.yielded = time.monotonic()
+        stream.it.yielded = time.monotonic()
 
 
 _DRAIN = object()
-_monotonic = time.monotonic
 
 
 class _Stream:
-    """The async iterator of `AsyncReader.stream()` and ``async for``."""
+    """A stream of `AsyncReader`: ``async for`` iterates over its
+    `_core.AsyncIter`, which delivers a message already read without any
+    Python code and calls `_slow()` for everything else."""
 
     def __init__(self, reader, until_lsn):
         self.reader = reader
@@ -612,30 +617,15 @@ class _Stream:
         self.ended = False
         self.quiet_since = None
         self.pinged = False
-        self.yielded = 0.0
+        self.it = _core.AsyncIter(reader._core, self._slow, YIELD_EVERY)
 
     def __aiter__(self):
-        return self
+        return self.it
 
-    async def __anext__(self):
-        # the fast path: a message already there, nothing else to do
+    async def _slow(self, first=_NOTHING):
         reader = self.reader
-        core = reader._core
-        first = _NOTHING
-        if (self.started and reader._busy is None and not reader._stop_flag
-                and core.copying):
-            try:
-                first = core.read_message()
-            except Exception as e:
-                first = e           # for the slow path's error handling
-            else:
-                if first and _monotonic() - self.yielded < YIELD_EVERY:
-                    self.quiet_since = None
-                    return first
-        return await self._slow(first)
-
-    async def _slow(self, first):
-        reader = self.reader
+        it = self.it
+        it.enabled = 0
         if self.ended and not reader._core.copying:
             raise StopAsyncIteration
         reader._begin("iterating")
@@ -643,6 +633,8 @@ class _Stream:
             if not self.started:
                 self.started = True
                 reader._stop_flag = False
+                reader._iter = it
+                it.stopped = 0
                 if self.until_lsn is _DRAIN or (
                         reader._core.copying
                         and reader._core.until_lsn != (self.until_lsn or 0)):
@@ -660,6 +652,7 @@ class _Stream:
         if msg is None:
             self.ended = True
             raise StopAsyncIteration
+        it.enabled = 1
         return msg
 
 

@@ -4,6 +4,7 @@
 #include "decode.h"
 #include "message.h"
 #include "pqpath.h"
+#include "aiter.h"
 #include "reader.h"
 #include "snapshot.h"
 #include "wire.h"
@@ -220,6 +221,7 @@ PyInit__core(void)
     }
     if (decode_init(m) < 0) { goto error; }
     if (copyconn_init_type(m) < 0) { goto error; }
+    if (aiter_init_type(m) < 0) { goto error; }
     if (PyModule_AddStringConstant(m, "__version__", PLD_VERSION) < 0) {
         goto error;
     }

@@ -65,5 +65,6 @@ typedef struct {
 } readerObject;
 
 HIDDEN RAISES_NEG int reader_init_type(void);
+HIDDEN PyObject *reader_read_message_nb(readerObject *self) RAISES;
 
 #endif /* PLD_READER_H */

