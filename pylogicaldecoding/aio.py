@@ -37,6 +37,19 @@ END_COPY_TIMEOUT = 5.0
 #: the other tasks run at least this often (seconds).
 YIELD_EVERY = 0.005
 
+#: Batching, as the C stream loop does it (reader_type.c): after
+#: BATCH_AFTER wake-ups in a row that brought messages, each less than
+#: BATCH_GAP seconds after the one before, the server is streaming a
+#: backlog: the socket is then reported readable only once a buffer full
+#: of data is there, and each wait lasts at most BATCH_DELAY, so that one
+#: wake-up of the loop serves a hundred messages rather than a handful. A
+#: wake-up bringing fewer than BATCH_MIN messages ends it; a live stream
+#: never batches.
+BATCH_GAP = 0.0002
+BATCH_AFTER = 16
+BATCH_DELAY = 0.0005
+BATCH_MIN = 8
+
 _READY, _TIMEOUT, _WAKEUP = "ready", "timeout", "wakeup"
 _NOTHING = object()     # no message read yet
 
@@ -490,6 +503,7 @@ class AsyncReader:
         """CopyDone, wait for the server to end the stream (bounded)."""
         core = self._core
         try:
+            core._set_batching(False)
             if core._end_copy_start():
                 await self._flush()
             deadline = time.monotonic() + END_COPY_TIMEOUT
@@ -596,9 +610,26 @@ class AsyncReader:
                 stream.pinged = True
             left = (recv_timeout if stream.pinged else recv_timeout / 2) - idle
             wait = min(wait, left)
+        count = core.message_count
+        if stream.batching:
+            if count - stream.seen < BATCH_MIN:
+                stream.batching, stream.quick = False, 0
+                core._set_batching(False)
+        elif count > stream.seen and stream.gap < BATCH_GAP:
+            stream.quick += 1
+            if stream.quick >= BATCH_AFTER:
+                stream.batching = True
+                core._set_batching(True)
+        else:
+            stream.quick = 0
+        if stream.batching:
+            wait = min(wait, BATCH_DELAY)
         if await self._wait(False, wait, stoppable=True) == _READY:
             stream.quiet_since = None
-        stream.it.yielded = time.monotonic()
+        now = time.monotonic()
+        stream.gap, stream.woke = now - stream.woke, now
+        stream.seen = core.message_count
+        stream.it.yielded = now
 
 
 _DRAIN = object()
@@ -617,6 +648,11 @@ class _Stream:
         self.ended = False
         self.quiet_since = None
         self.pinged = False
+        self.batching = False       # see BATCH_GAP
+        self.quick = 0
+        self.seen = 0
+        self.woke = 0.0
+        self.gap = 1.0
         self.it = _core.AsyncIter(reader._core, self._slow, YIELD_EVERY)
 
     def __aiter__(self):

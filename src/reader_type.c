@@ -876,6 +876,25 @@ reader_keepalive(readerObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+#define set_batching_doc \
+"_set_batching(on)\n\n" \
+"Ask the kernel not to report the socket readable before a buffer full of\n" \
+"data has arrived (SO_RCVLOWAT, see pq_set_batching()); the caller bounds\n" \
+"its waits meanwhile. Off again before any other wait."
+
+static PyObject *
+reader_set_batching(readerObject *self, PyObject *args)
+{
+    int on;
+    if (!PyArg_ParseTuple(args, "p", &on)) { return NULL; }
+    if (!self->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return NULL;
+    }
+    pq_set_batching(self, on);
+    Py_RETURN_NONE;
+}
+
 
 /* -- attributes -- */
 
@@ -1157,6 +1176,8 @@ static struct PyMethodDef reader_methods[] = {
         end_copy_poll_doc},
     {"_keepalive", (PyCFunction)reader_keepalive, METH_VARARGS,
         keepalive_doc},
+    {"_set_batching", (PyCFunction)reader_set_batching, METH_VARARGS,
+        set_batching_doc},
     {NULL}
 };
 
