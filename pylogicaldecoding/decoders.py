@@ -186,8 +186,8 @@ def _wal2json_bytea(s):
 
 #: The columns of every user table, in order, for wal2json's left-out
 #: unchanged TOAST values: (schema, table, column, 't' if the column can
-#: hold a TOAST pointer). Generated columns are left out (wal2json leaves
-#: them out too).
+#: hold a TOAST pointer). Stored generated columns are in (wal2json
+#: prints them).
 WAL2JSON_COLUMNS_QUERY = (
     "SELECT n.nspname, c.relname, a.attname,"
     " CASE WHEN a.attlen = -1 AND a.attstorage <> 'p' THEN 't' ELSE 'f' END"
@@ -195,19 +195,18 @@ WAL2JSON_COLUMNS_QUERY = (
     " JOIN pg_catalog.pg_class c ON c.oid = a.attrelid"
     " JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace"
     " WHERE c.relkind IN ('r', 'p') AND a.attnum > 0"
-    " AND NOT a.attisdropped%s"
+    " AND NOT a.attisdropped"
     " AND n.nspname NOT IN ('pg_catalog', 'information_schema')"
-    " AND n.nspname NOT LIKE 'pg\\_toast%%'"
+    " AND n.nspname NOT LIKE 'pg\\_toast%'"
     " ORDER BY c.oid, a.attnum")
 
 
 def load_wal2json_columns(execute, server_version=None):
     """Read the columns of the user tables with ``execute(sql) -> (names,
     rows)``: {(schema, table): [(column, toastable), ...]} in column
-    order, for `Wal2JsonDecoder`'s ``columns``."""
-    generated = "" if server_version is not None \
-        and server_version < 120000 else " AND a.attgenerated = ''"
-    _, rows = execute(WAL2JSON_COLUMNS_QUERY % generated)
+    order, for `Wal2JsonDecoder`'s ``columns``. (``server_version`` is
+    unused: the query works on every version wal2json supports.)"""
+    _, rows = execute(WAL2JSON_COLUMNS_QUERY)
     out = {}
     for schema, table, column, toastable in rows:
         out.setdefault((schema, table), []).append((column, toastable == "t"))

@@ -198,7 +198,8 @@ def test_unchanged_toast_is_unchanged(dsn, sql, slot_name, table, version):
     """An update that leaves a TOASTed column alone: wal2json leaves the
     column out; the Reader's decoder gives UNCHANGED, as test_decoding."""
     sql("ALTER TABLE %s ALTER data SET STORAGE EXTERNAL" % table)
-    sql("ALTER TABLE %s ADD other int, ADD tail text" % table)
+    sql("ALTER TABLE %s ADD other int, ADD tail text, ADD twice int "
+        "GENERATED ALWAYS AS (other * 2) STORED" % table)
     sql("INSERT INTO %s (data, other, tail) VALUES (repeat('x', 5000), 1, "
         "'t')" % table)
     create_slot(sql, slot_name, "wal2json")
@@ -208,11 +209,13 @@ def test_unchanged_toast_is_unchanged(dsn, sql, slot_name, table, version):
                                     150000)
     u1, u2 = changes_of(capture(dsn, sql, slot_name, "wal2json", opts),
                         pld.Update)
+    # a stored generated column is printed too (and is no reason to stop)
     assert u1.new == {"id": 1, "data": pld.UNCHANGED, "other": 2,
-                      "tail": "t"}
+                      "tail": "t", "twice": 4}
     assert u1.new["data"] is pld.UNCHANGED
-    assert list(u1.new) == ["id", "data", "other", "tail"]
-    assert u2.new == {"id": 1, "data": "small", "other": 3, "tail": "t"}
+    assert list(u1.new) == ["id", "data", "other", "tail", "twice"]
+    assert u2.new == {"id": 1, "data": "small", "other": 3, "tail": "t",
+                      "twice": 6}
     # the same as test_decoding says
     sql("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')",
         slot_name + "_td")
