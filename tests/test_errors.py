@@ -86,11 +86,18 @@ def test_silent_server_fails_within_connect_timeout():
         srv.close()
 
 
-def test_unknown_plugin(dsn, slot_name):
+def test_unknown_plugin(dsn, sql, slot_name):
     r = Collector(dsn, slot=slot_name, plugin="no_such_plugin")
     with pytest.raises(pld.UnknownPlugin) as info:
         r.start()
-    assert info.value.pgcode == "58P01"
+    if sql("SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'"):
+        # 18.6, 17.11, 16.15: refused before the library is looked for
+        assert type(info.value) is pld.PluginNotAllowed
+        assert info.value.pgcode == "42501"
+        assert "output_plugin_libraries" in str(info.value)
+    else:
+        assert type(info.value) is pld.UnknownPlugin
+        assert info.value.pgcode == "58P01"
     assert "no_such_plugin" in str(info.value)
     r.close()
 

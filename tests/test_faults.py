@@ -220,6 +220,7 @@ def test_slow_consumer_survives_wal_sender_timeout(dsn, sql, slot_name,
     r.close()
 
 
+@pytest.mark.needs("ssl")
 def test_tls_with_self_signed_certificate(slot_name):
     from pylogicaldecoding.testing import Server
     with Server(ssl=True) as srv:

@@ -168,6 +168,7 @@ def test_password_and_settings():
         assert secret not in ext.psql_command()
 
 
+@pytest.mark.needs("ssl")
 def test_ssl_require_and_verify():
     with Server(ssl=True) as srv:
         assert os.path.isfile(srv.ssl_cert)
