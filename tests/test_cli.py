@@ -511,6 +511,12 @@ def test_usage_errors_exit_2(args, message):
 
 
 def test_runtime_errors_exit_1(dsn, sql, slot_name):
+    if sql("SELECT 1 FROM pg_settings WHERE name = 'output_plugin_libraries'"):
+        # 18.6, 17.11, 16.15 refuse an unlisted plugin before looking for it
+        no_plugin = ('pld: error: library "no_such_plugin" may not be used '
+                     'as an output plugin')
+    else:
+        no_plugin = 'pld: error: could not access file "no_such_plugin"'
     cases = [
         (["-d", dsn, "stream", "--slot", slot_name, "--drain"],
          'pld: error: replication slot "%s" does not exist (create it with '
@@ -524,7 +530,7 @@ def test_runtime_errors_exit_1(dsn, sql, slot_name):
          "Connection refused"),
         (["-d", dsn, "stream", "--slot", slot_name, "--create-slot",
           "--plugin", "no_such_plugin", "--drain"],
-         'pld: error: could not access file "no_such_plugin"'),
+         no_plugin),
         (["-d", dsn, "slots", slot_name],
          'pld: error: replication slot %r does not exist' % slot_name),
         (["-d", dsn, "stream", "--slot", slot_name, "-f",
