@@ -75,7 +75,8 @@ class Service:
         if not rows:
             await r.execute("CREATE PUBLICATION %s FOR TABLE %s"
                             % (self.pub, self.table))
-        await r.execute("BEGIN ISOLATION LEVEL REPEATABLE READ")
+        # READ ONLY: PostgreSQL 18 requires it for SNAPSHOT 'use'
+        await r.execute("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
         await r.create_slot(snapshot="use")
         names, rows = await r.execute("SELECT * FROM %s" % self.table)
         await r.execute("COMMIT")

@@ -245,7 +245,9 @@ class Reader(_core.ReaderBase):
 
         ``temporary`` defaults to the Reader's setting. ``snapshot`` is
         'export' (the snapshot name is returned, usable until the next
-        command on this connection), 'use' or 'nothing'. Raises `SlotExists`
+        command on this connection), 'use' (inside a transaction opened
+        with ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` on this
+        connection: PostgreSQL 18 requires READ ONLY) or 'nothing'. Raises `SlotExists`
         if the slot exists.
         """
         self.connect()
