@@ -54,6 +54,8 @@ def pytest_configure(config):
     config.addinivalue_line(
         "markers", "needs(feature): the test needs 'wal2json' or 'ssl' from "
         "the server, or 'root' (see conftest: PLD_TEST_MAY_LACK)")
+    config.addinivalue_line(
+        "markers", "needs_wal2json: the same as needs('wal2json')")
     choice = os.environ.get(_CHOICE_ENV)
     if not choice or os.environ.get(_ENV):
         return
@@ -101,22 +103,54 @@ def _lacks(feature):
     return None
 
 
-def pytest_runtest_setup(item):
-    may_lack = {f.strip() for f in os.environ.get(_MAY_LACK_ENV, "").split(",")}
+_wal2json = {}
+
+
+def has_wal2json(server):
+    """Whether `server` can load the wal2json output plugin (tried once
+    per server with a temporary slot): None if it can, else the server's
+    error message."""
+    key = server.dsn
+    if key not in _wal2json:
+        conn = _connect(server.dsn)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT pg_create_logical_replication_slot("
+                            "'pld_probe_wal2json_' || pg_backend_pid(), "
+                            "'wal2json', true)")
+            _wal2json[key] = None
+        except psycopg2.Error as e:
+            _wal2json[key] = str(e).strip()
+        finally:
+            conn.close()
+    return _wal2json[key]
+
+
+def _needed(item):
+    """The features an item needs: needs(...) marks, and needs_wal2json
+    (the same as needs("wal2json"))."""
     for mark in item.iter_markers("needs"):
         for feature in mark.args:
-            if feature not in _FEATURES:
-                raise ValueError("unknown feature %r in needs()" % feature)
-            reason = _lacks(feature)
-            if reason is None:
-                continue
-            if feature not in may_lack:
-                pytest.fail("%s (this test needs %s; set %s=%s to report it "
-                            "as not run instead)"
-                            % (reason, feature, _MAY_LACK_ENV, feature),
-                            pytrace=False)
-            _not_run.append((item.nodeid, reason))
-            pytest.skip("not run: " + reason)
+            yield feature
+    if item.get_closest_marker("needs_wal2json") is not None:
+        yield "wal2json"
+
+
+def pytest_runtest_setup(item):
+    may_lack = {f.strip() for f in os.environ.get(_MAY_LACK_ENV, "").split(",")}
+    for feature in sorted(set(_needed(item))):
+        if feature not in _FEATURES:
+            raise ValueError("unknown feature %r in needs()" % feature)
+        reason = _lacks(feature)
+        if reason is None:
+            continue
+        if feature not in may_lack:
+            pytest.fail("%s (this test needs %s; set %s=%s to report it "
+                        "as not run instead)"
+                        % (reason, feature, _MAY_LACK_ENV, feature),
+                        pytrace=False)
+        _not_run.append((item.nodeid, reason))
+        pytest.skip("not run: " + reason)
 
 
 def pytest_terminal_summary(terminalreporter):
