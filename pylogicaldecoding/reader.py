@@ -218,12 +218,14 @@ class Reader(_core.ReaderBase):
 
     # -- replication commands --
 
-    def execute(self, command):
+    def execute(self, command, timeout=None):
         """Run a replication command or an SQL statement (connecting first
         if needed); return ``(column names, rows)``, rows being tuples of
-        str or None. Not while the stream runs."""
+        str or None. Not while the stream runs. ``timeout``: seconds to
+        wait for the answer (None: as long as it takes); past it the
+        connection is closed and ConnectionLost raised."""
         self.connect()
-        return super().execute(command)
+        return super().execute(command, timeout)
 
     def identify_system(self):
         """Run IDENTIFY_SYSTEM: the server's system id, timeline, current

@@ -32,7 +32,7 @@ export PYTHONMALLOC=malloc
 export PYTHONPATH="$WORK"
 
 if [ $# -eq 0 ]; then
-    set -- tests/test_core.py tests/test_reader.py tests/test_errors.py \
+    set -- tests/test_core.py tests/test_core_safety.py tests/test_reader.py tests/test_errors.py \
         tests/test_retention.py tests/test_leaks.py \
         $(ls tests/test_decode_*.py 2>/dev/null || true) -q -p no:cacheprovider
 fi
@@ -41,6 +41,8 @@ LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$ROOT/.venv/bin/python" -c \
     || { echo "run-sanitizers: the sanitized build is not the one imported" >&2; exit 1; }
 # The preload is for this Python only: initdb, postgres and psql started by
 # the tests must not inherit it (initdb hangs under it).
+# child interpreters started by the tests preload it again (run_isolated)
+export PLD_TEST_PRELOAD="$ASAN_LIB $UBSAN_LIB"
 LD_PRELOAD="$ASAN_LIB $UBSAN_LIB" "$ROOT/.venv/bin/python" -c '
 import os, sys
 os.environ.pop("LD_PRELOAD")

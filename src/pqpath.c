@@ -9,6 +9,7 @@
 #include <poll.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <sys/types.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -161,28 +162,86 @@ pq_connect(readerObject *self, const char *const *keys,
         return -1;
     }
     self->pgconn = conn;
+    self->owner_pid = getpid();
     return 0;
 }
 
-/* Close the connection; the caller holds the lock or no thread runs. */
+int
+pq_in_child(readerObject *self)
+{
+    return self->pgconn && self->owner_pid != getpid();
+}
+
+/* Free a connection inherited across fork() without a word on its socket,
+ * which the parent still uses: put an unconnected socket in its place
+ * (dup2() swaps them at once, so no other thread can get the number in
+ * between), then PQfinish() talks into that one and closes it. */
+static void
+forget_inherited(PGconn *conn)
+{
+    int fd = PQsocket(conn), dummy;
+
+    if (fd >= 0) {
+        if ((dummy = socket(AF_UNIX, SOCK_STREAM, 0)) < 0) {
+            return;     /* leak it rather than talk on the parent's socket */
+        }
+        if (dup2(dummy, fd) < 0) {
+            close(dummy);
+            return;
+        }
+        close(dummy);
+    }
+    PQfinish(conn);
+}
+
+/* Close the connection. The lock must not be held. In a child process
+ * (after fork()) the connection is freed without sending Terminate. */
 void
 pq_close(readerObject *self)
 {
-    if (self->pgconn) {
-        PGconn *conn = self->pgconn;
+    PGconn *conn;
+
+    if (!self->pgconn) { return; }
+    if (pq_in_child(self)) {
+        /* no LOCK(): another thread of the parent may have held it at
+         * fork() time, and no other thread exists here */
+        conn = self->pgconn;
         self->pgconn = NULL;
         self->copying = 0;
+        self->out_pending = 0;
         self->connecting = self->cmd_running = self->ending_copy = 0;
         PQclear(self->cmd_result);
         self->cmd_result = NULL;
-        Py_BEGIN_ALLOW_THREADS
-        PQfinish(conn);
-        Py_END_ALLOW_THREADS
+        forget_inherited(conn);
+        return;
     }
+    LOCK(self);
+    conn = self->pgconn;
+    self->pgconn = NULL;
+    self->copying = 0;
+    self->out_pending = 0;
+    UNLOCK(self);
+    self->connecting = self->cmd_running = self->ending_copy = 0;
+    PQclear(self->cmd_result);
+    self->cmd_result = NULL;
+    Py_BEGIN_ALLOW_THREADS
+    PQfinish(conn);
+    Py_END_ALLOW_THREADS
+}
+
+/* Seconds left until deadline (monotonic; negative deadline: none, -1). */
+static double
+time_left(double deadline)
+{
+    double left;
+    if (deadline < 0) { return -1.0; }
+    left = deadline - wire_monotonic();
+    return left > 0 ? left : 0.0;
 }
 
 /* Wait until the socket is ready, the wakeup pipe is written, a signal
- * arrives or the timeout (seconds; negative: none) expires.
+ * arrives or the timeout (seconds; negative: none) expires. While a status
+ * update is only partly written (out_pending), writability wakes us too.
  *
  * The GIL is released while waiting; the caller must not hold the lock.
  * poll(), not select(): the socket may be above FD_SETSIZE. */
@@ -191,11 +250,19 @@ pq_wait(readerObject *self, int for_write, double timeout)
 {
     struct pollfd fds[2];
     nfds_t n = 1;
-    int rv, ms;
+    int rv, ms, fd;
 
     if (pq_check_open(self) < 0) { return -1; }
-    fds[0].fd = PQsocket(self->pgconn);
-    fds[0].events = for_write ? POLLOUT : POLLIN;
+    if ((fd = PQsocket(self->pgconn)) < 0) {
+        pq_raise_message(pld_ConnectionLost,
+            "the connection has no socket (it was lost)");
+        return -1;
+    }
+    LOCK(self);
+    if (self->out_pending) { for_write = 1; }
+    UNLOCK(self);
+    fds[0].fd = fd;
+    fds[0].events = for_write ? (POLLIN | POLLOUT) : POLLIN;
     fds[0].revents = 0;
     if (self->wakeup_fds[0] >= 0) {
         fds[1].fd = self->wakeup_fds[0];
@@ -268,12 +335,35 @@ pq_set_batching(readerObject *self, int on)
 #endif
 }
 
-static RAISES_NEG int
-flush_all(readerObject *self)
+/* A status update queued earlier is now all written. Lock held. */
+static void
+status_sent(readerObject *self)
 {
-    int rv;
-    while ((rv = PQflush(self->pgconn)) == 1) {
-        if (pq_wait(self, 1, -1) < 0) { return -1; }
+    self->out_pending = 0;
+    self->sent_flushed_lsn = self->queued_flushed_lsn;
+    if (self->flushed_lsn == self->queued_flushed_lsn) {
+        self->feedback_pending = 0;
+    }
+    self->status_count++;
+}
+
+/* Write everything libpq has queued, waiting for the socket to take it
+ * until deadline (monotonic seconds, negative: none). Return 0 when all is
+ * written, 1 on timeout (nothing raised), -1 with an exception set. */
+static RAISES_NEG int
+flush_all(readerObject *self, double deadline)
+{
+    int rv, w;
+    double left;
+
+    for (;;) {
+        LOCK(self);
+        rv = PQflush(self->pgconn);
+        if (rv == 0 && self->out_pending) { status_sent(self); }
+        UNLOCK(self);
+        if (rv != 1) { break; }
+        if ((left = time_left(deadline)) == 0.0) { return 1; }
+        if ((w = pq_wait(self, 1, left)) < 0) { return -1; }
     }
     if (rv < 0) {
         pq_raise(self, NULL, NULL);
@@ -285,7 +375,14 @@ flush_all(readerObject *self)
 RAISES_NEG int
 pq_consume_input(readerObject *self)
 {
-    if (!PQconsumeInput(self->pgconn)) {
+    int ok;
+
+    LOCK(self);
+    if (!(ok = PQconsumeInput(self->pgconn))) {
+        self->copying = 0;      /* the keepalive thread leaves it alone */
+    }
+    UNLOCK(self);
+    if (!ok) {
         pq_raise(self, NULL, NULL);
         return -1;
     }
@@ -293,33 +390,60 @@ pq_consume_input(readerObject *self)
 }
 
 /* Wait for the next result of a command without blocking the process
- * (signals are served while waiting). *res is NULL when there is none. */
+ * (signals are served while waiting), until deadline (monotonic seconds,
+ * negative: none). *res is NULL when there is none. Return 1 on timeout
+ * (nothing raised). */
 static RAISES_NEG int
-get_result(readerObject *self, PGresult **res)
+get_result(readerObject *self, PGresult **res, double deadline)
 {
-    while (PQisBusy(self->pgconn)) {
-        if (pq_wait(self, 0, -1) < 0) { return -1; }
+    int busy;
+    double left;
+
+    *res = NULL;
+    for (;;) {
+        LOCK(self);
+        if (!(busy = PQisBusy(self->pgconn))) {
+            *res = PQgetResult(self->pgconn);
+        }
+        UNLOCK(self);
+        if (!busy) { return 0; }
+        if ((left = time_left(deadline)) == 0.0) { return 1; }
+        if (pq_wait(self, 0, left) < 0) { return -1; }
         if (pq_consume_input(self) < 0) { return -1; }
     }
-    *res = PQgetResult(self->pgconn);
-    return 0;
+}
+
+static void
+raise_no_answer(double timeout)
+{
+    PyErr_Format(pld_ConnectionLost,
+        "no answer from the server within %.3g s: the connection is "
+        "closed", timeout);
 }
 
 /* Send a command and return its last result, with every earlier one
- * discarded; NULL with an exception set on failure. */
+ * discarded; NULL with an exception set on failure. timeout: seconds,
+ * negative for none. */
 static PGresult *
-send_command(readerObject *self, const char *command)
+send_command(readerObject *self, const char *command, double timeout)
 {
     PGresult *res = NULL, *next = NULL;
+    double deadline = timeout < 0 ? -1.0 : wire_monotonic() + timeout;
+    int rv;
 
     if (pq_check_open(self) < 0) { return NULL; }
-    if (!PQsendQuery(self->pgconn, command)) {
+    LOCK(self);
+    rv = PQsendQuery(self->pgconn, command);
+    UNLOCK(self);
+    if (!rv) {
         pq_raise(self, NULL, NULL);
         return NULL;
     }
-    if (flush_all(self) < 0) { goto error; }
+    if ((rv = flush_all(self, deadline)) < 0) { goto error; }
+    if (rv > 0) { raise_no_answer(timeout); goto error; }
     for (;;) {
-        if (get_result(self, &next) < 0) { goto error; }
+        if ((rv = get_result(self, &next, deadline)) < 0) { goto error; }
+        if (rv > 0) { raise_no_answer(timeout); goto error; }
         if (!next) { break; }
         PQclear(res);
         res = next;
@@ -384,7 +508,7 @@ exit:
 /* Run a command (replication command or SQL) with the simple query
  * protocol; return (column names, rows of str or None). */
 PyObject *
-pq_execute(readerObject *self, const char *command)
+pq_execute(readerObject *self, const char *command, double timeout)
 {
     PGresult *res = NULL;
     PyObject *rv = NULL;
@@ -394,7 +518,7 @@ pq_execute(readerObject *self, const char *command)
             "cannot run a command while the stream is running");
         return NULL;
     }
-    if (!(res = send_command(self, command))) { goto exit; }
+    if (!(res = send_command(self, command, timeout))) { goto exit; }
     switch (PQresultStatus(res)) {
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
@@ -422,7 +546,7 @@ exit:
 
 /* Send START_REPLICATION and enter COPY BOTH. */
 RAISES_NEG int
-pq_start_copy(readerObject *self, const char *command)
+pq_start_copy(readerObject *self, const char *command, double timeout)
 {
     PGresult *res = NULL;
     int rv = -1;
@@ -431,7 +555,7 @@ pq_start_copy(readerObject *self, const char *command)
         PyErr_SetString(pld_ProgrammingError, "the stream is already running");
         return -1;
     }
-    if (!(res = send_command(self, command))) { goto exit; }
+    if (!(res = send_command(self, command, timeout))) { goto exit; }
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
             pq_raise(self, res, NULL);
@@ -443,7 +567,10 @@ pq_start_copy(readerObject *self, const char *command)
         }
         goto exit;
     }
+    LOCK(self);
     self->copying = 1;
+    self->out_pending = 0;
+    UNLOCK(self);
     rv = 0;
 
 exit:
@@ -451,29 +578,42 @@ exit:
     return rv;
 }
 
-/* The server ended COPY BOTH: collect the command's results. */
+/* COPY BOTH has ended (copying already cleared): collect the command's
+ * results until deadline (monotonic seconds). Return 0, 1 if the server
+ * did not finish in time (nothing raised), or -1 with an exception set.
+ * The lock is not held: every wait happens outside it. */
 static RAISES_NEG int
-copy_ended(readerObject *self)
+copy_ended(readerObject *self, double deadline)
 {
     PGresult *res = NULL;
-    int rv = 0;
+    int rv = 0, busy, g, ok;
 
-    self->copying = 0;
     for (;;) {
         if (rv < 0) {
             /* an error is set: take only what libpq already has */
-            if (PQisBusy(self->pgconn)) { break; }
-            res = PQgetResult(self->pgconn);
+            LOCK(self);
+            if (!(busy = PQisBusy(self->pgconn))) {
+                res = PQgetResult(self->pgconn);
+            }
+            UNLOCK(self);
+            if (busy) { break; }
         }
-        else if (get_result(self, &res) < 0) { return -1; }
+        else {
+            if ((g = get_result(self, &res, deadline)) < 0) { return -1; }
+            if (g > 0) { return 1; }
+        }
         if (!res) { break; }
         if (PQresultStatus(res) == PGRES_COPY_IN) {
             /* the server sent CopyDone first: libpq waits for ours */
             PQclear(res);
-            if (PQputCopyEnd(self->pgconn, NULL) < 0 || flush_all(self) < 0) {
-                if (!PyErr_Occurred()) { pq_raise(self, NULL, NULL); }
+            LOCK(self);
+            ok = PQputCopyEnd(self->pgconn, NULL) >= 0;
+            UNLOCK(self);
+            if (!ok) {
+                pq_raise(self, NULL, NULL);
                 return -1;
             }
+            if ((g = flush_all(self, deadline)) != 0) { return g; }
             continue;
         }
         if (PQresultStatus(res) == PGRES_COPY_OUT
@@ -489,9 +629,25 @@ copy_ended(readerObject *self)
             rv = -1;
         }
         PQclear(res);
+        res = NULL;
         if (PQstatus(self->pgconn) == CONNECTION_BAD) { break; }
     }
     return rv;
+}
+
+/* The server ended the stream: read the end of the command, for at most
+ * recv_timeout (or PQ_END_TIMEOUT) seconds; a server that does not finish
+ * in time has its connection closed. */
+static RAISES_NEG int
+stream_ended(readerObject *self)
+{
+    double timeout = self->recv_timeout > 0 ? self->recv_timeout
+                                            : PQ_END_TIMEOUT;
+    int rv = copy_ended(self, wire_monotonic() + timeout);
+
+    if (rv < 0) { return -1; }
+    if (rv > 0) { pq_close(self); }
+    return PQ_MSG_END;
 }
 
 static void
@@ -505,38 +661,53 @@ raise_short(readerObject *self, char kind, int len)
 }
 
 /* Read the next XLogData message from what libpq already has; answer the
- * keepalives met on the way. Call with the lock held. */
+ * keepalives met on the way. Call without the lock: it is taken for the
+ * libpq calls and the positions only, the Python objects are made and the
+ * errors raised outside it. */
 RAISES_NEG int
 pq_read_message(readerObject *self, PyObject **msg)
 {
     char *buf = NULL;
-    int len;
+    int len, failed;
     lsn_t data_start, wal_end;
     int64_t send_time;
     PyObject *payload;
 
     for (;;) {
+        LOCK(self);
+        if (!self->pgconn || !self->copying) {
+            UNLOCK(self);
+            PyErr_SetString(pld_InterfaceError, "the stream is not running");
+            return -1;
+        }
         len = PQgetCopyData(self->pgconn, &buf, 1);
-        if (len == 0) { return PQ_MSG_NONE; }
+        if (len == 0) {
+            UNLOCK(self);
+            return PQ_MSG_NONE;
+        }
         if (len == -1) {
-            return copy_ended(self) < 0 ? -1 : PQ_MSG_END;
+            self->copying = 0;
+            UNLOCK(self);
+            return stream_ended(self);
         }
         if (len < 0) {
             self->copying = 0;
+            UNLOCK(self);
             pq_raise(self, NULL, NULL);
             return -1;
         }
 
-        switch (buf[0]) {
-        case 'w':
-            if (len < WIRE_XLOGDATA_HDR) {
-                raise_short(self, 'w', len);
-                PQfreemem(buf);
-                return -1;
-            }
+        if (buf[0] == 'w' && len >= WIRE_XLOGDATA_HDR) {
             data_start = wire_get_u64(buf + 1);
             wal_end = wire_get_u64(buf + 9);
             send_time = (int64_t)wire_get_u64(buf + 17);
+            if (wal_end > self->server_wal_end) {
+                self->server_wal_end = wal_end;
+            }
+            self->messages++;
+            self->bytes += len - WIRE_XLOGDATA_HDR;
+            UNLOCK(self);
+
             if (self->binary) {
                 payload = PyBytes_FromStringAndSize(
                     buf + WIRE_XLOGDATA_HDR, len - WIRE_XLOGDATA_HDR);
@@ -556,67 +727,80 @@ pq_read_message(readerObject *self, PyObject **msg)
             }
             PQfreemem(buf);
             if (!payload) { return -1; }
-            if (wal_end > self->server_wal_end) {
-                self->server_wal_end = wal_end;
-            }
-            self->messages++;
-            self->bytes += len - WIRE_XLOGDATA_HDR;
             if (!(*msg = message_new(payload, data_start, wal_end, send_time))) {
                 return -1;
             }
             return PQ_MSG_DATA;
+        }
 
-        case 'k':
-            if (len < WIRE_KEEPALIVE_LEN) {
-                raise_short(self, 'k', len);
-                PQfreemem(buf);
+        if (buf[0] == 'k' && len >= WIRE_KEEPALIVE_LEN) {
+            int reply = buf[17] != 0;
+            wal_end = wire_get_u64(buf + 1);
+            failed = 0;
+            if (wal_end > self->server_wal_end) {
+                self->server_wal_end = wal_end;
+            }
+            /* A keepalive's walEnd is where the walsender has decoded
+             * to: every transaction committed before it was sent ahead
+             * of this message, and one still being sent or not yet
+             * committed ends after it. So once every message delivered
+             * so far is acked, confirming walEnd skips nothing unacked,
+             * and a quiet slot does not hold WAL forever. */
+            if (self->confirm_keepalives && !self->unacked
+                    && wal_end > self->flushed_lsn) {
+                self->flushed_lsn = wal_end;
+                self->feedback_pending = 1;
+            }
+            if (reply && pq_send_status_nogil(self, 0) < 0) {
+                self->copying = 0;
+                failed = 1;
+            }
+            UNLOCK(self);
+            PQfreemem(buf);
+            if (failed) {
+                pq_raise(self, NULL, NULL);
                 return -1;
             }
-            wal_end = wire_get_u64(buf + 1);
-            {
-                int reply = buf[17] != 0;
-                PQfreemem(buf);
-                if (wal_end > self->server_wal_end) {
-                    self->server_wal_end = wal_end;
-                }
-                /* A keepalive's walEnd is where the walsender has decoded
-                 * to: every transaction committed before it was sent ahead
-                 * of this message, and one still being sent or not yet
-                 * committed ends after it. So once every message delivered
-                 * so far is acked, confirming walEnd skips nothing unacked,
-                 * and a quiet slot does not hold WAL forever. */
-                if (self->confirm_keepalives && !self->unacked
-                        && wal_end > self->flushed_lsn) {
-                    self->flushed_lsn = wal_end;
-                    self->feedback_pending = 1;
-                }
-                if (reply && pq_send_status(self, 0) < 0) { return -1; }
-            }
-            break;
+            continue;
+        }
 
-        default: {
+        UNLOCK(self);
+        if (buf[0] == 'w' || buf[0] == 'k') {
+            raise_short(self, buf[0], len);
+        }
+        else {
             char lsn[LSN_BUFSIZE];
             wire_format_lsn(lsn, sizeof(lsn), self->received_lsn);
             PyErr_Format(pld_DecodingError,
                 "malformed message from the server: unknown message type "
                 "0x%02x (%d bytes, after %s)", (unsigned char)buf[0], len, lsn);
-            PQfreemem(buf);
-            return -1;
         }
-        }
+        PQfreemem(buf);
+        return -1;
     }
 }
 
 /* Send a standby status update: the acked position as flushed, and
  * nothing beyond it. Usable without the GIL (the keepalive thread);
- * return -1 on failure without setting an exception. Lock held. */
+ * return -1 on failure without setting an exception. Lock held.
+ *
+ * Non-blocking: what the socket does not take at once stays queued in
+ * libpq (out_pending) and counts as sent only once it is all written;
+ * until then no other update is queued, the waits also wake up for
+ * writability and the next call writes the rest first. */
 int
 pq_send_status_nogil(readerObject *self, int reply)
 {
     char buf[WIRE_STATUS_LEN];
     lsn_t written;
+    int rv;
 
     if (!self->pgconn || !self->copying) { return 0; }
+    if (self->out_pending) {
+        if ((rv = PQflush(self->pgconn)) < 0) { return -1; }
+        if (rv == 1) { return 0; }
+        status_sent(self);
+    }
     /* Written: everything received, up to the server's last walEnd (as
      * the built-in subscriber reports it). It does not move the slot, but
      * a server shutting down waits for it to reach its end of WAL. */
@@ -626,78 +810,126 @@ pq_send_status_nogil(readerObject *self, int reply)
     wire_build_status(buf, written, self->flushed_lsn, self->flushed_lsn,
                       wire_pg_now(), reply);
     if (PQputCopyData(self->pgconn, buf, WIRE_STATUS_LEN) != 1) { return -1; }
-    /* 1 means "queued, not all sent": libpq sends the rest when it next
-     * reads or writes; a 34-byte message rarely waits. */
-    if (PQflush(self->pgconn) < 0) { return -1; }
-    self->sent_flushed_lsn = self->flushed_lsn;
+    self->queued_flushed_lsn = self->flushed_lsn;
     self->last_status = wire_monotonic();
-    self->feedback_pending = 0;
-    self->status_count++;
+    if ((rv = PQflush(self->pgconn)) < 0) { return -1; }
+    if (rv == 1) {
+        self->out_pending = 1;
+        return 0;
+    }
+    status_sent(self);
     return 0;
 }
 
+/* Send a status update now (lock not held); raise on failure. */
 RAISES_NEG int
 pq_send_status(readerObject *self, int reply)
 {
-    if (pq_send_status_nogil(self, reply) < 0) {
+    int rv;
+
+    LOCK(self);
+    if ((rv = pq_send_status_nogil(self, reply)) < 0) {
+        self->copying = 0;
+    }
+    UNLOCK(self);
+    if (rv < 0) {
         pq_raise(self, NULL, NULL);
         return -1;
     }
     return 0;
 }
 
-/* Send a status update if an ack waits or status_interval has passed
- * since the last one (now: the monotonic clock). Lock held. */
+/* Write the rest of a partly written update, then send one if an ack
+ * waits or status_interval has passed since the last one (now: the
+ * monotonic clock). Lock not held. */
 RAISES_NEG int
 pq_send_status_if_due(readerObject *self, double now)
 {
-    if (self->feedback_pending
-            || now - self->last_status >= self->status_interval) {
-        return pq_send_status(self, 0);
+    int rv = 0;
+
+    LOCK(self);
+    if (self->out_pending && self->pgconn) {
+        if ((rv = PQflush(self->pgconn)) == 0) { status_sent(self); }
+        else if (rv == 1) { rv = 0; }
+    }
+    if (rv == 0 && !self->out_pending && (self->feedback_pending
+            || now - self->last_status >= self->status_interval)) {
+        rv = pq_send_status_nogil(self, 0);
+    }
+    if (rv < 0) { self->copying = 0; }
+    UNLOCK(self);
+    if (rv < 0) {
+        pq_raise(self, NULL, NULL);
+        return -1;
+    }
+    return 0;
+}
+
+/* Before closing: send the acked position and write it out within
+ * timeout seconds. Errors are not raised (the connection is closing);
+ * return -1 only with an exception that must propagate (a signal
+ * handler's). Lock not held. */
+RAISES_NEG int
+pq_final_status(readerObject *self, double timeout)
+{
+    int rv = 0, pending;
+
+    if (!self->pgconn || pq_in_child(self)) { return 0; }
+    LOCK(self);
+    if (self->copying && PQstatus(self->pgconn) == CONNECTION_OK) {
+        rv = pq_send_status_nogil(self, 0);
+    }
+    pending = self->out_pending;
+    UNLOCK(self);
+    if (rv == 0 && pending
+            && flush_all(self, wire_monotonic() + timeout) < 0) {
+        if (!PyErr_ExceptionMatches(pld_Error)) { return -1; }
+        PyErr_Clear();
     }
     return 0;
 }
 
 /* End COPY BOTH from our side: send CopyDone, discard what the server
- * still sends, and read the command's end. Return 1 if the server did
- * not finish within timeout seconds (the caller should close). */
+ * still sends, and read the command's end, all within timeout seconds.
+ * Return 1 if the server did not finish in time (the caller should
+ * close). Lock not held. */
 RAISES_NEG int
 pq_end_copy(readerObject *self, double timeout)
 {
-    double deadline = wire_monotonic() + timeout;
+    double deadline = wire_monotonic() + timeout, left;
     char *buf = NULL;
-    int len;
+    int len, rv, w;
 
     if (!self->pgconn || !self->copying) { return 0; }
-    if (PQputCopyEnd(self->pgconn, NULL) < 0) {
-        self->copying = 0;
+    LOCK(self);
+    if ((rv = PQputCopyEnd(self->pgconn, NULL)) < 0) { self->copying = 0; }
+    UNLOCK(self);
+    if (rv < 0) {
         pq_raise(self, NULL, NULL);
         return -1;
     }
-    if (flush_all(self) < 0) { return -1; }
+    if ((rv = flush_all(self, deadline)) != 0) { return rv; }
     for (;;) {
+        LOCK(self);
         len = PQgetCopyData(self->pgconn, &buf, 1);
+        if (len < 0) { self->copying = 0; }
+        UNLOCK(self);
         if (len > 0) {
             PQfreemem(buf);
             continue;
         }
         if (len == -1) { break; }
         if (len < -1) {
-            self->copying = 0;
             pq_raise(self, NULL, NULL);
             return -1;
         }
-        {
-            double left = deadline - wire_monotonic();
-            int w;
-            if (left <= 0) { return 1; }
-            if ((w = pq_wait(self, 0, left)) < 0) { return -1; }
-            if (w == PQ_WAIT_READY && pq_consume_input(self) < 0) {
-                return -1;
-            }
+        if ((left = time_left(deadline)) == 0.0) { return 1; }
+        if ((w = pq_wait(self, 0, left)) < 0) { return -1; }
+        if (w == PQ_WAIT_READY && pq_consume_input(self) < 0) {
+            return -1;
         }
     }
-    return copy_ended(self);
+    return copy_ended(self, deadline);
 }
 
 
@@ -725,6 +957,7 @@ pq_connect_start(readerObject *self, const char *const *keys,
         return -1;
     }
     self->pgconn = conn;
+    self->owner_pid = getpid();
     self->connecting = 1;
     return 0;
 }
@@ -766,7 +999,12 @@ pq_flush(readerObject *self)
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return -1;
     }
-    if ((rv = PQflush(self->pgconn)) < 0) {
+    LOCK(self);     /* the keepalive thread may be sending */
+    if ((rv = PQflush(self->pgconn)) == 0 && self->out_pending) {
+        status_sent(self);
+    }
+    UNLOCK(self);
+    if (rv < 0) {
         pq_raise(self, NULL, NULL);
         return -1;
     }
@@ -872,10 +1110,23 @@ pq_poll_result(readerObject *self, PyObject **out)
 RAISES_NEG int
 pq_end_copy_start(readerObject *self)
 {
+    int rv;
+
     if (!self->pgconn || !self->copying || self->ending_copy) { return 0; }
-    if (pq_send_status(self, 0) < 0) { return -1; }
-    if (PQputCopyEnd(self->pgconn, NULL) < 0) {
-        self->copying = 0;
+    LOCK(self);
+    if (self->out_pending && PQflush(self->pgconn) == 0) {
+        status_sent(self);
+    }
+    /* no waiting here: the last update is queued behind a partly written
+     * one, if any, and counts as sent with it */
+    self->out_pending = 0;
+    if ((rv = pq_send_status_nogil(self, 0)) == 0
+            && PQputCopyEnd(self->pgconn, NULL) < 0) {
+        rv = -1;
+    }
+    if (rv < 0) { self->copying = 0; }
+    UNLOCK(self);
+    if (rv < 0) {
         pq_raise(self, NULL, NULL);
         return -1;
     }

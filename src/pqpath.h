@@ -10,6 +10,10 @@
 #define PQ_MSG_DATA 1       /* an XLogData message was built */
 #define PQ_MSG_END 2        /* the server ended the stream */
 
+/* How long the server may take to finish a stream it ended (seconds),
+ * when recv_timeout is not set */
+#define PQ_END_TIMEOUT 5.0
+
 /* results of pq_wait() */
 #define PQ_WAIT_TIMEOUT 0
 #define PQ_WAIT_READY 1
@@ -21,8 +25,11 @@ HIDDEN RAISES_NEG int pq_check_open(readerObject *self);
 HIDDEN RAISES_NEG int pq_connect(readerObject *self, const char *const *keys,
                                  const char *const *values);
 HIDDEN void pq_close(readerObject *self);
-HIDDEN PyObject *pq_execute(readerObject *self, const char *command) RAISES;
-HIDDEN RAISES_NEG int pq_start_copy(readerObject *self, const char *command);
+HIDDEN int pq_in_child(readerObject *self);
+HIDDEN PyObject *pq_execute(readerObject *self, const char *command,
+                            double timeout) RAISES;
+HIDDEN RAISES_NEG int pq_start_copy(readerObject *self, const char *command,
+                                    double timeout);
 HIDDEN RAISES_NEG int pq_wait(readerObject *self, int for_write,
                               double timeout);
 HIDDEN void pq_set_batching(readerObject *self, int on);
@@ -31,6 +38,7 @@ HIDDEN RAISES_NEG int pq_read_message(readerObject *self, PyObject **msg);
 HIDDEN int pq_send_status_nogil(readerObject *self, int reply);
 HIDDEN RAISES_NEG int pq_send_status(readerObject *self, int reply);
 HIDDEN RAISES_NEG int pq_send_status_if_due(readerObject *self, double now);
+HIDDEN RAISES_NEG int pq_final_status(readerObject *self, double timeout);
 HIDDEN RAISES_NEG int pq_end_copy(readerObject *self, double timeout);
 /* the non-blocking path: results of pq_connect_poll() and pq_end_copy_poll() */
 #define PQ_POLL_OK 0        /* done */

@@ -7,14 +7,44 @@
 
 #include <pthread.h>
 #include <signal.h>
+#include <sys/types.h>
 
 extern HIDDEN PyTypeObject readerType;
+
+/* The lock rule (psycopg2's): the connection lock serialises libpq between
+ * the Python side and the keepalive thread, and guards the positions.
+ *
+ * - Never block on the lock while holding the GIL: LOCK() tries it, and
+ *   if another thread has it, releases the GIL before waiting for it.
+ *   (The keepalive thread, which never takes the GIL, uses plain locking.)
+ * - While holding the lock: never wait on the socket (poll()), never call
+ *   into Python (no callback, no signal handler, no object created or
+ *   released: that may run the GC and finalizers, which may touch the
+ *   reader), never run a blocking libpq call. Only non-blocking libpq
+ *   calls and plain C state changes happen under it; errors are raised
+ *   after UNLOCK().
+ *
+ * Then whoever holds the lock releases it without needing anything that
+ * a thread waiting for it holds: no deadlock between the lock and the GIL,
+ * and a signal handler or finalizer touching the reader cannot deadlock
+ * its own thread. */
+#define LOCK(self) do { \
+    if (pthread_mutex_trylock(&(self)->lock) != 0) { \
+        Py_BEGIN_ALLOW_THREADS \
+        pthread_mutex_lock(&(self)->lock); \
+        Py_END_ALLOW_THREADS \
+    } \
+} while (0)
+#define LOCK_NOGIL(self) pthread_mutex_lock(&(self)->lock)
+#define UNLOCK(self) pthread_mutex_unlock(&(self)->lock)
 
 typedef struct {
     PyObject_HEAD
 
     PGconn *pgconn;
     PyObject *weakreflist;
+    pid_t owner_pid;            /* the process that opened the connection */
+    int sync_ok;                /* lock and cond initialised */
 
     /* Serialises libpq use between the Python side and the keepalive
      * thread. Held by whoever calls libpq; never held while Python code
@@ -46,9 +76,13 @@ typedef struct {
     double last_status;         /* monotonic time of the last status update */
     double recv_timeout;        /* silence that means a dead peer, 0: off */
     int feedback_pending;       /* an ack is waiting to be sent */
+    int out_pending;            /* a status update is queued in libpq, not
+                                 * yet all written to the socket */
+    lsn_t queued_flushed_lsn;   /* its flush position */
     int unacked;                /* a delivered message awaits its ack */
     int confirm_keepalives;     /* see pq_read_message(), 'k' */
-    int64_t status_count;       /* status updates sent (for tests/stats) */
+    int64_t status_count;       /* status updates sent (for tests/stats);
+                                 * under the lock */
     int64_t messages;           /* XLogData messages received */
     int64_t bytes;              /* their payload bytes (stats) */
     int64_t transactions;       /* commits decoded (stats) */

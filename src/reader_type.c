@@ -14,8 +14,14 @@
 
 #include <structmember.h>
 
-#define LOCK(self) pthread_mutex_lock(&(self)->lock)
-#define UNLOCK(self) pthread_mutex_unlock(&(self)->lock)
+/* The keepalive thread's waits run on the monotonic clock, except on
+ * macOS, which has no pthread_condattr_setclock(): there a clock change
+ * can only lengthen or shorten one wait. */
+#ifdef __APPLE__
+#define KA_CLOCK CLOCK_REALTIME
+#else
+#define KA_CLOCK CLOCK_MONOTONIC
+#endif
 
 /* How long stop() lets the server finish the stream before closing */
 #define END_COPY_TIMEOUT 5.0
@@ -76,16 +82,18 @@ note_commit(readerObject *self, PyObject *change)
     Py_XSETREF(self->last_commit, change);
 }
 
-/* Set msg.change from the decoder, if any; lock not held. */
+/* Set msg.change from the decoder, if any; lock not held. The decoder is
+ * held for the call: the code it runs may replace reader.decoder. */
 static RAISES_NEG int
 decode(readerObject *self, messageObject *msg)
 {
-    PyObject *change;
+    PyObject *change, *decoder = self->decoder;
 
-    if (!self->decoder || self->decoder == Py_None) { return 0; }
-    if (!(change = PyObject_CallOneArg(self->decoder, (PyObject *)msg))) {
-        return -1;
-    }
+    if (!decoder || decoder == Py_None) { return 0; }
+    Py_INCREF(decoder);
+    change = PyObject_CallOneArg(decoder, (PyObject *)msg);
+    Py_DECREF(decoder);
+    if (!change) { return -1; }
     Py_XSETREF(msg->change, change);
     note_commit(self, change);
     return 0;
@@ -118,10 +126,10 @@ ka_main(void *arg)
     struct timespec ts;
     double interval;
 
-    LOCK(self);
+    LOCK_NOGIL(self);
     while (!self->ka_quit) {
         interval = self->keepalive_interval;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
+        clock_gettime(KA_CLOCK, &ts);
         ts.tv_sec += (time_t)interval;
         ts.tv_nsec += (long)((interval - (double)(long)interval) * 1e9);
         if (ts.tv_nsec >= 1000000000L) {
@@ -211,7 +219,9 @@ stream_loop(readerObject *self)
     if (!(event = PyObject_GetAttr((PyObject *)self, event_name))) {
         return -1;
     }
-    LOCK(self);
+    /* The lock is taken inside each step, for its C part only: see the
+     * rule in reader.h. received_lsn and server_wal_end are written by
+     * this thread only, which reads them without it. */
     for (;;) {
         if (self->stop_requested) { rv = 0; break; }
 
@@ -226,6 +236,7 @@ stream_loop(readerObject *self)
                 rv = 0;
                 break;
             }
+            LOCK(self);
             delivered(self, m);
             UNLOCK(self);
             if (decode(self, m) < 0) { res = NULL; }
@@ -236,7 +247,6 @@ stream_loop(readerObject *self)
                     1 | PY_VECTORCALL_ARGUMENTS_OFFSET, NULL);
             }
             Py_DECREF(msg);
-            LOCK(self);
             if (!res) { rv = -1; break; }
             Py_DECREF(res);
             if (self->until_lsn && self->received_lsn >= self->until_lsn) {
@@ -270,7 +280,9 @@ stream_loop(readerObject *self)
         else {
             quick = 0;
         }
+        LOCK(self);
         wait = self->last_status + self->status_interval - now;
+        UNLOCK(self);
         if (wait < 0) { wait = 0; }
         if (batching && wait > BATCH_DELAY) { wait = BATCH_DELAY; }
         /* Liveness: a server that says nothing for half of recv_timeout
@@ -302,11 +314,13 @@ stream_loop(readerObject *self)
                 - idle;
             if (wait > left) { wait = left; }
         }
+        LOCK(self);
         self->polling = 1;
         UNLOCK(self);
         w = pq_wait(self, 0, wait);
         LOCK(self);
         self->polling = 0;
+        UNLOCK(self);
         now = wire_monotonic();
         gap = now - woke;
         woke = now;
@@ -321,7 +335,6 @@ stream_loop(readerObject *self)
         }
     }
     if (batching) { pq_set_batching(self, 0); }
-    UNLOCK(self);
     Py_DECREF(event);
     return rv;
 }
@@ -334,9 +347,9 @@ abort_stream(readerObject *self)
     PyObject *type, *value, *tb;
 
     PyErr_Fetch(&type, &value, &tb);
-    if (self->pgconn && self->copying
-            && PQstatus(self->pgconn) == CONNECTION_OK) {
-        (void)pq_send_status_nogil(self, 0);
+    if (pq_final_status(self, END_COPY_TIMEOUT) < 0) {
+        /* a signal handler raised while writing: the original error wins */
+        PyErr_Clear();
     }
     pq_close(self);
     PyErr_Restore(type, value, tb);
@@ -473,37 +486,76 @@ reader_connect(readerObject *self, PyObject *args)
     return connect_params(self, args, 0);
 }
 
+/* A command's timeout argument: None (wait as long as it takes, signals
+ * served) or seconds >= 0; -1 for None. */
+static RAISES_NEG int
+timeout_from_object(PyObject *obj, double *out)
+{
+    if (obj == Py_None) {
+        *out = -1.0;
+        return 0;
+    }
+    *out = PyFloat_AsDouble(obj);
+    if (*out == -1.0 && PyErr_Occurred()) { return -1; }
+    if (!(*out >= 0.0)) {
+        PyErr_Format(PyExc_ValueError,
+            "timeout must be None or at least 0 seconds, got %R", obj);
+        return -1;
+    }
+    return 0;
+}
+
 #define execute_doc \
-"execute(command) -> (names, rows)\n\n" \
+"execute(command, timeout=None) -> (names, rows)\n\n" \
 "Run a replication command or SQL statement with the simple query\n" \
-"protocol; rows are tuples of str (None for NULL). Not while streaming."
+"protocol; rows are tuples of str (None for NULL). Not while streaming.\n" \
+"`timeout`: seconds to wait for the whole answer (None: as long as it\n" \
+"takes; a signal still interrupts); past it the connection is closed and\n" \
+"ConnectionLost raised."
 
 static PyObject *
-reader_execute(readerObject *self, PyObject *args)
+reader_execute(readerObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"command", "timeout", NULL};
     const char *command;
+    PyObject *otimeout = Py_None;
+    double timeout;
 
-    if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O", kwlist,
+            &command, &otimeout)) {
+        return NULL;
+    }
+    if (timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
     if (pq_check_open(self) < 0) { return NULL; }
-    return pq_execute(self, command);
+    return pq_execute(self, command, timeout);
 }
 
 #define start_copy_doc \
-"start_copy(command)\n\n" \
+"start_copy(command, timeout=None)\n\n" \
 "Send a START_REPLICATION command and enter the COPY BOTH stream.\n" \
 "Then use `_stream()` (the loop calling `event()`) or the non-blocking\n" \
-"primitives `read_message()`, `send_feedback()` and `fileno()`."
+"primitives `read_message()`, `send_feedback()` and `fileno()`.\n" \
+"`timeout` as for `execute()`."
 
 static PyObject *
-reader_start_copy(readerObject *self, PyObject *args)
+reader_start_copy(readerObject *self, PyObject *args, PyObject *kwargs)
 {
+    static char *kwlist[] = {"command", "timeout", NULL};
     const char *command;
+    PyObject *otimeout = Py_None;
+    double timeout;
 
-    if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O", kwlist,
+            &command, &otimeout)) {
+        return NULL;
+    }
+    if (timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
     if (pq_check_open(self) < 0) { return NULL; }
     self->stop_requested = 0;
-    if (pq_start_copy(self, command) < 0) { return NULL; }
+    if (pq_start_copy(self, command, timeout) < 0) { return NULL; }
+    LOCK(self);
     self->last_status = wire_monotonic();
+    UNLOCK(self);
     Py_RETURN_NONE;
 }
 
@@ -526,9 +578,9 @@ reader_read_message(readerObject *self, PyObject *dummy)
         PyErr_SetString(pld_ProgrammingError, "the stream is not started");
         return NULL;
     }
-    LOCK(self);
+    /* until_lsn and received_lsn are written by the Python side only
+     * (with the GIL): read without the lock */
     if (self->until_lsn && self->received_lsn >= self->until_lsn) {
-        UNLOCK(self);
         Py_RETURN_FALSE;        /* delivered up to until_lsn */
     }
     for (attempt = 0; attempt < 2; attempt++) {
@@ -539,23 +591,22 @@ reader_read_message(readerObject *self, PyObject *dummy)
     if (rv == PQ_MSG_DATA && self->until_lsn
             && ((messageObject *)msg)->data_start > self->until_lsn) {
         /* past the end: not delivered, the stream is over */
-        UNLOCK(self);
         Py_DECREF(msg);
         Py_RETURN_FALSE;
     }
     if (rv == PQ_MSG_DATA) {
+        LOCK(self);
         delivered(self, (messageObject *)msg);
+        UNLOCK(self);
     }
     else if (rv == PQ_MSG_NONE) {
         if (self->until_lsn && self->server_wal_end >= self->until_lsn
                 && self->received_lsn < self->until_lsn) {
             /* the server has nothing for us up to until_lsn */
-            UNLOCK(self);
             Py_RETURN_FALSE;
         }
         if (pq_send_status_if_due(self, wire_monotonic()) < 0) { rv = -1; }
     }
-    UNLOCK(self);
 
     if (rv == PQ_MSG_DATA && decode(self, (messageObject *)msg) < 0) {
         Py_DECREF(msg);
@@ -597,10 +648,7 @@ reader_send_feedback(readerObject *self, PyObject *args, PyObject *kwargs)
         PyErr_SetString(pld_ProgrammingError, "the stream is not started");
         return NULL;
     }
-    LOCK(self);
-    rv = pq_send_status(self, reply);
-    UNLOCK(self);
-    if (rv < 0) { return NULL; }
+    if ((rv = pq_send_status(self, reply)) < 0) { return NULL; }
     Py_RETURN_NONE;
 }
 
@@ -626,6 +674,11 @@ reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (!self->pgconn || !self->copying) { Py_RETURN_TRUE; }
+    if (pq_in_child(self)) {
+        PyErr_SetString(pld_InterfaceError, "the connection belongs to "
+            "the parent process (opened before fork())");
+        return NULL;
+    }
     if (pq_send_status(self, 0) < 0) { return NULL; }
     if ((rv = pq_end_copy(self, timeout)) < 0) { return NULL; }
     if (rv > 0) {
@@ -710,19 +763,17 @@ reader_stop(readerObject *self, PyObject *dummy)
 static PyObject *
 reader_close(readerObject *self, PyObject *dummy)
 {
+    int rv;
+
     if (self->streaming) {
         PyErr_SetString(pld_ProgrammingError,
             "the stream loop is running: call stop() first");
         return NULL;
     }
     ka_stop(self);      /* the non-blocking path runs it outside _stream() */
-    LOCK(self);
-    if (self->pgconn && self->copying
-            && PQstatus(self->pgconn) == CONNECTION_OK) {
-        (void)pq_send_status_nogil(self, 0);
-    }
-    UNLOCK(self);
+    rv = pq_final_status(self, END_COPY_TIMEOUT);
     pq_close(self);
+    if (rv < 0) { return NULL; }
     Py_RETURN_NONE;
 }
 
@@ -799,10 +850,7 @@ static PyObject *
 reader_flush(readerObject *self, PyObject *dummy)
 {
     int rv;
-    LOCK(self);         /* the keepalive thread may be sending */
-    rv = pq_flush(self);
-    UNLOCK(self);
-    if (rv < 0) { return NULL; }
+    if ((rv = pq_flush(self)) < 0) { return NULL; }
     return PyBool_FromLong(rv);
 }
 
@@ -833,10 +881,7 @@ reader_end_copy_start(readerObject *self, PyObject *dummy)
 {
     int rv;
     ka_stop(self);
-    LOCK(self);
-    rv = pq_end_copy_start(self);
-    UNLOCK(self);
-    if (rv < 0) { return NULL; }
+    if ((rv = pq_end_copy_start(self)) < 0) { return NULL; }
     return PyBool_FromLong(rv);
 }
 
@@ -939,6 +984,16 @@ field ## _get(readerObject *self, void *closure) \
     v = self->field; \
     UNLOCK(self); \
     return PyLong_FromUnsignedLongLong(v); \
+}
+
+static PyObject *
+status_count_get(readerObject *self, void *closure)
+{
+    int64_t v;
+    LOCK(self);
+    v = self->status_count;
+    UNLOCK(self);
+    return PyLong_FromLongLong((long long)v);
 }
 
 LSN_GETTER(flushed_lsn)
@@ -1075,6 +1130,40 @@ keepalive_interval_set(readerObject *self, PyObject *value, void *closure)
 
 /* -- object life -- */
 
+/* The lock and the keepalive thread's condition; raise on failure. */
+static RAISES_NEG int
+sync_init(readerObject *self)
+{
+    pthread_condattr_t attr;
+    int err;
+
+    if ((err = pthread_mutex_init(&self->lock, NULL))) { goto fail; }
+    if ((err = pthread_condattr_init(&attr))) {
+        pthread_mutex_destroy(&self->lock);
+        goto fail;
+    }
+#ifndef __APPLE__
+    if ((err = pthread_condattr_setclock(&attr, KA_CLOCK))) {
+        pthread_condattr_destroy(&attr);
+        pthread_mutex_destroy(&self->lock);
+        goto fail;
+    }
+#endif
+    err = pthread_cond_init(&self->cond, &attr);
+    pthread_condattr_destroy(&attr);
+    if (err) {
+        pthread_mutex_destroy(&self->lock);
+        goto fail;
+    }
+    self->sync_ok = 1;
+    return 0;
+
+fail:
+    errno = err;
+    PyErr_SetFromErrno(PyExc_OSError);
+    return -1;
+}
+
 static PyObject *
 reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
@@ -1082,17 +1171,13 @@ reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 
     if (!(self = (readerObject *)type->tp_alloc(type, 0))) { return NULL; }
     self->wakeup_fds[0] = self->wakeup_fds[1] = -1;
-    pthread_mutex_init(&self->lock, NULL);
-    {
-        pthread_condattr_t attr;
-        pthread_condattr_init(&attr);
-        pthread_condattr_setclock(&attr, CLOCK_MONOTONIC);
-        pthread_cond_init(&self->cond, &attr);
-        pthread_condattr_destroy(&attr);
-    }
     self->status_interval = 10.0;
     self->keepalive_interval = 5.0;
     self->confirm_keepalives = 1;
+    if (sync_init(self) < 0) {
+        Py_DECREF(self);
+        return NULL;
+    }
     if (pipe(self->wakeup_fds) < 0) {
         PyErr_SetFromErrno(PyExc_OSError);
         Py_DECREF(self);
@@ -1126,28 +1211,32 @@ reader_dealloc(readerObject *self)
 {
     PyObject_GC_UnTrack(self);
     if (self->weakreflist) { PyObject_ClearWeakRefs((PyObject *)self); }
+    if (pq_in_child(self)) {
+        /* forked: the keepalive thread is the parent's, not ours */
+        self->ka_running = 0;
+    }
     ka_stop(self);
     Py_CLEAR(self->decoder);
     Py_CLEAR(self->last_commit);
+    pq_close(self);     /* in a child: without a word to the server */
     PQclear(self->cmd_result);
     self->cmd_result = NULL;
-    if (self->pgconn) {
-        PQfinish(self->pgconn);
-        self->pgconn = NULL;
-    }
     if (self->wakeup_fds[0] >= 0) { close(self->wakeup_fds[0]); }
     if (self->wakeup_fds[1] >= 0) { close(self->wakeup_fds[1]); }
-    pthread_cond_destroy(&self->cond);
-    pthread_mutex_destroy(&self->lock);
+    if (self->sync_ok) {
+        pthread_cond_destroy(&self->cond);
+        pthread_mutex_destroy(&self->lock);
+    }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 
 static struct PyMethodDef reader_methods[] = {
     {"_connect", (PyCFunction)reader_connect, METH_VARARGS, connect_doc},
-    {"execute", (PyCFunction)reader_execute, METH_VARARGS, execute_doc},
-    {"start_copy", (PyCFunction)reader_start_copy, METH_VARARGS,
-        start_copy_doc},
+    {"execute", (PyCFunction)(void (*)(void))reader_execute,
+        METH_VARARGS | METH_KEYWORDS, execute_doc},
+    {"start_copy", (PyCFunction)(void (*)(void))reader_start_copy,
+        METH_VARARGS | METH_KEYWORDS, start_copy_doc},
     {"_stream", (PyCFunction)(void (*)(void))reader_stream,
         METH_VARARGS | METH_KEYWORDS, stream_doc},
     {"read_message", (PyCFunction)reader_read_message, METH_NOARGS,
@@ -1202,6 +1291,8 @@ static struct PyGetSetDef reader_getsets[] = {
     {"until_lsn", (getter)until_lsn_get, (setter)until_lsn_set,
         "For `read_message()`: the position where the stream ends (an int "
         "LSN; 0 or None: never). `_stream()` sets its own."},
+    {"status_count", (getter)status_count_get, NULL,
+        "Number of status updates sent (all written to the socket)."},
     {"confirm_keepalives", (getter)confirm_keepalives_get,
         (setter)confirm_keepalives_set,
         "When every message delivered so far is acked, confirm the position "
@@ -1228,8 +1319,6 @@ static struct PyMemberDef reader_members[] = {
     {"decoder", T_OBJECT, offsetof(readerObject, decoder), 0,
         "None, or a callable `decoder(msg)` whose result is stored in "
         "`msg.change` before `event(msg)` is called."},
-    {"status_count", T_LONGLONG, offsetof(readerObject, status_count),
-        READONLY, "Number of status updates sent."},
     {"message_count", T_LONGLONG, offsetof(readerObject, messages),
         READONLY, "Number of XLogData messages received."},
     {"bytes_received", T_LONGLONG, offsetof(readerObject, bytes),

@@ -28,16 +28,31 @@ def _message(kind, body):
     return kind + struct.pack("!i", len(body) + 4) + body
 
 
+END = _message(b"c", b"") + _message(b"C", b"COPY 0\0")
+READY = _message(b"Z", b"I")
+
+
 class FakeWalSender:
     """Serve one connection: startup, then answer START_REPLICATION with
     CopyBothResponse followed by ``frames`` (CopyData payloads), then wait
-    ``hold`` seconds reading what the client sends."""
+    ``hold`` seconds reading what the client sends.
 
-    def __init__(self, frames, hold=2.0, end_copy=False):
+    ``answer_queries``: False leaves every query unanswered.
+    ``end_copy``: after the frames, end the stream (True: CopyDone,
+    CommandComplete, ReadyForQuery; "no-ready": without ReadyForQuery, the
+    socket left open, as a stalled peer would). ``on_copy_done``: how the
+    client's CopyDone is answered ("reply": in full; "no-ready": without
+    ReadyForQuery; "silent": not at all)."""
+
+    def __init__(self, frames, hold=2.0, end_copy=False, on_copy_done="reply",
+                 answer_queries=True):
         self.frames = list(frames)
+        self.answer_queries = answer_queries
         self.hold = hold
         self.end_copy = end_copy
+        self.on_copy_done = on_copy_done
         self.received = []          # CopyData payloads from the client
+        self.got = threading.Condition()    # notified on each CopyData
         self.queries = []
         self.closed = threading.Event()
         self.sock = socket.socket()
@@ -63,6 +78,17 @@ class FakeWalSender:
         (written, flushed, applied, clock, reply)."""
         return [struct.unpack("!QQQq?", m[1:]) for m in self.received
                 if m[:1] == b"r" and len(m) == 34]
+
+    def wait_status_updates(self, n, timeout=10.0):
+        """Wait until ``n`` status updates have arrived; return them."""
+        deadline = time.monotonic() + timeout
+        with self.got:
+            while len(self.status_updates()) < n:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    break
+                self.got.wait(left)
+            return self.status_updates()
 
     def _read(self, conn, n):
         buf = b""
@@ -93,22 +119,28 @@ class FakeWalSender:
                 body = self._read(conn, length - 4)
                 if kind == b"Q":
                     self.queries.append(body.rstrip(b"\0").decode())
+                    if not self.answer_queries:
+                        deadline = time.monotonic() + self.hold
+                        continue
                     conn.sendall(_message(b"W", struct.pack("!bh", 0, 0)))
                     conn.sendall(b"".join(copy_data(f) for f in self.frames))
-                    if self.end_copy:
-                        conn.sendall(_message(b"c", b"")
-                                     + _message(b"C", b"COPY 0\0")
-                                     + _message(b"Z", b"I"))
+                    if self.end_copy == "no-ready":
+                        conn.sendall(END)
+                    elif self.end_copy:
+                        conn.sendall(END + READY)
                     if self.hold <= 0:
                         break
                     conn.settimeout(self.hold)
                     deadline = time.monotonic() + self.hold
                 elif kind == b"d":
-                    self.received.append(body)
+                    with self.got:
+                        self.received.append(body)
+                        self.got.notify_all()
                 elif kind == b"c":
-                    conn.sendall(_message(b"c", b"")
-                                 + _message(b"C", b"COPY 0\0")
-                                 + _message(b"Z", b"I"))
+                    if self.on_copy_done == "reply":
+                        conn.sendall(END + READY)
+                    elif self.on_copy_done == "no-ready":
+                        conn.sendall(END)
                 elif kind == b"X":
                     break
                 if deadline and time.monotonic() > deadline:
