@@ -355,7 +355,8 @@ class CopyConnection:
 # -- decoders --
 
 class PgoutputDecoder:
-    relations: Dict[int, Any]
+    @property
+    def relations(self) -> Dict[int, Tuple[str, str, Tuple[str, ...]]]: ...
     types: Dict[int, Tuple[str, str]]
     in_stream: bool
     xid: Optional[int]

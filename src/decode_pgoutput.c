@@ -10,8 +10,11 @@
 
 #define PGO "pgoutput"
 
-/* What a Relation message said, for the rows that follow */
+/* What a Relation message said, for the rows that follow. Owned by the
+ * decoder's cache and by whoever is decoding a row of it (refs): a
+ * converter run meanwhile may reset the decoder. */
 typedef struct {
+    Py_ssize_t refs;
     uint32_t relid;
     PyObject *relid_obj;            /* relid as int, shared by the rows */
     PyObject *schema, *table;
@@ -26,11 +29,13 @@ typedef struct {
     PyObject_HEAD
     vectorcallfunc vectorcall;
     PyObject *resolve;      /* resolve(oid, type name or None, binary) */
-    PyObject *relations;    /* relid -> capsule(relEntry) */
+    relEntry **rels;        /* the relation cache, sorted by relid; only C
+                             * sees it (`relations` is a copy) */
+    Py_ssize_t nrels, relsize;
     PyObject *types;        /* oid -> (schema, name) from Type messages */
     PyObject *xid;          /* xid of the transaction in progress */
     int in_stream;          /* between StreamStart and StreamStop */
-    relEntry *last;         /* the last relation used */
+    relEntry *last;         /* the last relation used (in rels) */
 } pgoDecoderObject;
 
 /* A message being read */
@@ -177,29 +182,90 @@ rel_free(relEntry *e)
     PyMem_Free(e);
 }
 
+/* Drop a reference to an entry (NULL is fine). */
 static void
-rel_capsule_free(PyObject *cap)
+rel_release(relEntry *e)
 {
-    rel_free(PyCapsule_GetPointer(cap, "pld.relEntry"));
+    if (e && --e->refs == 0) { rel_free(e); }
 }
 
+/* Where relid is, or would be inserted, in the sorted cache. */
+static Py_ssize_t
+rel_index(pgoDecoderObject *self, uint32_t relid)
+{
+    Py_ssize_t lo = 0, hi = self->nrels, mid;
+
+    while (lo < hi) {
+        mid = lo + (hi - lo) / 2;
+        if (self->rels[mid]->relid < relid) { lo = mid + 1; }
+        else { hi = mid; }
+    }
+    return lo;
+}
+
+/* Put e in the cache (taking over its reference), replacing the entry of
+ * the same relid. */
+static RAISES_NEG int
+rel_store(pgoDecoderObject *self, relEntry *e)
+{
+    Py_ssize_t i = rel_index(self, e->relid);
+    relEntry *old;
+
+    self->last = NULL;
+    if (i < self->nrels && self->rels[i]->relid == e->relid) {
+        old = self->rels[i];
+        self->rels[i] = e;
+        rel_release(old);
+        return 0;
+    }
+    if (self->nrels == self->relsize) {
+        Py_ssize_t size = self->relsize ? self->relsize * 2 : 16;
+        relEntry **rels = PyMem_Realloc(self->rels, size * sizeof(relEntry *));
+        if (!rels) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        self->rels = rels;
+        self->relsize = size;
+    }
+    memmove(self->rels + i + 1, self->rels + i,
+            (self->nrels - i) * sizeof(relEntry *));
+    self->rels[i] = e;
+    self->nrels++;
+    return 0;
+}
+
+/* Empty the cache. The entries are released after the cache is emptied:
+ * freeing one may run Python code. */
+static void
+rel_clear_all(pgoDecoderObject *self)
+{
+    relEntry **rels = self->rels;
+    Py_ssize_t i, n = self->nrels;
+
+    self->last = NULL;
+    self->rels = NULL;
+    self->nrels = self->relsize = 0;
+    for (i = 0; i < n; i++) { rel_release(rels[i]); }
+    PyMem_Free(rels);
+}
+
+/* The entry of relid, with a new reference (rel_release() it). */
 static relEntry *
 rel_find(pgoDecoderObject *self, pgoRead *r, uint32_t relid)
 {
-    PyObject *key, *cap;
+    Py_ssize_t i;
 
-    if (self->last && self->last->relid == relid) { return self->last; }
-    if (!(key = PyLong_FromUnsignedLong(relid))) { return NULL; }
-    cap = PyDict_GetItemWithError(self->relations, key);
-    Py_DECREF(key);
-    if (!cap) {
-        if (!PyErr_Occurred()) {
+    if (!(self->last && self->last->relid == relid)) {
+        i = rel_index(self, relid);
+        if (i >= self->nrels || self->rels[i]->relid != relid) {
             decode_error(PGO, r->lsn, "a change of relation %u, which no "
                 "Relation message described", (unsigned int)relid);
+            return NULL;
         }
-        return NULL;
+        self->last = self->rels[i];
     }
-    self->last = PyCapsule_GetPointer(cap, "pld.relEntry");
+    self->last->refs++;
     return self->last;
 }
 
@@ -306,7 +372,7 @@ static PyObject *
 msg_row(pgoDecoderObject *self, pgoRead *r, enum change_kind kind)
 {
     PyObject *ch = NULL, *xid = NULL, *rv = NULL;
-    relEntry *e;
+    relEntry *e = NULL;
     uint32_t relid;
     unsigned int tag;
 
@@ -348,6 +414,7 @@ msg_row(pgoDecoderObject *self, pgoRead *r, enum change_kind kind)
     ch = NULL;
 
 exit:
+    rel_release(e);
     Py_XDECREF(ch);
     Py_XDECREF(xid);
     return rv;
@@ -357,7 +424,7 @@ static PyObject *
 msg_relation(pgoDecoderObject *self, pgoRead *r)
 {
     PyObject *ch = NULL, *xid = NULL, *columns = NULL, *rv = NULL;
-    PyObject *key = NULL, *cap = NULL, *tname = NULL;
+    PyObject *tname = NULL, *resolve = NULL;
     relEntry *e = NULL;
     uint32_t relid, oid, typmod;
     unsigned int ident, ncols, flags;
@@ -370,7 +437,11 @@ msg_relation(pgoDecoderObject *self, pgoRead *r)
         PyErr_NoMemory();
         goto exit;
     }
+    e->refs = 1;
     e->relid = relid;
+    /* held: the resolver may replace or reset anything of ours */
+    resolve = self->resolve;
+    Py_INCREF(resolve);
     if (!(e->relid_obj = PyLong_FromUnsignedLong(relid))) { goto exit; }
     if (!(e->schema = get_str(r, "the schema name"))) { goto exit; }
     if (PyUnicode_GET_LENGTH(e->schema) == 0) {
@@ -403,7 +474,7 @@ msg_relation(pgoDecoderObject *self, pgoRead *r)
         }
         if (!(tname = type_name(self, oid))) { goto exit; }
         for (b = 0; b < 2; b++) {
-            e->conv[b][i] = PyObject_CallFunction(self->resolve, "kOi",
+            e->conv[b][i] = PyObject_CallFunction(resolve, "kOi",
                 (unsigned long)oid, tname, b);
             if (!e->conv[b][i]) { goto exit; }
             e->kind[b][i] = convert_kind(e->conv[b][i]);
@@ -449,20 +520,14 @@ msg_relation(pgoDecoderObject *self, pgoRead *r)
     if (!(ch = end_check(r, ch))) { goto exit; }
 
     /* replace the cached entry (after DDL, or again after a reconnect) */
-    if (!(cap = PyCapsule_New(e, "pld.relEntry", rel_capsule_free))) {
-        goto exit;
-    }
+    if (rel_store(self, e) < 0) { goto exit; }
     e = NULL;
-    if (!(key = PyLong_FromUnsignedLong(relid))) { goto exit; }
-    self->last = NULL;
-    if (PyDict_SetItem(self->relations, key, cap) < 0) { goto exit; }
     rv = ch;
     ch = NULL;
 
 exit:
-    rel_free(e);
-    Py_XDECREF(cap);
-    Py_XDECREF(key);
+    rel_release(e);
+    Py_XDECREF(resolve);
     Py_XDECREF(tname);
     Py_XDECREF(ch);
     Py_XDECREF(xid);
@@ -529,7 +594,9 @@ msg_truncate(pgoDecoderObject *self, pgoRead *r)
         int err;
         if (get_u32(r, "a relation id", &relid) < 0) { goto exit; }
         if (!(e = rel_find(self, r, relid))) { goto exit; }
-        if (!(t = PyTuple_Pack(2, e->schema, e->table))) { goto exit; }
+        t = PyTuple_Pack(2, e->schema, e->table);
+        rel_release(e);
+        if (!t) { goto exit; }
         err = PyList_Append(tables, t);
         Py_DECREF(t);
         if (err < 0) { goto exit; }
@@ -748,7 +815,7 @@ pgo_vectorcall(PyObject *oself, PyObject *const *args, size_t nargsf,
                PyObject *kwnames)
 {
     pgoDecoderObject *self = (pgoDecoderObject *)oself;
-    PyObject *omsg;
+    PyObject *omsg, *rv;
     messageObject *msg;
     pgoRead r;
 
@@ -769,11 +836,23 @@ pgo_vectorcall(PyObject *oself, PyObject *const *args, size_t nargsf,
                         "the stream with binary=True");
         return NULL;
     }
+    if (!self->resolve) {
+        PyErr_SetString(pld_InterfaceError,
+            "PgoutputDecoder.__init__() was not called");
+        return NULL;
+    }
+    /* held for the call: the converters and the resolver it runs may
+     * drop the last other reference to the decoder or its message */
+    Py_INCREF(self);
+    Py_INCREF(omsg);
     r.s = PyBytes_AS_STRING(msg->payload);
     r.len = PyBytes_GET_SIZE(msg->payload);
     r.pos = 0;
     r.lsn = msg->data_start;
-    return decode_one(self, &r);
+    rv = decode_one(self, &r);
+    Py_DECREF(omsg);
+    Py_DECREF(self);
+    return rv;
 }
 
 #define reset_doc \
@@ -783,31 +862,48 @@ pgo_vectorcall(PyObject *oself, PyObject *const *args, size_t nargsf,
 static PyObject *
 pgo_reset(pgoDecoderObject *self, PyObject *dummy)
 {
-    self->last = NULL;
-    PyDict_Clear(self->relations);
-    PyDict_Clear(self->types);
+    rel_clear_all(self);
+    if (self->types) { PyDict_Clear(self->types); }
     Py_INCREF(Py_None);
-    Py_SETREF(self->xid, Py_None);
+    Py_XSETREF(self->xid, Py_None);
     self->in_stream = 0;
     Py_RETURN_NONE;
+}
+
+/* Everything but the resolver is ready from here: a decoder whose
+ * __init__ did not run raises a clear error instead of crashing. */
+static PyObject *
+pgo_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    pgoDecoderObject *self;
+
+    if (!(self = (pgoDecoderObject *)type->tp_alloc(type, 0))) {
+        return NULL;
+    }
+    self->vectorcall = pgo_vectorcall;
+    Py_INCREF(Py_None);
+    self->xid = Py_None;
+    if (!(self->types = PyDict_New())) {
+        Py_DECREF(self);
+        return NULL;
+    }
+    return (PyObject *)self;
 }
 
 static int
 pgo_init(pgoDecoderObject *self, PyObject *args, PyObject *kwargs)
 {
     static char *kwlist[] = {"resolve", NULL};
-    PyObject *resolve;
+    PyObject *resolve, *types;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "O", kwlist, &resolve)) {
         return -1;
     }
+    if (!(types = PyDict_New())) { return -1; }
+    Py_XSETREF(self->types, types);
     Py_INCREF(resolve);
     Py_XSETREF(self->resolve, resolve);
-    self->vectorcall = pgo_vectorcall;
-    self->last = NULL;
-    Py_XSETREF(self->relations, PyDict_New());
-    Py_XSETREF(self->types, PyDict_New());
-    if (!self->relations || !self->types) { return -1; }
+    rel_clear_all(self);
     Py_INCREF(Py_None);
     Py_XSETREF(self->xid, Py_None);
     self->in_stream = 0;
@@ -817,19 +913,26 @@ pgo_init(pgoDecoderObject *self, PyObject *args, PyObject *kwargs)
 static int
 pgo_traverse(pgoDecoderObject *self, visitproc visit, void *arg)
 {
+    Py_ssize_t i, j;
+    int b;
+
     Py_VISIT(self->resolve);
-    Py_VISIT(self->relations);
     Py_VISIT(self->types);
     Py_VISIT(self->xid);
+    for (i = 0; i < self->nrels; i++) {
+        relEntry *e = self->rels[i];
+        for (j = 0; j < e->ncols; j++) {
+            for (b = 0; b < 2; b++) { Py_VISIT(e->conv[b][j]); }
+        }
+    }
     return 0;
 }
 
 static int
 pgo_clear(pgoDecoderObject *self)
 {
-    self->last = NULL;
+    rel_clear_all(self);
     Py_CLEAR(self->resolve);
-    Py_CLEAR(self->relations);
     Py_CLEAR(self->types);
     Py_CLEAR(self->xid);
     return 0;
@@ -843,8 +946,54 @@ pgo_dealloc(pgoDecoderObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
+#define relations_doc \
+"A copy of the relation cache: relid -> (schema, table, column names).\n" \
+"Changing it changes nothing: the cache itself belongs to the decoder."
+
+static PyObject *
+pgo_relations_get(pgoDecoderObject *self, void *closure)
+{
+    PyObject *rv = NULL, *names = NULL, *val = NULL;
+    relEntry *e = NULL;
+    Py_ssize_t i, j;
+
+    if (!(rv = PyDict_New())) { return NULL; }
+    /* an allocation may run the GC, and a finalizer reset the decoder:
+     * hold the entry, look the cache up again each time */
+    for (i = 0; i < self->nrels; i++) {
+        e = self->rels[i];
+        e->refs++;
+        if (!(names = PyTuple_New(e->ncols))) { goto error; }
+        for (j = 0; j < e->ncols; j++) {
+            Py_INCREF(e->names[j]);
+            PyTuple_SET_ITEM(names, j, e->names[j]);
+        }
+        if (!(val = PyTuple_Pack(3, e->schema, e->table, names))) {
+            goto error;
+        }
+        Py_CLEAR(names);
+        if (PyDict_SetItem(rv, e->relid_obj, val) < 0) { goto error; }
+        Py_CLEAR(val);
+        rel_release(e);
+        e = NULL;
+    }
+    return rv;
+
+error:
+    rel_release(e);
+    Py_XDECREF(names);
+    Py_XDECREF(val);
+    Py_DECREF(rv);
+    return NULL;
+}
+
 static PyMethodDef pgo_methods[] = {
     {"reset", (PyCFunction)pgo_reset, METH_NOARGS, reset_doc},
+    {NULL}
+};
+
+static struct PyGetSetDef pgo_getsets[] = {
+    {"relations", (getter)pgo_relations_get, NULL, relations_doc},
     {NULL}
 };
 
@@ -853,8 +1002,6 @@ static struct PyMemberDef pgo_members[] = {
         "The xid of the transaction in progress, or None."},
     {"in_stream", T_INT, offsetof(pgoDecoderObject, in_stream), READONLY,
         "True between StreamStart and StreamStop."},
-    {"relations", T_OBJECT, offsetof(pgoDecoderObject, relations), READONLY,
-        "The relation cache: relid -> internal entry."},
     {"types", T_OBJECT, offsetof(pgoDecoderObject, types), READONLY,
         "oid -> (schema, name), from the Type messages."},
     {NULL}
@@ -882,8 +1029,9 @@ PyTypeObject pgoDecoderType = {
     .tp_clear = (inquiry)pgo_clear,
     .tp_methods = pgo_methods,
     .tp_members = pgo_members,
+    .tp_getset = pgo_getsets,
     .tp_init = (initproc)pgo_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = pgo_new,
 };
 
 

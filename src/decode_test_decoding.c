@@ -18,14 +18,17 @@
 void
 cache_clear(nameCache *c)
 {
-    Py_ssize_t i;
-    for (i = 0; i < c->n; i++) {
-        PyMem_Free(c->entries[i].key);
-        Py_CLEAR(c->entries[i].obj);
-    }
-    PyMem_Free(c->entries);
+    cacheEntry *entries = c->entries;
+    Py_ssize_t i, n = c->n;
+
+    /* emptied first: releasing an object may run code using the cache */
     c->entries = NULL;
     c->n = c->size = 0;
+    for (i = 0; i < n; i++) {
+        PyMem_Free(entries[i].key);
+        Py_CLEAR(entries[i].obj);
+    }
+    PyMem_Free(entries);
 }
 
 cacheEntry *
@@ -121,6 +124,8 @@ typedef struct {
     nameCache types;        /* type name -> converter */
     nameCache names;        /* column name (as printed) -> str */
 } tdDecoderObject;
+
+static PyObject *td_xid_get(PyObject *self, void *closure);
 
 /* A parse in progress */
 typedef struct {
@@ -231,32 +236,33 @@ ident_str(tdDecoderObject *self, const char *s, Py_ssize_t n, int doubled,
     return rv;
 }
 
-/* The converter for a type name as printed between the brackets. */
-static cacheEntry *
-type_entry(tdDecoderObject *self, tdParse *p, const char *s, Py_ssize_t n)
+/* The converter for a type name as printed between the brackets, as a
+ * new reference (the cache may change while it runs: a converter may call
+ * the decoder again, or re-initialise it), and its kind. */
+static PyObject *
+type_conv(tdDecoderObject *self, const char *s, Py_ssize_t n,
+          enum conv_kind *kind)
 {
-    static cacheEntry tmp;
     cacheEntry *e;
-    PyObject *name = NULL, *conv = NULL;
+    PyObject *name = NULL, *conv = NULL, *resolve = NULL;
 
-    if ((e = cache_find(&self->types, s, n))) { return e; }
+    if ((e = cache_find(&self->types, s, n))) {
+        *kind = e->kind;
+        Py_INCREF(e->obj);
+        return e->obj;
+    }
     if (!(name = PyUnicode_DecodeUTF8(s, n, "strict"))) { goto exit; }
-    if (!(conv = PyObject_CallOneArg(self->resolve, name))) { goto exit; }
-    if (cache_add(&self->types, s, n, conv, convert_kind(conv)) < 0) {
-        goto exit;
-    }
-    if (!(e = cache_find(&self->types, s, n))) {
-        /* cache full: a one-off entry (the caller does not keep it) */
-        Py_XSETREF(tmp.obj, conv);
-        conv = NULL;
-        tmp.kind = convert_kind(tmp.obj);
-        e = &tmp;
-    }
+    resolve = self->resolve;
+    Py_INCREF(resolve);
+    if (!(conv = PyObject_CallOneArg(resolve, name))) { goto exit; }
+    *kind = convert_kind(conv);
+    /* a full cache keeps nothing: the converter serves this value only */
+    if (cache_add(&self->types, s, n, conv, *kind) < 0) { Py_CLEAR(conv); }
 
 exit:
+    Py_XDECREF(resolve);
     Py_XDECREF(name);
-    Py_XDECREF(conv);
-    return e;
+    return conv;
 }
 
 /* Parse the columns ' name[type]:value' up to the end (or to ' new-tuple:'
@@ -275,7 +281,6 @@ td_tuple(tdDecoderObject *self, tdParse *p, int old)
     }
     if (!(dict = PyDict_New())) { goto exit; }
     while (p->pos < p->len) {
-        cacheEntry *e;
         int quoted = 0;
 
         if (old && starts(p, " new-tuple:")) { break; }
@@ -355,24 +360,31 @@ td_tuple(tdDecoderObject *self, tdParse *p, int old)
             value = pld_UNCHANGED;
         }
         else {
-            if (!(e = type_entry(self, p, ts, tn))) {
+            PyObject *conv;
+            enum conv_kind ckind;
+            if (!(conv = type_conv(self, ts, tn, &ckind))) {
                 decode_error(TD, p->lsn, "cannot resolve the type of %R", name);
                 goto exit;
             }
             if (doubled) {
                 char *buf = PyMem_Malloc(vn ? vn : 1);
                 Py_ssize_t i, j = 0;
-                if (!buf) { PyErr_NoMemory(); goto exit; }
+                if (!buf) {
+                    Py_DECREF(conv);
+                    PyErr_NoMemory();
+                    goto exit;
+                }
                 for (i = 0; i < vn; i++) {
                     buf[j++] = vs[i];
                     if (vs[i] == '\'') { i++; }
                 }
-                value = convert_value(e->obj, e->kind, buf, j, 0);
+                value = convert_value(conv, ckind, buf, j, 0);
                 PyMem_Free(buf);
             }
             else {
-                value = convert_value(e->obj, e->kind, vs, vn, 0);
+                value = convert_value(conv, ckind, vs, vn, 0);
             }
+            Py_DECREF(conv);
             if (!value) {
                 PyObject *tname = PyUnicode_DecodeUTF8(ts, tn, "replace");
                 decode_error(TD, p->lsn, "cannot convert column %R of type %R",
@@ -444,8 +456,7 @@ td_truncate(tdDecoderObject *self, tdParse *p, PyObject *tables)
         Py_DECREF(ch);
         return NULL;
     }
-    Py_INCREF(self->xid);
-    change_set(ch, TRUNC_XID, self->xid);
+    change_set(ch, TRUNC_XID, td_xid_get((PyObject *)self, NULL));
     return ch;
 }
 
@@ -525,8 +536,7 @@ td_table_line(tdDecoderObject *self, tdParse *p)
     if (change_set(ch, ROW_LSN, PyLong_FromUnsignedLongLong(p->lsn)) < 0) {
         goto exit;
     }
-    Py_INCREF(self->xid);
-    change_set(ch, ROW_XID, self->xid);
+    change_set(ch, ROW_XID, td_xid_get((PyObject *)self, NULL));
     rv = ch;
     ch = NULL;
 
@@ -543,11 +553,16 @@ exit:
 static PyObject *
 td_call(tdDecoderObject *self, PyObject *args, PyObject *kwargs)
 {
-    PyObject *omsg;
+    PyObject *omsg, *rv, *other;
     messageObject *msg;
     tdParse p;
 
     if (!PyArg_ParseTuple(args, "O:TestDecodingDecoder", &omsg)) {
+        return NULL;
+    }
+    if (!self->resolve || !self->other) {
+        PyErr_SetString(pld_InterfaceError,
+            "TestDecodingDecoder.__init__() was not called");
         return NULL;
     }
     if (!PyObject_TypeCheck(omsg, &messageType)) {
@@ -571,11 +586,56 @@ td_call(tdDecoderObject *self, PyObject *args, PyObject *kwargs)
     }
     p.pos = 0;
     p.lsn = msg->data_start;
+    /* held for the call: the code it runs (converters, other) may drop
+     * the last other reference to the decoder or to `other` */
+    Py_INCREF(self);
     if (p.len >= 6 && !memcmp(p.s, "table ", 6)) {
-        return td_table_line(self, &p);
+        rv = td_table_line(self, &p);
     }
-    return PyObject_CallFunctionObjArgs(self->other, omsg, (PyObject *)self,
-                                        NULL);
+    else {
+        other = self->other;
+        Py_INCREF(other);
+        rv = PyObject_CallFunctionObjArgs(other, omsg, (PyObject *)self, NULL);
+        Py_DECREF(other);
+    }
+    Py_DECREF(self);
+    return rv;
+}
+
+/* xid is never NULL: set in tp_new, refused to del */
+static PyObject *
+td_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
+{
+    tdDecoderObject *self;
+
+    if (!(self = (tdDecoderObject *)type->tp_alloc(type, 0))) {
+        return NULL;
+    }
+    Py_INCREF(Py_None);
+    self->xid = Py_None;
+    return (PyObject *)self;
+}
+
+static PyObject *
+td_xid_get(PyObject *oself, void *closure)
+{
+    tdDecoderObject *self = (tdDecoderObject *)oself;
+    PyObject *rv = self->xid ? self->xid : Py_None;
+    Py_INCREF(rv);
+    return rv;
+}
+
+static int
+td_xid_set(tdDecoderObject *self, PyObject *value, void *closure)
+{
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError,
+                        "cannot delete xid (set it to None)");
+        return -1;
+    }
+    Py_INCREF(value);
+    Py_XSETREF(self->xid, value);
+    return 0;
 }
 
 static int
@@ -629,10 +689,14 @@ td_dealloc(tdDecoderObject *self)
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
-static struct PyMemberDef td_members[] = {
-    {"xid", T_OBJECT, offsetof(tdDecoderObject, xid), 0,
+static struct PyGetSetDef td_getsets[] = {
+    {"xid", (getter)td_xid_get, (setter)td_xid_set,
         "The xid of the transaction in progress (set by `other` on BEGIN),\n"
         "copied into the row changes; None if unknown."},
+    {NULL}
+};
+
+static struct PyMemberDef td_members[] = {
     {"resolve", T_OBJECT, offsetof(tdDecoderObject, resolve), READONLY,
         "resolve(type name) -> converter, called once per type name."},
     {"other", T_OBJECT, offsetof(tdDecoderObject, other), READONLY,
@@ -658,6 +722,7 @@ PyTypeObject tdDecoderType = {
     .tp_traverse = (traverseproc)td_traverse,
     .tp_clear = (inquiry)td_clear,
     .tp_members = td_members,
+    .tp_getset = td_getsets,
     .tp_init = (initproc)td_init,
-    .tp_new = PyType_GenericNew,
+    .tp_new = td_new,
 };

@@ -171,3 +171,196 @@ def test_execute_timeout():
     assert r.closed
     with pytest.raises(ValueError):
         core.ReaderBase().execute("x", timeout=-1)
+
+
+# -- 3. and 4. use after free in the decoders --
+#
+# Run in a child with CPython's debug allocator (freed memory is
+# overwritten): a use after free crashes there rather than reading stale
+# but intact memory. The sanitizer run keeps its own allocator.
+
+def run_poisoned(code):
+    env_malloc = os.environ.get("PYTHONMALLOC")
+    prefix = ""
+    if not env_malloc:
+        prefix = "import os\nassert os.environ['PYTHONMALLOC'] == 'debug'\n"
+        os.environ["PYTHONMALLOC"] = "debug"
+    try:
+        return run_isolated(prefix + textwrap.dedent(code))
+    finally:
+        if not env_malloc:
+            del os.environ["PYTHONMALLOC"]
+
+
+PGO_HELPERS = """
+    import gc, struct
+    import pylogicaldecoding._core as core
+    from fakeserver import read_all, streaming_reader, xlogdata
+
+    def relation(relid=1):
+        cols = [(1, b"a", 23), (0, b"b", 25)]
+        out = (b"R" + struct.pack("!I", relid) + b"public\\0t\\0d"
+               + struct.pack("!H", len(cols)))
+        for key, name, oid in cols:
+            out += struct.pack("!B", key) + name + b"\\0" + struct.pack(
+                "!Ii", oid, -1)
+        return out
+
+    def insert(relid=1):
+        return (b"I" + struct.pack("!I", relid) + b"N" + struct.pack("!H", 2)
+                + b"t" + struct.pack("!I", 1) + b"7"
+                + b"t" + struct.pack("!I", 2) + b"xy")
+"""
+
+
+@pytest.mark.parametrize("kind", ["pgoutput", "test_decoding"])
+def test_resolver_replacing_the_readers_decoder(kind):
+    """The type resolver drops reader.decoder (the last reference to the
+    decoder running it): the decoder lives until its call returns."""
+    out = run_poisoned(PGO_HELPERS + """
+    kind = %r
+    if kind == "pgoutput":
+        frames = [xlogdata(0x10, relation())]
+    else:
+        frames = [xlogdata(0x10, b"table public.t: INSERT: a[integer]:1")]
+    r, srv = streaming_reader(frames, hold=5)
+    r.binary = kind == "pgoutput"
+
+    def resolve(*args):
+        r.decoder = None
+        gc.collect()
+        return lambda v: ("conv", v)
+
+    if kind == "pgoutput":
+        r.decoder = core.PgoutputDecoder(resolve)
+    else:
+        r.decoder = core.TestDecodingDecoder(resolve, lambda m, d: None)
+    msgs = read_all(r, timeout=0.5)
+    r.close()
+    print(type(msgs[0].change).__name__)
+    """ % kind)
+    assert out.split()[-1] == ("Relation" if kind == "pgoutput" else "Insert")
+
+
+def test_relations_is_a_copy():
+    """dec.relations is a copy: clearing it leaves the cache whole, and a
+    row message still finds its relation."""
+    out = run_poisoned(PGO_HELPERS + """
+    dec = core.PgoutputDecoder(lambda oid, name, binary: (lambda v: v))
+    dec(core.Message(relation(), 1))
+    dec(core.Message(insert(), 2))      # the cache's 'last' entry is set
+    dec.relations.clear()
+    gc.collect()
+    ch = dec(core.Message(insert(), 3))
+    print(ch.new)
+    assert dec.relations == {1: ("public", "t", ("a", "b"))}, dec.relations
+    """)
+    assert out.strip() == "{'a': '7', 'b': 'xy'}"
+
+
+def test_reset_from_a_converter_during_a_row():
+    """A converter resetting the decoder in the middle of a row: the row's
+    relation lives until the row is decoded; the next row needs a new
+    Relation message."""
+    out = run_poisoned(PGO_HELPERS + """
+    def conv(v):
+        dec.reset()
+        gc.collect()
+        return v
+    dec = core.PgoutputDecoder(lambda oid, name, binary: conv)
+    dec(core.Message(relation(), 1))
+    print(dec(core.Message(insert(), 2)).new)
+    try:
+        dec(core.Message(insert(), 3))
+    except core.DecodingError as e:
+        print("no relation" if "no Relation" in str(e) else e)
+    """)
+    assert out.split("\n")[:2] == ["{'a': '7', 'b': 'xy'}", "no relation"]
+
+
+def test_test_decoding_decoder_replaced_by_its_converter():
+    """A test_decoding converter re-initialising its decoder (whose type
+    cache it came from) mid-row: no use of the freed cache."""
+    out = run_poisoned(PGO_HELPERS + """
+    def conv(v):
+        dec.__init__(lambda name: str, lambda m, d: None)
+        gc.collect()
+        return int(v)
+    dec = core.TestDecodingDecoder(lambda name: conv, lambda m, d: None)
+    line = "table public.t: INSERT: a[integer]:1 b[integer]:2 c[integer]:3"
+    print(dec(core.Message(line, 1)).new)
+    """)
+    assert out.strip() == "{'a': 1, 'b': '2', 'c': '3'}"
+
+
+# -- 5. before __init__ --
+
+def test_c_types_before_init():
+    """Every C type is safe between __new__ and __init__: a clear error
+    or a sane default, never a crash."""
+    out = run_poisoned(PGO_HELPERS + """
+    class TD(core.TestDecodingDecoder):
+        def __init__(self):
+            pass            # no super().__init__()
+
+    td = TD()
+    for payload in ["table public.t: INSERT: a[integer]:1", "BEGIN 5"]:
+        try:
+            td(core.Message(payload, 1))
+        except core.InterfaceError as e:
+            assert "__init__" in str(e), e
+        else:
+            raise AssertionError("no error")
+    assert td.xid is None and td.resolve is None and td.other is None
+    try:
+        del td.xid
+    except AttributeError:
+        pass
+    else:
+        raise AssertionError("xid deleted")
+
+    pgo = core.PgoutputDecoder.__new__(core.PgoutputDecoder)
+    pgo.reset()
+    assert pgo.relations == {} and pgo.types == {} and pgo.xid is None
+    for payload in [relation(), insert(), b"B" + b"\\0" * 20]:
+        try:
+            pgo(core.Message(payload, 1))
+        except core.InterfaceError as e:
+            assert "__init__" in str(e), e
+        else:
+            raise AssertionError("no error")
+
+    class R(core.ReaderBase):
+        def __init__(self):
+            pass
+    r = R()
+    assert r.closed and r.flushed_lsn == 0 and r.status_count == 0
+    for call in [r.close, r.stop, r.read_message, r.fileno, r.ack,
+                 lambda: r.execute("x"), lambda: r.start_copy("x"),
+                 r.end_copy, r.send_feedback, r._stream]:
+        try:
+            call()
+        except core.Error:
+            pass
+
+    # every other C type, made by __new__ alone, then every attribute read
+    for name in dir(core):
+        t = getattr(core, name)
+        if not isinstance(t, type) or issubclass(t, BaseException):
+            continue
+        try:
+            obj = t.__new__(t)
+        except TypeError:
+            continue
+        for attr in dir(obj):
+            if not attr.startswith("__"):
+                try:
+                    getattr(obj, attr)
+                except core.Error:
+                    pass
+        repr(obj)
+        del obj
+        gc.collect()
+    print("ok")
+    """)
+    assert out.strip() == "ok"

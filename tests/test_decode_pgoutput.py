@@ -154,7 +154,7 @@ def test_wrong_payload_type():
                          ((), {"msg": M(b"E")}), ((M(b"E"),), {"x": 1})]:
         with pytest.raises(TypeError, match="one argument"):
             d(*args, **kwargs)
-    with pytest.raises(TypeError):
+    with pytest.raises(pld.InterfaceError, match="__init__"):
         _core.PgoutputDecoder.__new__(_core.PgoutputDecoder)(M(b"E"))
     assert isinstance(d(M(b"E")), pld.StreamStop)
 
