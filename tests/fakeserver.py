@@ -38,6 +38,9 @@ class FakeWalSender:
     ``hold`` seconds reading what the client sends.
 
     ``answer_queries``: False leaves every query unanswered.
+    ``read_gate``: an Event; after the stream starts, nothing the client
+    sends is read until it is set (with ``rcvbuf``, a small receive
+    buffer, the client's writes soon block).
     ``end_copy``: after the frames, end the stream (True: CopyDone,
     CommandComplete, ReadyForQuery; "no-ready": without ReadyForQuery, the
     socket left open, as a stalled peer would). ``on_copy_done``: how the
@@ -45,8 +48,9 @@ class FakeWalSender:
     ReadyForQuery; "silent": not at all)."""
 
     def __init__(self, frames, hold=2.0, end_copy=False, on_copy_done="reply",
-                 answer_queries=True):
+                 answer_queries=True, read_gate=None, rcvbuf=None):
         self.frames = list(frames)
+        self.read_gate = read_gate
         self.answer_queries = answer_queries
         self.hold = hold
         self.end_copy = end_copy
@@ -56,6 +60,8 @@ class FakeWalSender:
         self.queries = []
         self.closed = threading.Event()
         self.sock = socket.socket()
+        if rcvbuf:
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf)
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(1)
         self.port = self.sock.getsockname()[1]
@@ -130,6 +136,8 @@ class FakeWalSender:
                         conn.sendall(END + READY)
                     if self.hold <= 0:
                         break
+                    if self.read_gate is not None:
+                        self.read_gate.wait(self.hold)
                     conn.settimeout(self.hold)
                     deadline = time.monotonic() + self.hold
                 elif kind == b"d":

@@ -3,6 +3,7 @@ the wire parser against a fake walsender, the primitives, the helpers."""
 
 import datetime
 import gc
+import select
 import struct
 import threading
 import time
@@ -126,18 +127,25 @@ def test_binary_payload():
 
 
 def test_keepalive_reply_requested_is_answered_at_once():
+    """A keepalive asking for a reply is answered while reading, before
+    any periodic update would be due (status_interval an hour, the
+    keepalive thread off); one that does not ask is not."""
     r, srv = streaming_reader([keepalive(0x99, reply=False),
-                               keepalive(0x100, reply=True)])
+                               keepalive(0x100, reply=True)], hold=10)
     r.status_interval = 3600
+    r.keepalive_interval = 0
     r.confirm_keepalives = False
-    assert read_all(r, timeout=0.3) == []
+    deadline = time.monotonic() + 10
+    while r.server_wal_end < 0x100 and time.monotonic() < deadline:
+        assert r.read_message() is None
+        select.select([r.fileno()], [], [], 0.05)
     assert r.server_wal_end == 0x100
+    updates = srv.wait_status_updates(1)
+    # before close(): the answer to the request, and only it
+    assert len(updates) == 1 and r.status_count == 1
+    written, flushed, applied, clock, reply = updates[0]
+    assert (written, flushed, reply) == (0x100, 0, False)
     r.close()
-    srv.closed.wait(5)
-    updates = srv.status_updates()
-    # one answer to the request (the other from close()); nothing flushed
-    assert len(updates) >= 1
-    assert all(u[1] == 0 for u in updates)
 
 
 def test_feedback_reports_only_acked_positions():

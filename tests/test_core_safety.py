@@ -4,10 +4,14 @@ bounded, no use after free, no crash before __init__, fork-safe.
 A deadlock or an endless wait would hang the suite: those scenarios run in
 a child interpreter with a timeout, so that they fail instead."""
 
+import gc
 import os
+import select
+import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 
 import pytest
@@ -364,3 +368,106 @@ def test_c_types_before_init():
     print("ok")
     """)
     assert out.strip() == "ok"
+
+
+# -- 6. fork --
+
+@pytest.mark.parametrize("how", ["close", "dealloc"])
+def test_forked_child_leaves_the_parents_stream_alone(dsn, sql, slot_name,
+                                                      table, how):
+    """A child closing (or dropping) the reader it inherited says nothing
+    on the parent's socket: the parent's stream goes on."""
+    params = core.conninfo_parse(dsn)
+    params["replication"] = "database"
+    r = core.ReaderBase()
+    r._connect(list(params), list(params.values()))
+    r.execute('CREATE_REPLICATION_SLOT "%s" LOGICAL "test_decoding"'
+              " (SNAPSHOT 'nothing')" % slot_name)
+    r.start_copy('START_REPLICATION SLOT "%s" LOGICAL 0/0' % slot_name)
+    pid = os.fork()
+    if pid == 0:
+        code = 1
+        try:
+            if how == "close":
+                r.close()
+            else:
+                del r
+                gc.collect()
+            code = 0
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(pid, 0)
+    assert os.WIFEXITED(status) and os.WEXITSTATUS(status) == 0
+    sql("INSERT INTO %s(data) VALUES('x')" % table)
+    payloads = []
+    deadline = time.monotonic() + 30
+    while not payloads or not payloads[-1].startswith("COMMIT"):
+        assert time.monotonic() < deadline, payloads
+        msg = r.read_message()
+        if msg is None:
+            select.select([r.fileno()], [], [], 0.1)
+        else:
+            payloads.append(msg.payload)
+    assert [p.split()[0] for p in payloads] == ["BEGIN", "table", "COMMIT"]
+    r.ack()
+    assert r.end_copy() is True
+    r.close()
+
+
+# -- 7. a status update the socket does not take at once --
+
+def test_partly_written_status_update_is_finished():
+    """With the server not reading, status updates stay queued: they do
+    not count as sent, and once the server reads again the loop writes
+    the rest by itself (waiting for writability), the last ack included,
+    though the server sends nothing."""
+    gate = threading.Event()
+    srv = FakeWalSender([xlogdata(0x10, b"a")], hold=30, read_gate=gate,
+                        rcvbuf=4096)
+
+    class R(core.ReaderBase):
+        def event(self, msg):
+            self.ack()
+
+    r = R()
+    srv.connect(r)
+    r.start_copy("START_REPLICATION SLOT fake LOGICAL 0/0")
+    r.status_interval = 3600
+    r.keepalive_interval = 0
+    r.confirm_keepalives = False
+    s = socket.socket(fileno=os.dup(r.fileno()))
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    s.close()
+    calls, last, same = 0, -1, 0
+    while calls < 50000 and same < 200:
+        r.send_feedback()
+        calls += 1
+        n = r.status_count
+        same = same + 1 if n == last else 0
+        last = n
+    errors = []
+
+    def stream():
+        try:
+            r._stream()
+        except Exception as e:      # reported below
+            errors.append(e)
+
+    t = threading.Thread(target=stream)
+    t.start()
+    deadline = time.monotonic() + 10
+    while r.received_lsn != 0x10 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert r.received_lsn == 0x10, errors
+    gate.set()
+    with srv.got:
+        srv.got.wait_for(
+            lambda: any(u[1] == 0x10 for u in srv.status_updates()), 15)
+        acked = any(u[1] == 0x10 for u in srv.status_updates())
+    r.stop()
+    t.join(15)
+    assert not t.is_alive() and not errors, errors
+    assert acked, "the ack never reached the server"
+    # only what was written counts as sent
+    assert r.status_count < calls
+    r.close()
