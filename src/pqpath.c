@@ -252,6 +252,9 @@ pq_wait(readerObject *self, int for_write, double timeout)
     nfds_t n = 1;
     int rv, ms, fd;
 
+    /* A signal that came while we ran C code since the last check would
+     * not interrupt the poll(): serve it now. */
+    if (PyErr_CheckSignals() < 0) { return -1; }
     if (pq_check_open(self) < 0) { return -1; }
     if ((fd = PQsocket(self->pgconn)) < 0) {
         pq_raise_message(pld_ConnectionLost,
@@ -865,6 +868,26 @@ pq_send_status_if_due(readerObject *self, double now)
     return 0;
 }
 
+/* Send a status update with the acked position and write it all out by
+ * deadline; a partly written earlier update is finished first (else this
+ * one would not be queued). Return 0, 1 on timeout (nothing raised), or
+ * -1 with an exception set. Lock not held. */
+static RAISES_NEG int
+send_status_written(readerObject *self, double deadline)
+{
+    int rv, pending;
+
+    LOCK(self);
+    pending = self->out_pending;
+    UNLOCK(self);
+    if (pending && (rv = flush_all(self, deadline)) != 0) { return rv; }
+    if (pq_send_status(self, 0) < 0) { return -1; }
+    LOCK(self);
+    pending = self->out_pending;
+    UNLOCK(self);
+    return pending ? flush_all(self, deadline) : 0;
+}
+
 /* Before closing: send the acked position and write it out within
  * timeout seconds. Errors are not raised (the connection is closing);
  * return -1 only with an exception that must propagate (a signal
@@ -872,25 +895,20 @@ pq_send_status_if_due(readerObject *self, double now)
 RAISES_NEG int
 pq_final_status(readerObject *self, double timeout)
 {
-    int rv = 0, pending;
-
-    if (!self->pgconn || pq_in_child(self)) { return 0; }
-    LOCK(self);
-    if (self->copying && PQstatus(self->pgconn) == CONNECTION_OK) {
-        rv = pq_send_status_nogil(self, 0);
+    if (!self->pgconn || pq_in_child(self) || !self->copying
+            || PQstatus(self->pgconn) != CONNECTION_OK) {
+        return 0;
     }
-    pending = self->out_pending;
-    UNLOCK(self);
-    if (rv == 0 && pending
-            && flush_all(self, wire_monotonic() + timeout) < 0) {
+    if (send_status_written(self, wire_monotonic() + timeout) < 0) {
         if (!PyErr_ExceptionMatches(pld_Error)) { return -1; }
         PyErr_Clear();
     }
     return 0;
 }
 
-/* End COPY BOTH from our side: send CopyDone, discard what the server
- * still sends, and read the command's end, all within timeout seconds.
+/* End COPY BOTH from our side: send the acked position and CopyDone,
+ * discard what the server still sends, and read the command's end, all
+ * within timeout seconds.
  * Return 1 if the server did not finish in time (the caller should
  * close). Lock not held. */
 RAISES_NEG int
@@ -901,6 +919,7 @@ pq_end_copy(readerObject *self, double timeout)
     int len, rv, w;
 
     if (!self->pgconn || !self->copying) { return 0; }
+    if ((rv = send_status_written(self, deadline)) != 0) { return rv; }
     LOCK(self);
     if ((rv = PQputCopyEnd(self->pgconn, NULL)) < 0) { self->copying = 0; }
     UNLOCK(self);

@@ -397,12 +397,9 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
 
     if (rv == 0) {
         /* stop(): confirm the acks, then end the copy politely */
-        if (pq_send_status(self, 0) < 0) { rv = -1; }
-        else {
-            int e = pq_end_copy(self, END_COPY_TIMEOUT);
-            if (e < 0) { rv = -1; }
-            else if (e > 0) { pq_close(self); }
-        }
+        int e = pq_end_copy(self, END_COPY_TIMEOUT);
+        if (e < 0) { rv = -1; }
+        else if (e > 0) { pq_close(self); }
     }
     else if (rv == 1) {
         PyErr_SetString(pld_ConnectionLost,
@@ -679,7 +676,6 @@ reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
             "the parent process (opened before fork())");
         return NULL;
     }
-    if (pq_send_status(self, 0) < 0) { return NULL; }
     if ((rv = pq_end_copy(self, timeout)) < 0) { return NULL; }
     if (rv > 0) {
         pq_close(self);
@@ -783,11 +779,19 @@ reader_close(readerObject *self, PyObject *dummy)
 static PyObject *
 reader_fileno(readerObject *self, PyObject *dummy)
 {
+    int fd;
+
+    /* not pq_check_open(): the socket is wanted while connecting too */
     if (!self->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return NULL;
     }
-    return PyLong_FromLong((long)PQsocket(self->pgconn));
+    if ((fd = PQsocket(self->pgconn)) < 0) {
+        PyErr_SetString(pld_ConnectionLost,
+            "the connection has no socket (it was lost)");
+        return NULL;
+    }
+    return PyLong_FromLong((long)fd);
 }
 
 
