@@ -175,3 +175,31 @@ def test_log_lines(dsn, sql, slot_name, table, caplog):
     assert rec.levelno == logging.WARNING
     assert rec.getMessage() == \
         "stream of slot %r ended by RuntimeError: boom" % slot_name
+
+
+def test_async_reader_stats(dsn, sql, slot_name, table):
+    """AsyncReader.stats() counts the same things from the same C core."""
+    import asyncio
+    from pylogicaldecoding.aio import AsyncReader
+
+    sql("SELECT pg_create_logical_replication_slot(%s, 'test_decoding')",
+        slot_name)
+    sql("INSERT INTO %s (data) VALUES ('a')" % table)
+    sql("INSERT INTO %s (data) VALUES ('b')" % table)
+
+    async def main():
+        async with AsyncReader(dsn, slot=slot_name, create_slot=False,
+                               options={"include-timestamp": True}) as r:
+            assert r.stats().messages == 0
+            msgs = []
+            async for m in r.drain():
+                msgs.append(m.change)
+                if isinstance(m.change, pld.Commit):
+                    await r.ack()
+            return r.stats(), msgs
+
+    s, changes = asyncio.run(asyncio.wait_for(main(), 60))
+    assert s.messages == 6 and s.transactions == 2 and s.acks == 2
+    assert s.bytes > 0 and s.reconnections == 0
+    assert s.last_commit_time == changes[-1].commit_time
+    assert s.flushed_lsn == s.received_lsn > 0
