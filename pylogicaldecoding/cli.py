@@ -31,9 +31,11 @@ from . import formats
 from ._version import __version__
 from .changes import (
     Begin, BeginPrepare, Commit, CommitPrepared, Message, Prepare,
-    RollbackPrepared, StreamAbort, StreamCommit, StreamPrepare)
+    RollbackPrepared, SnapshotEnd, SnapshotRow, StreamAbort, StreamCommit,
+    StreamPrepare)
 from .errors import (
-    ConnectionFailed, Error, SlotExists, SlotInUse, SlotNotFound)
+    ConnectionFailed, Error, SlotExists, SlotInUse, SlotNotFound,
+    SnapshotError)
 from .lsn import format_lsn, parse_lsn
 from .reader import Reader
 
@@ -186,6 +188,65 @@ def build_parser():
                    "--endpos/--drain (auto: when stderr is a terminal)")
     _jetstream_arguments(s)
     s.set_defaults(func=cmd_stream)
+
+    def output_options(s, bounded=True):
+        s.add_argument("--plugin", "-P", default="test_decoding",
+                       help="output plugin (default test_decoding; with "
+                       "pgoutput give --option publication_names=PUB)")
+        s.add_argument("--option", "-o", action="append", type=_option_arg,
+                       default=[], metavar="NAME[=VALUE]",
+                       help="plugin option (repeatable)")
+        if bounded:
+            end = s.add_mutually_exclusive_group()
+            end.add_argument("--endpos", "-E", type=_lsn_arg, metavar="LSN",
+                             help="stop once every change up to LSN is "
+                             "written")
+            end.add_argument("--drain", action="store_true",
+                             help="stop once what the slot holds now is "
+                             "written")
+        s.add_argument("--file", "-f", metavar="FILE", default="-",
+                       help="append to FILE and fsync before acking "
+                       "(default '-': stdout)")
+        s.add_argument("--format", "-F", choices=("json", "debezium", "raw"),
+                       default="json", help="output format (default json)")
+        s.add_argument("--status-interval", "-s", type=_positive,
+                       default=10.0, metavar="SECONDS",
+                       help="seconds between status updates (default 10)")
+        s.add_argument("--metrics-port", type=_port, metavar="PORT",
+                       help="serve Prometheus metrics on this port")
+        s.add_argument("--metrics-address", default="0.0.0.0",
+                       metavar="ADDR", help="address of the metrics "
+                       "endpoint (default 0.0.0.0)")
+        s.add_argument("--progress", choices=("auto", "always", "never"),
+                       default="auto", help="progress line on stderr "
+                       "(auto: when stderr is a terminal)")
+        s.set_defaults(reconnect=False)
+
+    s = cmd("snapshot", "Create a slot, write the rows of the tables as "
+            "they were at its consistent point ('read' records, Debezium op "
+            "r), then stream the changes from that point.")
+    s.add_argument("--slot", "-S", required=True,
+                   help="replication slot (must not exist)")
+    s.add_argument("--table", "-t", action="append", metavar="TABLE",
+                   help="a table of the snapshot (repeatable; default with "
+                   "pgoutput: the publication's tables)")
+    s.add_argument("--workers", "-j", type=int, default=1,
+                   help="connections copying in parallel (default 1)")
+    output_options(s)
+    s.set_defaults(func=cmd_snapshot)
+
+    s = cmd("backfill", "Stream a slot while reading tables again in "
+            "primary-key chunks between watermarks (DBLog); stop when "
+            "every table is done, unless --follow.")
+    s.add_argument("tables", nargs="+", metavar="TABLE",
+                   help="tables to read again ('name' or 'schema.name')")
+    s.add_argument("--slot", "-S", required=True, help="replication slot")
+    s.add_argument("--chunk-size", type=int, default=10000,
+                   help="rows per chunk (default 10000)")
+    s.add_argument("--follow", action="store_true",
+                   help="go on streaming once the backfills are done")
+    output_options(s, bounded=False)
+    s.set_defaults(func=cmd_backfill)
 
     s = cmd("slots", "One row per replication slot: lag, retained WAL, "
             "state.")
@@ -367,7 +428,7 @@ def _size(n):
     if n is None:
         return ""
     n = float(n)
-    for unit in ("B", "kiB", "MiB", "GiB", "TiB"):
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
         if abs(n) < 1024 or unit == "TiB":
             return ("%d %s" % (n, unit)) if unit == "B" else (
                 "%.1f %s" % (n, unit))
@@ -394,20 +455,31 @@ class Progress:
         self.t0 = time.monotonic()
         self.last = 0.0
         self.changes = 0
+        self.rows = 0
         self.drawn = False
 
-    def update(self, lsn, now=None):
+    def update(self, lsn, now=None, table=None):
+        """Redraw (if due) after a change at ``lsn``; ``table``: the
+        change is a row of the snapshot of that table."""
         now = time.monotonic() if now is None else now
         if now - self.last < self.INTERVAL:
             return
-        self.last = now
         elapsed = max(now - self.t0, 1e-6)
-        togo = max(0, self.end - lsn)
-        done = max(0, lsn - self.start) if lsn else 0
-        rate = done / elapsed
-        eta = _duration(togo / rate) if rate > 0 else "?"
-        self.stream.write("\r\x1b[Kpld: %s to go, %.0f changes/s, ETA %s"
-                          % (_size(togo), self.changes / elapsed, eta))
+        if table is not None:
+            text = "snapshot of %s: %d rows, %.0f rows/s" % (
+                table, self.rows, self.rows / elapsed)
+        elif self.end is None:          # an unbounded stream: no line
+            self.clear()
+            return
+        else:
+            togo = max(0, self.end - lsn)
+            done = max(0, lsn - self.start) if lsn else 0
+            rate = done / elapsed
+            eta = _duration(togo / rate) if rate > 0 else "?"
+            text = "%s to go, %.0f changes/s, ETA %s" % (
+                _size(togo), self.changes / elapsed, eta)
+        self.last = now
+        self.stream.write("\r\x1b[Kpld: " + text)
         self.stream.flush()
         self.drawn = True
 
@@ -415,6 +487,7 @@ class Progress:
         if self.drawn:
             self.stream.write("\r\x1b[K")
             self.stream.flush()
+            self.drawn = False
 
 
 class StreamWriter(Reader):
@@ -430,6 +503,7 @@ class StreamWriter(Reader):
             fmt, name=self.slot, db=db)
         self.in_txn = False
         self.pending = False     # written but not yet made durable and acked
+        self.backfills_left = None   # pld backfill: tables not yet done
 
     def event(self, msg):
         change = msg.change
@@ -453,7 +527,22 @@ class StreamWriter(Reader):
         elif not self.in_txn and isinstance(last, Message) \
                 and not last.transactional:
             self._commit()       # a message outside any transaction
+        elif isinstance(last, SnapshotEnd):
+            # a table's rows are all written: make them durable (they are
+            # not acked: the snapshot and the backfills keep their own
+            # progress)
+            self.out.commit()
+            if last.backfill and self.backfills_left is not None:
+                self.backfills_left.discard((last.schema, last.table))
+                if not self.backfills_left:
+                    logger.info("every backfill is done")
+                    self.stop()
         if self.progress is not None:
+            if isinstance(last, SnapshotRow):
+                self.progress.rows += 1
+                self.progress.update(self.received_lsn, table="%s.%s" % (
+                    last.schema, last.table))
+                return
             if isinstance(change, list):
                 self.progress.changes += len(change)
             else:
@@ -514,6 +603,28 @@ def _plugin_options(args):
 def cmd_stream(args):
     if args.if_not_exists and not args.create_slot:
         raise UsageError("--if-not-exists goes with --create-slot")
+    return run_stream(args)
+
+
+def cmd_snapshot(args):
+    args.create_slot = args.if_not_exists = False
+    args.start = None
+    return run_stream(args, snapshot=dict(
+        snapshot=True, create_slot=True, tables=args.table or None,
+        snapshot_workers=args.workers))
+
+
+def cmd_backfill(args):
+    args.create_slot = args.if_not_exists = False
+    args.start = None
+    args.endpos = None
+    args.drain = False
+    return run_stream(args, backfill=args.tables)
+
+
+def run_stream(args, snapshot=None, backfill=None):
+    """pld stream, snapshot and backfill: the Reader, the output, the
+    signals, the progress line."""
     commands.check_slot_name(args.slot)
     dsn, kw = conn_kwargs(args)
     out = None
@@ -524,10 +635,12 @@ def cmd_stream(args):
         create_slot=False, start_lsn=args.start,
         status_interval=args.status_interval,
         reconnect=bool(args.reconnect))
-    if args.to:
+    reader_kwargs.update(snapshot or {})
+    if getattr(args, "to", None):
         return _stream_to_jetstream(args, dsn, kw, reader_kwargs)
     tty = sys.stderr.isatty()
-    show_progress = (args.endpos or args.drain) and (
+    bounded = bool(args.endpos or args.drain or snapshot)
+    show_progress = bounded and (
         args.progress == "always" or (args.progress == "auto" and tty))
     try:
         out = Output(args.file)
@@ -556,11 +669,17 @@ def cmd_stream(args):
         elif args.drain:
             end = system.xlogpos
         if show_progress:
-            status = reader.slot_status()
+            status = None if snapshot else reader.slot_status()
             start = (status or {}).get("confirmed_flush_lsn") or 0
             if args.start:
                 start = max(start, parse_lsn(args.start))
             reader.progress = Progress(sys.stderr, start, end)
+        if backfill:
+            left = set()
+            for table in backfill:
+                left.update(tuple(t) for t in reader.backfill(
+                    table, args.chunk_size))
+            reader.backfills_left = None if args.follow else left
 
         def on_signal(signum, frame):
             if stopping:
@@ -816,6 +935,12 @@ def error_message(exc):
     elif isinstance(exc, ConnectionFailed):
         text += " (check -h/-p/-d/-U, the PG* variables and that the " \
                 "server runs)"
+    elif isinstance(exc, SnapshotError) and "exists already" in text:
+        text = ("replication slot exists already: 'pld snapshot' takes its "
+                "snapshot when it creates the slot. Drop the slot ('pld "
+                "drop-slot SLOT') and run it again, or keep the slot and read "
+                "the tables again while streaming ('pld backfill TABLE "
+                "--slot SLOT')")
     elif not isinstance(exc, (Error, OSError, ImportError, ValueError)):
         text = "unexpected %s: %s (run with --debug for the traceback)" % (
             type(exc).__name__, text)

@@ -607,3 +607,50 @@ def test_console_script_and_version():
                 "--format", "--status-interval", "--metrics-port", "-d",
                 "-h HOST", "-p PORT", "-U USER"):
         assert opt in p.stdout
+
+
+# -- snapshot and backfill --
+
+def test_snapshot_then_stream(dsn, sql, slot_name, table):
+    """`pld snapshot`: the rows as of the new slot's consistent point as
+    'read' records, then the changes committed after it."""
+    sql("INSERT INTO %s (data) SELECT 's' || i FROM generate_series(1, 50) i"
+        % table)
+    p = run("-d", dsn, "snapshot", "--slot", slot_name, "--table", table,
+            "--drain")
+    assert p.returncode == 0, p.stderr
+    recs = lines(p.stdout)
+    assert recs[0]["kind"] == "snapshot_start" and recs[-1]["kind"] == \
+        "snapshot_end"
+    reads = [r for r in recs if r["kind"] == "read"]
+    assert sorted(r["new"]["id"] for r in reads) == list(range(1, 51))
+    assert all(r["table"] == table and r["old"] is None for r in reads)
+    sql("INSERT INTO %s (data) VALUES ('after')" % table)
+    p = run("-d", dsn, "stream", "--slot", slot_name, "--drain", "-F",
+            "debezium")
+    assert p.returncode == 0, p.stderr
+    (env,) = lines(p.stdout)
+    assert env["op"] == "c" and env["after"] == {"id": 51, "data": "after"}
+    p = run("-d", dsn, "snapshot", "--slot", slot_name, "--table", table)
+    assert p.returncode == 1
+    assert p.stderr.startswith("pld: error: replication slot exists already")
+    assert "'pld backfill TABLE --slot SLOT'" in p.stderr
+
+
+def test_backfill_until_done(dsn, sql, slot_name, table):
+    """`pld backfill TABLE --slot S`: the table's rows again, in chunks,
+    with the live changes; exit 0 once it is done."""
+    create_slot(sql, slot_name)
+    sql("INSERT INTO %s (data) SELECT 'b' || i FROM generate_series(1, 30) i"
+        % table)
+    # consumed and acked: from now on the rows come only from the backfill
+    assert run("-d", dsn, "stream", "--slot", slot_name,
+               "--drain").returncode == 0
+    p = run("-d", dsn, "backfill", table, "--slot", slot_name,
+            "--chunk-size", "7", "-F", "debezium")
+    assert p.returncode == 0, p.stderr
+    envs = lines(p.stdout)
+    reads = [e for e in envs if e["op"] == "r"]
+    assert sorted(e["after"]["id"] for e in reads) == list(range(1, 31))
+    assert all(e["source"]["snapshot"] in ("true", "last") for e in reads)
+    assert all(e["source"]["table"] == table for e in reads)
