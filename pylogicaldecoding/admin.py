@@ -25,6 +25,7 @@ from .errors import (
 
 __all__ = [
     "AdminConnection", "SLOT_COLUMNS", "slot_columns", "list_slots",
+    "invalidation",
     "create_slot", "drop_slot", "create_publication", "drop_publication",
     "list_publications",
 ]
@@ -136,11 +137,7 @@ def _server_version(target):
 def existing_columns(target, relation):
     """The column names of a catalog relation (e.g.
     'pg_catalog.pg_replication_slots') on this server, as a set."""
-    _, rows = _query(
-        target,
-        "SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s"
-        "::regclass AND attnum > 0 AND NOT attisdropped"
-        % commands.quote_literal(relation))
+    _, rows = _query(target, columns_query(relation))
     return {r[0] for r in rows}
 
 
@@ -153,6 +150,51 @@ def slot_columns(target):
 
 def _bool(v):
     return None if v is None else v in ("t", "true", "True")
+
+
+def columns_query(relation):
+    """SQL listing the column names of a catalog relation (e.g.
+    'pg_catalog.pg_replication_slots') on this server."""
+    return ("SELECT attname FROM pg_catalog.pg_attribute WHERE attrelid = %s"
+            "::regclass AND attnum > 0 AND NOT attisdropped"
+            % commands.quote_literal(relation))
+
+
+def slots_query(cols, name=None):
+    """SQL selecting ``cols`` (columns the server has, see `slot_columns`)
+    of pg_replication_slots, then lag_bytes and retained_bytes; for the
+    slot ``name`` only if given."""
+    here = ("CASE WHEN pg_catalog.pg_is_in_recovery() THEN "
+            "pg_catalog.pg_last_wal_replay_lsn() ELSE "
+            "pg_catalog.pg_current_wal_lsn() END")
+    sql = ("SELECT %s, pg_catalog.pg_wal_lsn_diff(%s, confirmed_flush_lsn),"
+           " pg_catalog.pg_wal_lsn_diff(%s, restart_lsn)"
+           " FROM pg_catalog.pg_replication_slots" % (
+               ", ".join(cols), here, here))
+    if name is not None:
+        sql += " WHERE slot_name = %s" % commands.quote_literal(
+            commands.check_slot_name(name))
+    return sql + " ORDER BY slot_name"
+
+
+def parse_slot_row(cols, row):
+    """A row of `slots_query` as a dict (see `list_slots`)."""
+    d = dict(zip(cols, row))
+    for c in _BOOL_COLUMNS:
+        if c in d:
+            d[c] = _bool(d[c])
+    for c in _INT_COLUMNS:
+        if c in d and d[c] is not None:
+            d[c] = int(d[c])
+    for c in _LSN_COLUMNS:
+        if d.get(c) is not None:
+            d[c] = _core.parse_lsn(d[c])
+    if d.get("inactive_since") is not None:
+        d["inactive_since"] = _types.parse_timestamptz(d["inactive_since"])
+    lag, retained = row[len(cols)], row[len(cols) + 1]
+    d["lag_bytes"] = None if lag is None else int(float(lag))
+    d["retained_bytes"] = None if retained is None else int(float(retained))
+    return d
 
 
 def list_slots(target, name=None):
@@ -169,37 +211,36 @@ def list_slots(target, name=None):
     WAL replayed.
     """
     cols = slot_columns(target)
-    here = ("CASE WHEN pg_catalog.pg_is_in_recovery() THEN "
-            "pg_catalog.pg_last_wal_replay_lsn() ELSE "
-            "pg_catalog.pg_current_wal_lsn() END")
-    sql = ("SELECT %s, pg_catalog.pg_wal_lsn_diff(%s, confirmed_flush_lsn),"
-           " pg_catalog.pg_wal_lsn_diff(%s, restart_lsn)"
-           " FROM pg_catalog.pg_replication_slots" % (
-               ", ".join(cols), here, here))
-    if name is not None:
-        sql += " WHERE slot_name = %s" % commands.quote_literal(
-            commands.check_slot_name(name))
-    sql += " ORDER BY slot_name"
-    _, rows = _query(target, sql)
-    out = []
-    for row in rows:
-        d = dict(zip(cols, row))
-        for c in _BOOL_COLUMNS:
-            if c in d:
-                d[c] = _bool(d[c])
-        for c in _INT_COLUMNS:
-            if c in d and d[c] is not None:
-                d[c] = int(d[c])
-        for c in _LSN_COLUMNS:
-            if d.get(c) is not None:
-                d[c] = _core.parse_lsn(d[c])
-        if d.get("inactive_since") is not None:
-            d["inactive_since"] = _types.parse_timestamptz(d["inactive_since"])
-        lag, retained = row[len(cols)], row[len(cols) + 1]
-        d["lag_bytes"] = None if lag is None else int(float(lag))
-        d["retained_bytes"] = None if retained is None else int(float(retained))
-        out.append(d)
-    return out
+    _, rows = _query(target, slots_query(cols, name))
+    return [parse_slot_row(cols, row) for row in rows]
+
+
+_INVALIDATION_HELP = {
+    "wal_removed": "the WAL it needed was removed (it fell behind "
+                   "max_slot_wal_keep_size)",
+    "rows_removed": "the primary removed rows it needed (on a standby: set "
+                    "hot_standby_feedback and primary_slot_name)",
+    "wal_level_insufficient": "the primary's wal_level went below logical",
+    "idle_timeout": "it stayed inactive longer than "
+                    "idle_replication_slot_timeout",
+}
+
+
+def invalidation(status):
+    """Why the slot of ``status`` (a `list_slots` dict) is invalidated, as
+    ``(reason, explanation)``, or None if it is not. ``reason`` is the
+    server's ``invalidation_reason`` (17+); before 17 a lost slot that is
+    not ``conflicting`` lost its WAL (``wal_removed``); a conflicting one
+    (16) gives None: rows_removed or wal_level_insufficient."""
+    reason = status.get("invalidation_reason")
+    if reason is None:
+        if status.get("conflicting"):
+            return (None, "it conflicted with recovery on this standby "
+                    "(rows_removed or wal_level_insufficient)")
+        if status.get("wal_status") != "lost":
+            return None
+        reason = "wal_removed"
+    return reason, "%s (%s)" % (reason, _INVALIDATION_HELP.get(reason, reason))
 
 
 SlotCreated = collections.namedtuple(
@@ -215,10 +256,8 @@ def create_slot(target, name, plugin, *, temporary=False, two_phase=False,
     copy). Needs a replication connection (`AdminConnection`, `Reader`).
     Raises `SlotExists` if it exists."""
     version = _server_version(target)
-    if two_phase and version < 150000:
-        raise NotSupportedError("two-phase slots need PostgreSQL 15 or later")
-    if failover and version < 170000:
-        raise NotSupportedError("failover slots need PostgreSQL 17 or later")
+    commands.check_slot_features(version, two_phase=two_phase,
+                                 failover=failover)
     _, rows = _query(target, commands.create_slot(
         name, plugin, temporary=temporary, snapshot="nothing",
         server_version=version, two_phase=two_phase, failover=failover))

@@ -290,6 +290,7 @@ class AsyncReader:
         try:
             self.wal_sender_timeout = await rules.run_async(
                 rules.check_server(core.server_version), self._command)
+            await rules.run_async(rules.note_server(self), self._command)
         except BaseException:
             core.close()
             raise
@@ -348,7 +349,8 @@ class AsyncReader:
         `Reader.slot_status`)."""
         return await self._run_steps(rules.slot_status(self.slot))
 
-    async def create_slot(self, *, temporary=None, snapshot="export"):
+    async def create_slot(self, *, temporary=None, snapshot="export",
+                          failover=None, two_phase=None):
         """Create the slot with this reader's plugin; return a `SlotInfo`
         (see `Reader.create_slot`). Raises `SlotExists` if it exists."""
         await self._connected()
@@ -356,7 +358,9 @@ class AsyncReader:
             temporary = self.temporary
         return await self._run_steps(rules.create_slot(
             self.slot, self.plugin, temporary, snapshot,
-            self._core.server_version))
+            self._core.server_version,
+            self.failover if failover is None else bool(failover),
+            self.two_phase if two_phase is None else bool(two_phase)))
 
     async def drop_slot(self, *, wait=False, missing_ok=False):
         """Drop the slot. Raises `SlotNotFound` if it does not exist (unless

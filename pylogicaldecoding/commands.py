@@ -8,7 +8,7 @@ add another one.
 
 import re
 
-from .errors import InvalidName
+from .errors import InvalidName, NotSupportedError
 from .lsn import format_lsn, parse_lsn
 
 _SLOT_RE = re.compile(r"[a-z0-9_]{1,63}\Z")
@@ -135,6 +135,20 @@ def create_slot(slot, plugin, temporary=False, snapshot="export",
         cmd += {"export": " EXPORT_SNAPSHOT", "use": " USE_SNAPSHOT",
                 "nothing": " NOEXPORT_SNAPSHOT"}[snapshot]
     return cmd
+
+
+def check_slot_features(server_version, two_phase=False, failover=False):
+    """Raise NotSupportedError if the server cannot make a slot with these
+    features: two-phase needs 15+ (over the replication protocol),
+    failover 17+, and 17 refuses both at once."""
+    if two_phase and server_version < 150000:
+        raise NotSupportedError("two-phase slots need PostgreSQL 15 or later")
+    if failover and server_version < 170000:
+        raise NotSupportedError("failover slots need PostgreSQL 17 or later")
+    if failover and two_phase and server_version < 180000:
+        raise NotSupportedError(
+            "PostgreSQL 17 cannot make a slot both failover and two-phase "
+            "(18 can); choose one")
 
 
 def drop_slot(slot, wait=False):

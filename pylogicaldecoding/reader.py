@@ -70,6 +70,14 @@ class Reader(_core.ReaderBase):
     :param tables: the tables of the snapshot ('schema.table' or (schema,
         table)); default: the publication's tables (pgoutput only).
     :param snapshot_workers: connections copying the snapshot in parallel.
+    :param failover: create the slot as a failover slot (PostgreSQL 17+):
+        a standby with ``sync_replication_slots`` keeps a synced copy, from
+        which the Reader resumes after the standby's promotion (connect with
+        a multi-host conninfo, ``target_session_attrs=read-write``, and
+        ``reconnect``); it logs a warning when it moved to another server.
+    :param two_phase: create the slot with two-phase decoding (PostgreSQL
+        15+; prepared transactions are decoded at PREPARE). PostgreSQL 17
+        cannot make a slot both failover and two-phase.
     :param conninfo: libpq keywords (host, port, dbname, user, password,
         connect_timeout, sslmode...) merged over `dsn`.
     """
@@ -79,14 +87,16 @@ class Reader(_core.ReaderBase):
                  status_interval=10.0, binary=None, confirm_keepalives=True,
                  reconnect=False, decode=True, type_registry=None,
                  recv_timeout=None, snapshot=False, tables=None,
-                 snapshot_workers=1, **conninfo_kwargs):
+                 snapshot_workers=1, failover=False, two_phase=False,
+                 **conninfo_kwargs):
         rules.configure(
             self, dsn, slot=slot, plugin=plugin, options=options,
             create_slot=create_slot, temporary=temporary,
             start_lsn=start_lsn, status_interval=status_interval,
             binary=binary, confirm_keepalives=confirm_keepalives,
             reconnect=reconnect, decode=decode, type_registry=type_registry,
-            recv_timeout=recv_timeout, **conninfo_kwargs)
+            recv_timeout=recv_timeout, failover=failover,
+            two_phase=two_phase, **conninfo_kwargs)
         self._stop_requested = threading.Event()
         self._stream_thread = None
         self._stream_done = threading.Event()
@@ -168,6 +178,7 @@ class Reader(_core.ReaderBase):
         try:
             self.wal_sender_timeout = rules.run(
                 rules.check_server(self.server_version), self.execute)
+            rules.run(rules.note_server(self), self.execute)
         except BaseException:
             super().close()
             raise
@@ -237,27 +248,38 @@ class Reader(_core.ReaderBase):
         """The slot's row of pg_replication_slots as a dict, or None.
 
         Keys: slot_name, plugin, slot_type, database, temporary, active,
-        active_pid, confirmed_flush_lsn, restart_lsn (LSNs as ints).
+        active_pid, confirmed_flush_lsn, restart_lsn (LSNs as ints), and
+        where the server has them wal_status, safe_wal_size (13+),
+        two_phase (14+), conflicting (16+), invalidation_reason, failover,
+        synced, inactive_since (17+); lag_bytes and retained_bytes (see
+        `admin.list_slots`).
         """
         self.connect()
         return rules.run(rules.slot_status(self.slot), self.execute)
 
-    def create_slot(self, *, temporary=None, snapshot="export"):
+    def create_slot(self, *, temporary=None, snapshot="export",
+                    failover=None, two_phase=None):
         """Create the slot with this Reader's plugin; return a `SlotInfo`.
 
         ``temporary`` defaults to the Reader's setting. ``snapshot`` is
         'export' (the snapshot name is returned, usable until the next
         command on this connection), 'use' (inside a transaction opened
         with ``BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY`` on this
-        connection: PostgreSQL 18 requires READ ONLY) or 'nothing'. Raises `SlotExists`
-        if the slot exists.
+        connection: PostgreSQL 18 requires READ ONLY) or 'nothing'.
+        ``failover`` and ``two_phase`` default to the Reader's settings.
+        Raises `SlotExists` if the slot exists, `NotSupportedError` if the
+        server cannot make such a slot (failover before 17, two-phase
+        before 15, both at once on 17).
         """
         self.connect()
         if temporary is None:
             temporary = self.temporary
         return rules.run(rules.create_slot(
             self.slot, self.plugin, temporary, snapshot,
-            self.server_version), self.execute)
+            self.server_version,
+            self.failover if failover is None else bool(failover),
+            self.two_phase if two_phase is None else bool(two_phase)),
+            self.execute)
 
     def drop_slot(self, *, wait=False, missing_ok=False):
         """Drop the slot. Raises `SlotNotFound` if it does not exist (unless

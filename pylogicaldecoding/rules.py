@@ -15,9 +15,11 @@ import logging
 import random
 
 from . import _core
+from . import admin
 from . import commands
 from . import conninfo
 from . import decoders
+from . import errors
 from .errors import (
     ConnectionFailed, ConnectionLost, InterfaceError, OperationalError,
     SlotExists, SlotInUse, SlotMismatch, SlotNotFound, WalLevelError)
@@ -114,7 +116,8 @@ def configure(reader, dsn="", *, slot, plugin="test_decoding", options=None,
               create_slot=True, temporary=False, start_lsn=None,
               status_interval=10.0, binary=None, confirm_keepalives=True,
               reconnect=False, decode=True, type_registry=None,
-              recv_timeout=None, **conninfo_kwargs):
+              recv_timeout=None, failover=False, two_phase=False,
+              **conninfo_kwargs):
     """Check the constructor arguments shared by `Reader` and `AsyncReader`
     and set them on ``reader`` (see `Reader` for their meaning)."""
     reader.slot = commands.check_slot_name(slot)
@@ -122,6 +125,9 @@ def configure(reader, dsn="", *, slot, plugin="test_decoding", options=None,
     reader.options = dict(options) if options else {}
     commands.check_options(reader.options)     # refuse bad names early
     reader.create_slot_if_missing = bool(create_slot)
+    reader.failover = bool(failover)
+    reader.two_phase = bool(two_phase)
+    reader.server_address = None
     reader.temporary = bool(temporary)
     reader.start_lsn = start_lsn
     if start_lsn is not None:
@@ -237,29 +243,30 @@ def identify_system():
 
 
 def slot_status(slot):
-    """The slot's row of pg_replication_slots as a dict, or None."""
-    names, rows = yield commands.slot_query(slot)
-    if not rows:
-        return None
-    row = dict(zip(names, rows[0]))
-    for key in ("confirmed_flush_lsn", "restart_lsn"):
-        if row[key] is not None:
-            row[key] = _core.parse_lsn(row[key])
-    for key in ("temporary", "active"):
-        row[key] = row[key] == "t"
-    if row["active_pid"] is not None:
-        row["active_pid"] = int(row["active_pid"])
-    return row
+    """The slot's row of pg_replication_slots as a dict (see
+    `admin.list_slots`: every column the server has), or None."""
+    _, rows = yield admin.columns_query("pg_catalog.pg_replication_slots")
+    have = {r[0] for r in rows}
+    cols = [c for c in admin.SLOT_COLUMNS if c in have]
+    _, rows = yield admin.slots_query(cols, slot)
+    return admin.parse_slot_row(cols, rows[0]) if rows else None
 
 
-def create_slot(slot, plugin, temporary, snapshot, server_version):
-    """CREATE_REPLICATION_SLOT; a `SlotInfo`."""
+def create_slot(slot, plugin, temporary, snapshot, server_version,
+                failover=False, two_phase=False):
+    """CREATE_REPLICATION_SLOT; a `SlotInfo`. Raises NotSupportedError
+    for a failover or two-phase slot the server cannot make."""
+    commands.check_slot_features(server_version, two_phase=two_phase,
+                                 failover=failover)
     _, rows = yield commands.create_slot(
         slot, plugin, temporary=temporary, snapshot=snapshot,
-        server_version=server_version)
+        server_version=server_version, two_phase=two_phase,
+        failover=failover)
     name, point, snapshot_name, plugin = rows[0]
-    logger.info("created replication slot %r (plugin %s%s) at %s", name,
-                plugin, ", temporary" if temporary else "", point)
+    logger.info("created replication slot %r (plugin %s%s%s%s) at %s", name,
+                plugin, ", temporary" if temporary else "",
+                ", failover" if failover else "",
+                ", two-phase" if two_phase else "", point)
     return SlotInfo(name, _core.parse_lsn(point), snapshot_name, plugin)
 
 
@@ -290,13 +297,18 @@ def ensure_slot(reader, server_version, snapshot=None):
             return (yield from create_slot(
                 reader.slot, reader.plugin, reader.temporary,
                 "export" if snapshot is not None else "nothing",
-                server_version))
+                server_version, reader.failover, reader.two_phase))
         except SlotExists:
             status = yield from slot_status(reader.slot)  # created meanwhile
             if status is None:
                 raise
     if snapshot is not None and not snapshot.done:
         raise snapshot.exists_error(reader.slot)
+    invalid = admin.invalidation(status)
+    if invalid is not None:
+        raise errors.slot_invalidated(
+            "replication slot %r is invalidated: %s" % (reader.slot, invalid[1]),
+            reason=invalid[0], slot=reader.slot)
     _, rows = yield "SELECT current_database()"
     if status["slot_type"] != "logical":
         raise SlotMismatch("replication slot %r is a physical slot"
@@ -358,6 +370,22 @@ def start_command(reader, options, flushed_lsn):
     logger.info("streaming slot %r from %s", reader.slot,
                 _core.format_lsn(lsn) if lsn else "where it left off")
     return command
+
+
+def note_server(reader):
+    """After connecting: remember which server (address, port) the
+    connection reached, as ``reader.server_address``; log a warning when it
+    is another than the previous connection's (a multi-host conninfo after
+    a failover)."""
+    _, rows = yield ("SELECT pg_catalog.inet_server_addr()::text,"
+                     " pg_catalog.inet_server_port()")
+    where = tuple(rows[0])
+    before, reader.server_address = reader.server_address, where
+    if before is not None and where != before:
+        logger.warning("moved to another server: slot %r now streams from "
+                       "%s port %s (was %s port %s)", reader.slot,
+                       where[0] or "a Unix socket", where[1],
+                       before[0] or "a Unix socket", before[1])
 
 
 def log_connected(params, server_version, backend_pid):

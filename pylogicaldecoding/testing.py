@@ -486,6 +486,7 @@ class _ServerMixin:
         self._boot_timeout = boot_timeout
         self._started_once = False
         self._cleaned = False
+        self._standby_of = None     # the primary's repr, for a standby
         #: how many times the server was started: a client holding a
         #: connection can tell from it that the server restarted meanwhile
         self.start_count = 0
@@ -707,6 +708,11 @@ class _ServerMixin:
         if self._ssl:
             conf.update(self._make_certificate())
         conf.update(self._extra_settings)
+        self._append_conf(conf)
+
+    def _append_conf(self, conf):
+        """Append ``{name: value}`` settings to postgresql.conf (later lines
+        win over earlier ones)."""
         lines = ["", "# written by pylogicaldecoding.testing"]
         for name, value in conf.items():
             if not re.match(r"^[A-Za-z_][A-Za-z0-9_.]*$", name):
@@ -744,6 +750,91 @@ class _ServerMixin:
         os.chmod(crt, 0o644)
         self._chown(ssl_dir)
         return {"ssl": True, "ssl_cert_file": crt, "ssl_key_file": key}
+
+    # -- replication -----------------------------------------------------------
+
+    def make_standby(self, settings=None, slot=None, boot_timeout=None):
+        """Make and start a physical standby of this (running) server.
+
+        ``pg_basebackup`` copies the cluster (streaming the WAL it needs)
+        into a new temporary directory; the copy gets ``standby.signal``,
+        ``primary_conninfo`` (TCP, with ``dbname=test``, which slot
+        synchronisation needs, and ``application_name`` the standby's
+        directory name), ``hot_standby=on``, its own socket directory and
+        port, then ``settings`` (e.g. ``{"sync_replication_slots": True,
+        "hot_standby_feedback": True}``). With ``slot``, the backup creates
+        the physical replication slot ``slot`` on this server and the
+        standby streams through it (``primary_slot_name``). Returns the
+        standby, a started `Server` (its own ``cleanup()``); it accepts
+        read-only connections until ``promote()``.
+        """
+        if not self.running:
+            raise ServerError("%r is not running" % self)
+        if self._password is not None:
+            raise ServerError("make_standby() needs a server without password")
+        standby = type(self)(bindir=self.bindir, os_user=self.os_user,
+                             boot_timeout=boot_timeout or self._boot_timeout,
+                             auto_start=False)
+        try:
+            standby.setup_standby_of(self, settings, slot)
+            standby.start()
+        except BaseException:
+            standby.cleanup()
+            raise
+        return standby
+
+    def setup_standby_of(self, primary, settings=None, slot=None):
+        """Fill this (new, not started) server's data directory with a base
+        backup of ``primary`` configured as its standby; see
+        ``make_standby()``."""
+        if os.path.exists(os.path.join(self.data_dir, "PG_VERSION")):
+            raise ServerError("%s holds a cluster already" % self.data_dir)
+        os.makedirs(self.socket_dir, mode=0o700, exist_ok=True)
+        self._chown(self.base_dir)
+        args = [self.pg_bin("pg_basebackup"), "-D", self.data_dir,
+                "-h", primary.socket_dir, "-p", str(primary.port),
+                "-U", "postgres", "-X", "stream", "--no-sync",
+                "--checkpoint=fast"]
+        if slot is not None:
+            if not re.match(r"^[a-z0-9_]{1,63}$", slot):
+                raise ServerError("invalid slot name %r" % slot)
+            args += ["-C", "-S", slot]
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PG")}
+        proc = subprocess.run(args, capture_output=True, text=True, env=env,
+                              cwd=self.base_dir, **self._as_server_user())
+        if proc.returncode != 0:
+            raise ServerError("pg_basebackup failed (exit %d): %s" % (
+                proc.returncode, proc.stderr.strip() or proc.stdout.strip()))
+        name = os.path.basename(self.base_dir).replace("-", "_")
+        conninfo = _make_conninfo({
+            "host": primary.host, "port": str(primary.port), "user": "postgres",
+            "dbname": "test", "application_name": name})
+        conf = {"unix_socket_directories": self.socket_dir, "hot_standby": True,
+                "primary_conninfo": conninfo}
+        if slot is not None:
+            conf["primary_slot_name"] = slot
+        conf.update(settings or {})
+        self._append_conf(conf)
+        with open(os.path.join(self.data_dir, "standby.signal"), "w"):
+            pass
+        self._chown(self.base_dir)
+        self._standby_of = repr(primary)
+        #: the standby's application_name (pg_stat_replication on the primary)
+        self.application_name = name
+
+    def promote(self, timeout=60):
+        """Promote this standby to a primary (``pg_promote()``) and wait
+        until it accepts writes."""
+        rows = self.execute("SELECT pg_promote(true, %d)" % int(timeout),
+                            dbname="postgres")
+        if rows != [["t"]]:
+            raise ServerError("%r was not promoted within %s s; its log:\n%s"
+                              % (self, timeout, self._read_log()[-3000:]))
+
+    def is_in_recovery(self):
+        """True while this server is a standby (``pg_is_in_recovery()``)."""
+        return self.execute("SELECT pg_is_in_recovery()",
+                            dbname="postgres") == [["t"]]
 
     # -- start and stop ------------------------------------------------------
 
@@ -808,8 +899,9 @@ class _ServerMixin:
             time.sleep(0.05)
 
     def poststart(self):
-        """Create the ``test`` database and set the password (first start)."""
-        if self._started_once:
+        """Create the ``test`` database and set the password (first start;
+        a standby has them from its primary)."""
+        if self._started_once or self._standby_of is not None:
             return
         if not self.execute("SELECT 1 FROM pg_database WHERE datname = 'test'",
                             dbname="postgres"):
