@@ -131,16 +131,16 @@ def test_keepalive_reply_requested_is_answered_at_once():
     any periodic update would be due (status_interval an hour, the
     keepalive thread off); one that does not ask is not."""
     r, srv = streaming_reader([keepalive(0x99, reply=False),
-                               keepalive(0x100, reply=True)], hold=10)
+                               keepalive(0x100, reply=True)], hold=60)
     r.status_interval = 3600
     r.keepalive_interval = 0
     r.confirm_keepalives = False
-    deadline = time.monotonic() + 10
+    deadline = time.monotonic() + 30
     while r.server_wal_end < 0x100 and time.monotonic() < deadline:
         assert r.read_message() is None
         select.select([r.fileno()], [], [], 0.05)
     assert r.server_wal_end == 0x100
-    updates = srv.wait_status_updates(1)
+    updates = srv.wait_status_updates(1, timeout=30)
     # before close(): the answer to the request, and only it
     assert len(updates) == 1 and r.status_count == 1
     written, flushed, applied, clock, reply = updates[0]
