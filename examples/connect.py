@@ -62,6 +62,9 @@ WALKTHROUGH = [
      "COMMIT;"),
 ]
 DEMO_COMMITS = 3    # the rolled back and the DDL transactions are not sent
+# Both modes: empty transactions (a CREATE TABLE's) are skipped, as in the
+# README's output.
+OPTIONS = {"skip-empty-xacts": "1"}
 
 
 def have_env_dsn():
@@ -73,8 +76,7 @@ def run_demo(server, slot):
     """Play the walkthrough while a Printer streams it, then show acks."""
     server.execute("DROP TABLE IF EXISTS data; "
                    "CREATE TABLE data(id serial primary key, data text);")
-    # empty transactions (the DDL) are skipped, as in the seed's output
-    options = {"skip-empty-xacts": "1"}
+    options = OPTIONS
     reader = Printer(server.dsn, slot=slot, options=options,
                      stop_after=DEMO_COMMITS)
     reader.create_slot(snapshot="nothing")
@@ -142,7 +144,7 @@ def main(argv=None):
 
 
 def stream(dsn, slot):
-    reader = Printer(dsn, slot=slot)
+    reader = Printer(dsn, slot=slot, options=OPTIONS)
     try:
         reader.start()
     except KeyboardInterrupt:

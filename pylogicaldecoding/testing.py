@@ -431,10 +431,37 @@ _atexit_registered = False
 
 def _stop_all_at_exit():
     for server in list(_live_servers):
+        if getattr(server, "_owner_pid", None) != os.getpid():
+            continue    # a forked child: the parent's servers are not its own
         try:
             server.cleanup()
         except Exception as e:  # pragma: no cover - best effort at exit
             sys.stderr.write("pylogicaldecoding.testing: %s\n" % e)
+
+
+# SIGTERM (kill, timeout, docker stop) and SIGHUP (the terminal closed) end a
+# Python process without running atexit: the servers would outlive it, with
+# their directories. Where such a signal still has its default action, a
+# handler stops and removes this process's servers and then lets the signal
+# end the process as it would have (same exit status). A handler the program
+# installed itself, or an ignored signal, is left alone.
+_CLEANUP_SIGNALS = (signal.SIGTERM, signal.SIGHUP)
+
+
+def _cleanup_and_die(signum, frame):
+    _stop_all_at_exit()
+    signal.signal(signum, signal.SIG_DFL)
+    os.kill(os.getpid(), signum)
+
+
+def _install_signal_cleanup():
+    for signum in _CLEANUP_SIGNALS:
+        try:
+            if signal.getsignal(signum) == signal.SIG_DFL:
+                signal.signal(signum, _cleanup_and_die)
+        except ValueError:
+            # not the main thread: only atexit cleans up in that case
+            pass
 
 
 class _ServerMixin:
@@ -472,7 +499,9 @@ class _ServerMixin:
 
     The database ``test`` and the superuser ``postgres`` exist. The server
     is stopped and its temporary directory removed at interpreter exit if
-    ``cleanup()`` was not called.
+    ``cleanup()`` was not called, and also when the process gets SIGTERM or
+    SIGHUP while that signal has its default action (created in the main
+    thread); the signal then ends the process as it would have.
     """
 
     def __init__(self, settings=None, password=None, ssl=False, port=None,
@@ -529,6 +558,7 @@ class _ServerMixin:
         if not _atexit_registered:
             atexit.register(_stop_all_at_exit)
             _atexit_registered = True
+        _install_signal_cleanup()
         if auto_start:
             try:
                 self.setup()
