@@ -37,11 +37,33 @@ sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_paths()["include"], "Pyt
 EOF
 }
 
+# The major version the distribution's "postgresql" package would install:
+# from apt's lists when it has them, else from the release (a fresh
+# container has no lists until apt-get update).
+packaged_version() {
+    local v id ver
+    v=$(apt-cache depends postgresql 2>/dev/null \
+        | sed -n 's/.*Depends: postgresql-\([0-9][0-9]*\)$/\1/p' | head -n 1)
+    if [ -z "$v" ] && [ -r /etc/os-release ]; then
+        id=$(. /etc/os-release && echo "$ID")
+        ver=$(. /etc/os-release && echo "${VERSION_ID:-}")
+        case "$id:$ver" in
+            debian:11) v=13 ;; debian:12) v=15 ;; debian:13) v=17 ;;
+            ubuntu:20.04) v=12 ;; ubuntu:22.04) v=14 ;; ubuntu:24.04) v=16 ;;
+        esac
+    fi
+    echo "$v"
+}
+
 missing_packages() {
     local pkgs=() v
     command -v pg_config >/dev/null 2>&1 || pkgs+=(libpq-dev)
     v=$(server_version)
-    [ -n "$v" ] || pkgs+=(postgresql)
+    if [ -z "$v" ]; then
+        pkgs+=(postgresql)
+        # name wal2json's package now too, so one message lists everything
+        v=$(packaged_version)
+    fi
     if [ -n "$v" ] && ! ls /usr/lib/postgresql/"$v"/lib/wal2json.so >/dev/null 2>&1; then
         pkgs+=("postgresql-$v-wal2json")
     fi
@@ -70,7 +92,8 @@ if [ -n "$missing" ]; then
         exit 1
     fi
     apt_install $missing
-    # wal2json's package is named after the server version, known only now
+    # if the server version could not be guessed, wal2json's package is
+    # named only now
     missing=$(missing_packages)
     if [ -n "$missing" ]; then
         apt_install $missing
