@@ -363,3 +363,12 @@ def tp(twophase_server, request):
         sql("DROP PUBLICATION p_%s" % table)
         sql("DROP TABLE %s" % table)
         sql.close()
+
+
+@pytest.fixture(autouse=True)
+def _forget_background_readers():
+    """A Background reader a test left unjoined does not fail a later
+    test's wait_for() (see readers.py)."""
+    yield
+    import readers
+    readers._unjoined.clear()

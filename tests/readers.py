@@ -58,14 +58,25 @@ def drain(dsn, slot, sql, **kwargs):
     return r
 
 
+# Background readers started and not joined yet: wait_for() looks at them.
+_unjoined = set()
+
+
 class Background:
-    """Run ``reader.start()`` in a thread; keep its exception."""
+    """Run ``reader.start()`` in a thread; keep its exception.
+
+    Until ``join()`` is called, ``wait_for()`` fails at once, with this
+    exception, when the thread has died of one: a test waiting for something
+    the reader should do learns why it never will without sitting out the
+    deadline.
+    """
 
     def __init__(self, reader, **kwargs):
         self.reader = reader
         self.error = None
         self.thread = threading.Thread(target=self._run, kwargs=kwargs,
                                        daemon=True)
+        _unjoined.add(self)
         self.thread.start()
 
     def _run(self, **kwargs):
@@ -77,15 +88,28 @@ class Background:
     def join(self, timeout=30):
         self.thread.join(timeout)
         assert not self.thread.is_alive(), "the reader did not stop"
+        _unjoined.discard(self)
         return self.error
 
 
+def _check_background():
+    for bg in list(_unjoined):
+        if bg.error is not None and not bg.thread.is_alive():
+            _unjoined.discard(bg)
+            raise AssertionError("the Reader thread died: %r" % (bg.error,)) \
+                from bg.error
+
+
 def wait_for(predicate, timeout=30, interval=0.02, what="condition"):
+    """Return ``predicate()``'s first true value, polling every
+    ``interval`` s; fail after ``timeout`` s, or at once if a Background
+    reader not joined yet died of an exception."""
     deadline = time.monotonic() + timeout
     while True:
         value = predicate()
         if value:
             return value
+        _check_background()
         if time.monotonic() > deadline:
             raise AssertionError("timed out waiting for %s" % what)
         time.sleep(interval)

@@ -64,3 +64,19 @@ def test_sql_reconnects_after_restart(pg_server, sql):
     before = sql("SELECT pg_backend_pid()")
     pg_server.restart()
     assert sql("SELECT pg_backend_pid()") != before
+
+
+def test_wait_for_fails_at_once_when_the_reader_thread_died():
+    from readers import Background, wait_for
+    import pylogicaldecoding as pld
+
+    # nothing listens on port 1: start() fails at once
+    bg = Background(pld.Reader("host=127.0.0.1 port=1 connect_timeout=5",
+                               slot="nope"))
+    t0 = time.monotonic()
+    with pytest.raises(AssertionError, match="the Reader thread died") as info:
+        wait_for(lambda: False, timeout=60, what="something the reader does")
+    assert isinstance(info.value.__cause__, pld.OperationalError)
+    # at once, not after the 60 s deadline
+    assert time.monotonic() - t0 < 30
+    assert bg.join() is info.value.__cause__
