@@ -328,6 +328,7 @@ make_type(int kind, PyObject *module, PyObject *bases)
 {
     PyMemberDef *members = NULL;
     PyObject *fields = NULL, *names = NULL, *type = NULL;
+    char *qualname = NULL;
     PyType_Slot slots[] = {
         {Py_tp_new, change_tp_new},
         {Py_tp_dealloc, change_dealloc},
@@ -342,7 +343,6 @@ make_type(int kind, PyObject *module, PyObject *bases)
     };
     PyType_Spec spec;
     Py_ssize_t i, n;
-    char *qualname;
 
     if (!(fields = PyUnicode_FromString(defs[kind].fields))) { goto exit; }
     if (!(names = PyUnicode_Split(fields, NULL, -1))) { goto exit; }
@@ -384,6 +384,13 @@ make_type(int kind, PyObject *module, PyObject *bases)
     Py_INCREF(names);
 
 exit:
+#if PY_VERSION_HEX >= 0x030B0000
+    /* Python >= 3.11 copies the name into the type; before, tp_name points
+     * into it and it must live as long as the type (for ever) */
+    PyMem_Free(qualname);
+#else
+    if (!type) { PyMem_Free(qualname); }
+#endif
     PyMem_Free(members);
     Py_XDECREF(fields);
     Py_XDECREF(names);
