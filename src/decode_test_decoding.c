@@ -591,6 +591,10 @@ td_call(tdDecoderObject *self, PyObject *args, PyObject *kwargs)
     Py_INCREF(self);
     if (p.len >= 6 && !memcmp(p.s, "table ", 6)) {
         rv = td_table_line(self, &p);
+        if (!rv && PyErr_ExceptionMatches(PyExc_UnicodeDecodeError)) {
+            /* a bytes payload (binary=True) whose names are not UTF-8 */
+            decode_error(TD, p.lsn, "invalid UTF-8 in a name");
+        }
     }
     else {
         other = self->other;

@@ -129,6 +129,21 @@ def test_garbage_raises_decoding_error_with_lsn(td, text):
     assert "16/B374D848" in str(e.value)
 
 
+@pytest.mark.parametrize("line", [
+    b"table \xff.b: INSERT: x[integer]:1",
+    b"table a.\"\xff\": INSERT: x[integer]:1",
+    b"table a.b: INSERT: \xff\xff[integer]:4 y[text]:'r'",
+    b"table a.b: INSERT: \"q\xfe\"[integer]:4",
+    b"table a.b: INSERT: x[\xff]:4",
+])
+def test_invalid_utf8_in_names_is_decoding_error(td, line):
+    # found by the fuzzer (scripts/run-fuzz.sh): a bytes payload whose names
+    # are not UTF-8 raised UnicodeDecodeError, not the library's error
+    with pytest.raises(pld.DecodingError) as e:
+        td(M(line))
+    assert "16/B374D848" in str(e.value)
+
+
 def test_registry_override():
     reg = types.registry.copy()
     reg.register("numeric", text=float)
