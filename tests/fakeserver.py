@@ -171,15 +171,63 @@ def streaming_reader(frames, **kwargs):
     return reader, server
 
 
-def read_all(reader, timeout=2.0):
-    """read_message() until the frames are used up; return the messages."""
+def read_all(reader, timeout=2.0, count=None):
+    """read_message() until the frames are used up; return the messages.
+
+    Without ``count``: for ``timeout`` seconds (or until an error). With
+    ``count``: until that many messages came (then also whatever is already
+    buffered, so an extra one shows), failing after ``timeout`` seconds -- an
+    event, not a guess at how long the server takes."""
     import select
     msgs = []
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while True:
+        if count is not None and len(msgs) >= count:
+            while True:
+                msg = reader.read_message()
+                if msg is None:
+                    return msgs
+                msgs.append(msg)
+        if time.monotonic() >= deadline:
+            if count is not None:
+                raise AssertionError("%d of %d messages in %s s"
+                                     % (len(msgs), count, timeout))
+            return msgs
         msg = reader.read_message()
         if msg is None:
             select.select([reader.fileno()], [], [], 0.05)
             continue
         msgs.append(msg)
-    return msgs
+
+
+def drive(frames, timeout=10.0):
+    """Send ``frames`` from a fake walsender that then ends the COPY, and
+    read them all with a fresh ReaderBase (binary payloads). Return the
+    messages and the library error that ended the reading (DecodingError,
+    or ConnectionLost when the server ended the stream); any other
+    exception propagates, and a reader still waiting ``timeout`` seconds
+    after the server ended the stream is an AssertionError."""
+    import select
+    srv = FakeWalSender(frames, hold=0, end_copy=True)
+    r = core.ReaderBase()
+    r.binary = True
+    msgs = []
+    try:
+        srv.connect(r)
+        r.start_copy("START_REPLICATION SLOT fake LOGICAL 0/0")
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                msg = r.read_message()
+            except (core.DecodingError, core.ConnectionLost) as e:
+                return msgs, e
+            if msg is not None:
+                msgs.append(msg)
+                continue
+            if time.monotonic() > deadline:
+                raise AssertionError("the reader still waits %s s after the "
+                                     "server ended the stream" % timeout)
+            select.select([r.fileno()], [], [], 0.5)
+    finally:
+        r.close()
+        srv.thread.join(10)

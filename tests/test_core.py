@@ -13,8 +13,8 @@ from hypothesis import given, settings, strategies as st, HealthCheck
 
 import pylogicaldecoding._core as core
 
-from fakeserver import (FakeWalSender, keepalive, read_all, streaming_reader,
-                        xlogdata)
+from fakeserver import (FakeWalSender, drive, keepalive, read_all,
+                        streaming_reader, xlogdata)
 
 
 # -- helpers of the module --
@@ -108,7 +108,7 @@ def test_xlogdata_parsed():
               xlogdata(0x11, "table x: é".encode()),
               xlogdata(0x12, b"")]
     r, srv = streaming_reader(frames)
-    msgs = read_all(r, timeout=0.5)
+    msgs = read_all(r, timeout=30, count=3)
     assert [m.payload for m in msgs] == ["BEGIN 1", "table x: é", ""]
     assert [m.data_start for m in msgs] == [0x10, 0x11, 0x12]
     assert msgs[0].wal_end == 0x20
@@ -122,7 +122,7 @@ def test_xlogdata_parsed():
 def test_binary_payload():
     r, srv = streaming_reader([xlogdata(1, b"\xff\x00")])
     r.binary = True
-    assert read_all(r, timeout=0.3)[0].payload == b"\xff\x00"
+    assert read_all(r, timeout=30, count=1)[0].payload == b"\xff\x00"
     r.close()
 
 
@@ -199,7 +199,7 @@ def test_confirm_keepalives_rule():
 def test_malformed_messages(frame, what):
     r, srv = streaming_reader([xlogdata(0x10, b"ok"), frame])
     with pytest.raises(core.DecodingError, match=what):
-        read_all(r, timeout=1)
+        read_all(r, timeout=30)
     assert issubclass(core.DecodingError, core.Error)
     r.close()
 
@@ -207,21 +207,21 @@ def test_malformed_messages(frame, what):
 def test_invalid_utf8_names_the_lsn():
     r, srv = streaming_reader([xlogdata(0xABC, b"\xff\xfe")])
     with pytest.raises(core.DecodingError, match="0/ABC"):
-        read_all(r, timeout=1)
+        read_all(r, timeout=30)
     r.close()
 
 
 def test_server_closing_is_connection_lost():
     r, srv = streaming_reader([xlogdata(1, b"x")], hold=0)
     with pytest.raises(core.ConnectionLost):
-        read_all(r, timeout=2)
+        read_all(r, timeout=30)
     r.close()
 
 
 def test_server_ending_copy_is_connection_lost():
     r, srv = streaming_reader([], end_copy=True)
     with pytest.raises(core.ConnectionLost, match="ended"):
-        read_all(r, timeout=2)
+        read_all(r, timeout=30)
     r.close()
 
 
@@ -233,20 +233,15 @@ frame_strategy = st.one_of(
 )
 
 
-@settings(max_examples=60, deadline=None,
+@settings(max_examples=2000, deadline=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(frame_strategy, min_size=1, max_size=6))
 def test_fuzz_frames_never_crash(frames):
     """Random and truncated frames: parsed, or a clear error; no crash,
-    no hang."""
-    r, srv = streaming_reader(frames, hold=0.3)
-    r.binary = True
-    try:
-        read_all(r, timeout=0.5)
-    except (core.DecodingError, core.ConnectionLost):
-        pass
-    finally:
-        r.close()
+    no hang. (Coverage-guided fuzzing from real streams: scripts/run-fuzz.sh.)"""
+    msgs, error = drive(frames)
+    assert error is not None        # at the latest, the end of the stream
+    assert len(msgs) <= len(frames)
 
 
 # -- the loop with the fake server --
@@ -284,14 +279,16 @@ def test_keepalive_thread_reports_during_slow_event():
 
 
 def test_stop_from_other_thread_wakes_the_loop():
-    srv = FakeWalSender([], hold=10)
+    # nothing else would end the loop for 120 s (server, status interval)
+    srv = FakeWalSender([], hold=120)
     r = Slow()
+    r.status_interval = 3600
     srv.connect(r)
     r.start_copy("START_REPLICATION SLOT fake LOGICAL 0/0")
     threading.Timer(0.3, r.stop).start()
     t0 = time.monotonic()
     r._stream()
-    assert time.monotonic() - t0 < 2
+    assert time.monotonic() - t0 < 30
     assert not r.copying        # CopyDone was exchanged
     r.close()
 
@@ -340,7 +337,7 @@ def test_primitives_on_real_server(dsn, sql, slot_name, table):
     assert info.value.pgcode == "22012"
     r.start_copy('START_REPLICATION SLOT "%s" LOGICAL 0/0' % slot_name)
     sql("INSERT INTO %s(data) VALUES('x')" % table)
-    msgs = read_all(r, timeout=1.5)
+    msgs = read_all(r, timeout=30, count=3)
     assert [m.payload.split()[0] for m in msgs] == ["BEGIN", "table", "COMMIT"]
     r.ack()
     assert r.end_copy() is True

@@ -168,9 +168,11 @@ def test_stop_from_another_thread(dsn, sql, slot_name, table):
         wait_for(lambda: r.streaming, what="streaming")
         sql("INSERT INTO %s(data) VALUES('a')" % table)
         wait_for(lambda: r.commits() == 1, what="the commit")
+        # status_interval 3600 s and the server's pings at 30 s: only
+        # stop() can end the wait this soon
         t0 = time.monotonic()
-        assert r.stop(timeout=30) is True
-        assert time.monotonic() - t0 < 2
+        assert r.stop(timeout=60) is True
+        assert time.monotonic() - t0 < 20
         assert not bg.thread.is_alive()      # stop() waited for the end
         assert bg.error is None
         assert not r.streaming
@@ -179,14 +181,15 @@ def test_stop_from_another_thread(dsn, sql, slot_name, table):
 
 
 def test_stop_while_idle_is_prompt(dsn, slot_name):
-    r = Collector(dsn, slot=slot_name)
+    r = Collector(dsn, slot=slot_name, status_interval=3600)
     bg = Background(r)
     wait_for(lambda: r.streaming, what="streaming")
-    time.sleep(0.2)
+    time.sleep(0.2)         # into its wait
     t0 = time.monotonic()
     r.stop()
-    assert bg.join() is None
-    assert time.monotonic() - t0 < 1.5
+    assert bg.join(timeout=60) is None
+    # nothing else wakes the idle loop for 30 s (the server's pings)
+    assert time.monotonic() - t0 < 20
     r.close()
     assert r.closed
 

@@ -27,6 +27,23 @@ def confirmed(sql, slot):
     return slot_row(sql, slot)["confirmed_flush_lsn"]
 
 
+def wait_keepalive_then_updates(r, sql, target, updates=3):
+    """Wait until the server told the reader of a WAL end at or past
+    ``target`` (a keepalive: the slot has nothing to send), the reader sent
+    ``updates`` status updates after that, and the server read one sent
+    later still: a test that the slot did not move can no longer pass for
+    want of anything to move it to, or of time to move it."""
+    wait_for(lambda: r.server_wal_end >= target, timeout=60,
+             what="a keepalive past %X" % target)
+    count = r.status_count
+    wait_for(lambda: r.status_count >= count + updates, timeout=60,
+             what="status updates after the keepalive")
+    (now,) = sql("SELECT clock_timestamp()")[0]
+    wait_for(lambda: sql("SELECT reply_time >= %s FROM pg_stat_replication "
+                         "WHERE pid = %s", now, r.backend_pid)[0][0],
+             timeout=60, what="the server to read a later update")
+
+
 def test_quiet_slot_follows_keepalives(dsn, sql, slot_name, other_db):
     r = Collector(dsn, slot=slot_name)
     bg = Background(r)
@@ -50,7 +67,10 @@ def test_setting_off_keeps_position(dsn, sql, slot_name, other_db):
     wait_for(lambda: r.streaming, what="streaming")
     start = confirmed(sql, slot_name)
     other_db()
-    wait_for(lambda: r.status_count > 5, what="status updates")
+    target = current_lsn(sql)
+    # the reader has heard of a position past the writes, which it would
+    # confirm with the setting on, and reported after that
+    wait_keepalive_then_updates(r, sql, target)
     assert confirmed(sql, slot_name) == start
     r.stop()
     assert bg.join() is None
@@ -67,7 +87,7 @@ def test_unacked_delivered_transaction_holds_position(dsn, sql, slot_name,
     wait_for(lambda: r.commits() == 1, what="the transaction")
     before = confirmed(sql, slot_name)
     other_db()
-    wait_for(lambda: r.status_count > 5, what="status updates")
+    wait_keepalive_then_updates(r, sql, current_lsn(sql))
     assert confirmed(sql, slot_name) == before < r.msgs[-1].data_start
     r.stop()
     assert bg.join() is None
