@@ -18,7 +18,9 @@ class Proxy:
         self.connections = 0
         self.closed = False
         self.frozen = threading.Event()     # set: carry nothing
-        threading.Thread(target=self._accept, daemon=True).start()
+        self.pumps = {}                     # pair -> its two pump threads
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
 
     def _accept(self):
         while True:
@@ -31,12 +33,15 @@ class Proxy:
             except OSError:
                 client.close()
                 continue
+            pumps = [threading.Thread(target=self._pump, args=(a, b),
+                                      daemon=True)
+                     for a, b in ((client, server), (server, client))]
             with self.lock:
                 self.pairs.append((client, server))
+                self.pumps[(client, server)] = pumps
                 self.connections += 1
-            for a, b in ((client, server), (server, client)):
-                threading.Thread(target=self._pump, args=(a, b),
-                                 daemon=True).start()
+            for t in pumps:
+                t.start()
 
     def _pump(self, src, dst):
         try:
@@ -69,6 +74,7 @@ class Proxy:
         """Drop every open connection, as a failing network would (RST)."""
         with self.lock:
             pairs, self.pairs = self.pairs, []
+            pumps = [self.pumps.pop(pair) for pair in pairs]
         for pair in pairs:
             for s in pair:
                 try:
@@ -79,6 +85,13 @@ class Proxy:
                     s.shutdown(socket.SHUT_RDWR)
                 except OSError:
                     pass
+        # close a socket only once no pump uses it (closing a descriptor
+        # another thread is reading races: the number may be reused)
+        for threads in pumps:
+            for t in threads:
+                t.join(10)
+        for pair in pairs:
+            for s in pair:
                 s.close()
 
     def close(self):
@@ -89,5 +102,6 @@ class Proxy:
             self.sock.shutdown(socket.SHUT_RDWR)
         except OSError:
             pass
+        self.acceptor.join(10)
         self.sock.close()
         self.cut()
