@@ -399,15 +399,22 @@ def read_log(path):
                 return out
 
 
-def run_child(dsn, slot, schema, mode, log, kill_after=None):
-    """Run the child; SIGKILL it after ``kill_after`` s (None: let it
-    finish; the caller ends it). Returns the Popen."""
+def run_child(dsn, slot, schema, mode, log, kill_after=None, before=0):
+    """Run the child; SIGKILL it ``kill_after`` s after it logged its first
+    record (the log then holds more than ``before``): on a busy machine a
+    delay counted from its start could kill it before it did anything.
+    (None: let it finish; the caller ends it). Returns the Popen."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(CHILD))] + sys.path)
     proc = subprocess.Popen([sys.executable, CHILD, dsn, slot, schema, mode,
                              log], stdout=subprocess.PIPE, env=env)
     if kill_after is not None:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and (
+                not os.path.exists(log) or len(read_log(log)) <= before):
+            assert time.monotonic() < deadline, "the child logged nothing"
+            time.sleep(0.02)
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
         proc.wait(30)
@@ -434,7 +441,7 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
         for i in range(kills):
             before = len(read_log(log)) if os.path.exists(log) else 0
             run_child(dsn, slot_name, schema, mode, log,
-                      kill_after=rnd.uniform(0.8, 2.5))
+                      kill_after=rnd.uniform(0.2, 1.9), before=before)
             recs = read_log(log)[before:]
             # the kill landed in the middle of a copy
             if any(isinstance(x, pld.SnapshotRow) for x in recs) and not (
