@@ -23,9 +23,9 @@ pld_scratch_build -fsanitize=address,undefined -fno-sanitize-recover=undefined \
 pld_pg_wrappers
 
 PRELOAD="$(gcc -print-file-name=libasan.so) $(gcc -print-file-name=libubsan.so)"
-export ASAN_OPTIONS="${PLD_ASAN_EXTRA:-}detect_leaks=1:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=0"
+export ASAN_OPTIONS="${PLD_ASAN_EXTRA:-}log_path=$REPORTS:detect_leaks=1:abort_on_error=1:halt_on_error=1:allocator_may_return_null=1:detect_stack_use_after_return=0"
 export LSAN_OPTIONS="suppressions=$ROOT/scripts/lsan.supp:print_suppressions=0:exitcode=23"
-export UBSAN_OPTIONS="print_stacktrace=1:halt_on_error=1"
+export UBSAN_OPTIONS="log_path=$REPORTS:print_stacktrace=1:halt_on_error=1"
 # every Python object from malloc: ASan sees each one
 export PYTHONMALLOC=malloc
 

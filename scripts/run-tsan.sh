@@ -22,7 +22,7 @@ pld_scratch_build -fsanitize=thread -fno-omit-frame-pointer -g -O1
 pld_pg_wrappers
 
 PRELOAD="$(gcc -print-file-name=libtsan.so)"
-export TSAN_OPTIONS="halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp"
+export TSAN_OPTIONS="log_path=$REPORTS:halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp"
 export PYTHONMALLOC=malloc
 
 if [ $# -eq 0 ]; then

@@ -40,7 +40,7 @@ pld_apt_install() {
 
 pld_scratch_build() {
     WORK=$(mktemp -d /tmp/pld-sanitize.XXXXXX)
-    trap 'rm -rf "$WORK"' EXIT
+    trap 'rm -rf "$WORK" "$REPORTS_DIR"' EXIT
     # a copy of the sources: the in-place build of the tree stays a normal one
     tar -C "$ROOT" --exclude=./.venv --exclude=./.git --exclude='*.so' \
         --exclude=./build -cf - . | tar -C "$WORK" -xf -
@@ -79,8 +79,29 @@ pld_python() {
     (cd "$WORK" && LD_PRELOAD="$PRELOAD" PYTHONPATH="$WORK" "$VPY" -c \
         "import pylogicaldecoding._core as c, sys; sys.exit(0 if '$WORK' in c.__file__ else 1)") \
         || { echo "$(basename "$0"): the sanitized build is not the one imported" >&2; exit 1; }
+    local rc=0
     # (tests that start interpreters with their own environment preload
     # PLD_TEST_PRELOAD into them)
     (cd "$WORK" && LD_PRELOAD="$PRELOAD" PLD_TEST_PRELOAD="$PRELOAD" \
-        PYTHONPATH="$WORK" "$VPY" "$@")
+        PYTHONPATH="$WORK" "$VPY" "$@") || rc=$?
+    pld_reports || rc=1
+    return $rc
+}
+
+# The sanitizers write their reports to $REPORTS.<pid> (log_path): pytest
+# captures the standard error of a test, and a sanitizer that halts the
+# process would take its report with it. Show them; fail if there are any.
+REPORTS_DIR=$(mktemp -d /tmp/pld-sanitizer-reports.XXXXXX)
+chmod 777 "$REPORTS_DIR"
+REPORTS="$REPORTS_DIR/report"
+pld_reports() {
+    local f found=0
+    for f in "$REPORTS_DIR"/report*; do
+        [ -e "$f" ] || continue
+        found=1
+        echo "== $(basename "$0"): sanitizer report $f" >&2
+        cat "$f" >&2
+    done
+    rm -rf "$REPORTS_DIR"
+    return $found
 }
