@@ -26,7 +26,7 @@ export TSAN_OPTIONS="log_path=$REPORTS:halt_on_error=1:exitcode=66:second_deadlo
 export PYTHONMALLOC=malloc
 
 if [ $# -eq 0 ]; then
-    set -- tests/test_core.py tests/test_reader.py tests/test_faults.py \
+    set -- tests/test_core.py tests/test_core_safety.py tests/test_reader.py tests/test_faults.py \
         tests/test_batching.py tests/test_retention.py tests/test_signals.py \
         -q -p no:cacheprovider
 fi
