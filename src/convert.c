@@ -554,6 +554,90 @@ parse_decimal(const char *s, Py_ssize_t len)
     return rv;
 }
 
+/* uuid.UUID(str) for the canonical form PostgreSQL prints: the object is
+ * made as UUID.__init__ makes it (object.__new__, then the `int` and
+ * `is_safe` slots); any other form goes to UUID() itself. */
+static PyObject *uuid_safe_unknown = NULL;   /* uuid.SafeUUID.unknown */
+static PyObject *uuid_int_name = NULL;
+static PyObject *uuid_is_safe_name = NULL;
+
+static PyObject *
+parse_uuid(PyObject *conv, const char *s, Py_ssize_t len)
+{
+    PyTypeObject *type = (PyTypeObject *)conv;
+    unsigned char b[16];
+    PyObject *value = NULL, *u = NULL, *args = NULL, *arg;
+    Py_ssize_t i, n = 0;
+
+    if (len != 36 || !uuid_safe_unknown || type->tp_new != PyBaseObject_Type.tp_new) {
+        goto fallback;
+    }
+    for (i = 0; i < 36; ) {
+        int hi, lo;
+        if (i == 8 || i == 13 || i == 18 || i == 23) {
+            if (s[i] != '-') { goto fallback; }
+            i++;
+            continue;
+        }
+        if ((hi = hexval(s[i])) < 0 || (lo = hexval(s[i + 1])) < 0) {
+            goto fallback;
+        }
+        b[n++] = (unsigned char)(hi * 16 + lo);
+        i += 2;
+    }
+    if (!(value = _PyLong_FromByteArray(b, 16, 0, 0))) { return NULL; }
+    if (!(args = PyTuple_New(0))) { goto exit; }
+    if (!(u = PyBaseObject_Type.tp_new(type, args, NULL))) { goto exit; }
+    if (PyObject_GenericSetAttr(u, uuid_int_name, value) < 0
+            || PyObject_GenericSetAttr(u, uuid_is_safe_name,
+                                       uuid_safe_unknown) < 0) {
+        Py_CLEAR(u);
+    }
+exit:
+    Py_XDECREF(value);
+    Py_XDECREF(args);
+    return u;
+
+fallback:
+    if (!(arg = PyUnicode_DecodeUTF8(s, len, "strict"))) { return NULL; }
+    u = PyObject_CallOneArg(conv, arg);
+    Py_DECREF(arg);
+    return u;
+}
+
+/* json.loads(str) as the default decoder's C scanner: scan_once(s, 0),
+ * whose end must be the end of the text; anything else (whitespace
+ * around, an error) goes to json.loads itself. */
+static PyObject *json_scan_once = NULL;
+
+static PyObject *
+parse_json(PyObject *conv, const char *s, Py_ssize_t len)
+{
+    PyObject *arg, *res = NULL, *rv = NULL, *start = NULL;
+
+    if (!(arg = PyUnicode_DecodeUTF8(s, len, "strict"))) { return NULL; }
+    if (json_scan_once && len > 0) {
+        if (!(start = PyLong_FromLong(0))) { goto exit; }
+        res = PyObject_CallFunctionObjArgs(json_scan_once, arg, start, NULL);
+        if (res && PyTuple_Check(res) && PyTuple_GET_SIZE(res) == 2
+                && PyLong_Check(PyTuple_GET_ITEM(res, 1))
+                && PyLong_AsSsize_t(PyTuple_GET_ITEM(res, 1))
+                    == PyUnicode_GET_LENGTH(arg)) {
+            rv = PyTuple_GET_ITEM(res, 0);
+            Py_INCREF(rv);
+            goto exit;
+        }
+        PyErr_Clear();
+    }
+    rv = PyObject_CallOneArg(conv, arg);
+
+exit:
+    Py_XDECREF(res);
+    Py_XDECREF(start);
+    Py_DECREF(arg);
+    return rv;
+}
+
 PyObject *
 convert_value(PyObject *conv, enum conv_kind kind, const char *s,
               Py_ssize_t len, int binary)
@@ -592,6 +676,12 @@ convert_value(PyObject *conv, enum conv_kind kind, const char *s,
     case CONV_DECIMAL:
         if (!binary) { return parse_decimal(s, len); }
         break;          /* Decimal(bytes): let it say what it thinks */
+    case CONV_UUID:
+        if (!binary) { return parse_uuid(conv, s, len); }
+        break;
+    case CONV_JSON:
+        if (!binary) { return parse_json(conv, s, len); }
+        break;
     default: break;
     }
     arg = binary ? PyBytes_FromStringAndSize(s, len)
@@ -693,6 +783,38 @@ convert_init(PyObject *module)
         conv_objects[CONV_DECIMAL] = PyObject_GetAttrString(mod, "Decimal");
         Py_DECREF(mod);
         if (!conv_objects[CONV_DECIMAL]) { return -1; }
+    }
+    if (!conv_objects[CONV_UUID]) {
+        PyObject *mod = PyImport_ImportModule("uuid"), *safe = NULL;
+        if (!mod) { return -1; }
+        conv_objects[CONV_UUID] = PyObject_GetAttrString(mod, "UUID");
+        if (conv_objects[CONV_UUID]) {
+            safe = PyObject_GetAttrString(mod, "SafeUUID");
+        }
+        Py_DECREF(mod);
+        if (!safe) { return -1; }
+        uuid_safe_unknown = PyObject_GetAttrString(safe, "unknown");
+        Py_DECREF(safe);
+        if (!uuid_safe_unknown) { return -1; }
+        uuid_int_name = PyUnicode_InternFromString("int");
+        uuid_is_safe_name = PyUnicode_InternFromString("is_safe");
+        if (!uuid_int_name || !uuid_is_safe_name) { return -1; }
+    }
+    if (!conv_objects[CONV_JSON]) {
+        PyObject *mod = PyImport_ImportModule("json"), *dec = NULL;
+        if (!mod) { return -1; }
+        conv_objects[CONV_JSON] = PyObject_GetAttrString(mod, "loads");
+        if (conv_objects[CONV_JSON]) {
+            dec = PyObject_GetAttrString(mod, "_default_decoder");
+        }
+        Py_DECREF(mod);
+        if (!conv_objects[CONV_JSON]) { return -1; }
+        /* no default decoder or no scanner: json.loads is called */
+        if (dec) {
+            json_scan_once = PyObject_GetAttrString(dec, "scan_once");
+            Py_DECREF(dec);
+        }
+        PyErr_Clear();
     }
     for (i = 0; conv_methods[i].ml_name; i++) {
         PyObject *f = PyCFunction_NewEx(&conv_methods[i], NULL, NULL);

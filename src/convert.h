@@ -26,6 +26,10 @@ enum conv_kind {
     CONV_BYTES_BIN,     /* binary: the bytes themselves */
     CONV_DECIMAL,       /* text: decimal.Decimal itself, called with a str
                            made straight from the buffer */
+    CONV_UUID,          /* text: uuid.UUID itself, built in C from the
+                           canonical form */
+    CONV_JSON,          /* text: json.loads itself, run as the default
+                           decoder's scanner without the wrappers */
     CONV_NKINDS
 };
 

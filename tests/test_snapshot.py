@@ -472,3 +472,42 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
         if not isinstance(x, tuple):
             down.apply(x)
     ss.assert_same(down, ss.table_state(dsn, keys))
+
+
+def test_copyconnection_uuid_and_json_fast_paths(dsn):
+    """uuid.UUID and json.loads run in C for the forms PostgreSQL prints;
+    the values equal what the Python functions give, other forms and
+    errors go to the functions themselves."""
+    import json
+    import uuid
+    conn = copyconn(dsn)
+    conn.copy_start(
+        "COPY (VALUES (md5('a')::uuid, '{\"a\": [1, 2.5, null, \"x\\\\ny\"]}'),"
+        " (NULL, ' [true] '), ('00000000-0000-0000-0000-000000000000', '3'),"
+        " ('ffffffff-ffff-ffff-ffff-ffffffffffff', '\"s\"')) TO STDOUT",
+        ["u", "j"], [uuid.UUID, json.loads], False, "s", "t")
+    rows = [r.new for r in conn.read(10)]
+    assert rows == [
+        {"u": uuid.UUID(hashlib_md5("a")), "j": {"a": [1, 2.5, None, "x\\ny"]}},
+        {"u": None, "j": [True]},
+        {"u": uuid.UUID(int=0), "j": 3},
+        {"u": uuid.UUID(int=2 ** 128 - 1), "j": "s"}]
+    u = rows[0]["u"]
+    assert type(u) is uuid.UUID and u.is_safe is uuid.SafeUUID.unknown
+    assert str(u) == hashlib_md5("a") and hash(u) == hash(uuid.UUID(str(u)))
+    conn.copy_start("COPY (SELECT '{\"a\": ') TO STDOUT", ["j"],
+                    [json.loads], False, "s", "t")
+    with pytest.raises(pld.DecodingError, match="Expecting value"):
+        conn.read(10)
+    conn = copyconn(dsn)
+    conn.copy_start("COPY (SELECT '{12345678-1234-5678-1234-567812345678}')"
+                    " TO STDOUT", ["u"], [uuid.UUID], False, "s", "t")
+    (r,) = conn.read(10)
+    assert r.new["u"] == uuid.UUID("12345678-1234-5678-1234-567812345678")
+    conn.close()
+
+
+def hashlib_md5(text):
+    import hashlib
+    h = hashlib.md5(text.encode()).hexdigest()
+    return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
