@@ -604,6 +604,10 @@ class Backfills:
         if not reader.decode:
             raise InterfaceError("backfill() needs decode=True: the stream's "
                                  "changes are matched to the chunks by key")
+        if reader.plugin == "pgoutput" and str(reader.options.get(
+                "messages", "true")).lower() in ("false", "off", "0", "no"):
+            raise SnapshotError("backfill() needs pgoutput's messages "
+                                "option: its watermarks are logical messages")
         self.reader = reader
         self.conn = None
         self.registry = None
@@ -665,6 +669,9 @@ class Backfills:
             raise ValueError("chunk_size must be an int >= 1")
         conn = self._connect()
         reader = self.reader
+        if reader.plugin == "pgoutput" and self._server_version() < 140000:
+            raise SnapshotError("backfill() with pgoutput needs PostgreSQL "
+                                "14 or later (logical messages)")
         t = resolve_table(conn, table)
         targets = [t]
         if t.relkind == "p" and not self._via_root(conn):
@@ -853,6 +860,8 @@ class Backfills:
             rows = self.sessions.pop(oid)
             event(self._marker(SnapshotEnd(t.schema, t.table, rows, True),
                                payload, point))
+        if not self.jobs and self.chunk is None:
+            self.close()        # opened again by the next backfill()
 
     @staticmethod
     def _marker(change, payload, point):

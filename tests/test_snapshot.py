@@ -4,6 +4,7 @@ against the real server."""
 import os
 import pickle
 import random
+import select
 import signal
 import subprocess
 import sys
@@ -448,8 +449,15 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
                     recs and isinstance(recs[-1], pld.SnapshotEnd)):
                 mid += 1
         proc = run_child(dsn, slot_name, schema, mode, log)
-        line = proc.stdout.readline()
-        assert line.strip() == b"DONE", line
+        try:
+            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            assert ready, "the last consumer did not finish its copy"
+            line = proc.stdout.readline()
+            assert line.strip() == b"DONE", line
+        except BaseException:
+            proc.kill()
+            proc.wait(30)
+            raise
         writer.stop()
         ss.end_marker(sql, schema)
         assert proc.wait(60) == 0
