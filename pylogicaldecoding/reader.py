@@ -154,6 +154,17 @@ class Reader(_core.ReaderBase):
             self._backfills = _snapshot.Backfills(self)
         return self._backfills.add(table, chunk_size)
 
+    def resume_backfills(self):
+        """After a restart, before `start()`: resume this slot's unfinished
+        backfills after their last completed chunk, and honour the
+        watermarks the stream sends again for chunks whose rows may not
+        have reached this consumer (finished backfills included: call it
+        whenever the slot had backfills). Returns the progress rows as
+        (table name, done) pairs."""
+        if self._backfills is None:
+            self._backfills = _snapshot.Backfills(self)
+        return self._backfills.resume()
+
     # -- connection --
 
     @property

@@ -249,7 +249,9 @@ def user_tables(conn, reader, tables, server_version, need_key=False):
             " FROM pg_catalog.pg_publication_tables WHERE pubname IN (%s)"
             " ORDER BY 1, 2"
             % ", ".join(commands.quote_literal(p) for p in pubs))
-        tables = [(r[0], r[1]) for r in rows]
+        # not the backfills' own progress table (FOR ALL TABLES)
+        tables = [(r[0], r[1]) for r in rows
+                  if "%s.%s" % (r[0], r[1]) != PROGRESS_TABLE]
     result, seen = [], set()
     for name in tables:
         t = resolve_table(conn, name)
@@ -557,6 +559,7 @@ _PROGRESS_DDL = """CREATE TABLE IF NOT EXISTS %s (
     done bool NOT NULL DEFAULT false,
     chunks bigint NOT NULL DEFAULT 0,
     updated timestamptz NOT NULL DEFAULT now(),
+    repairs text NOT NULL DEFAULT '[]',
     PRIMARY KEY (slot, table_name))"""
 
 
@@ -564,10 +567,11 @@ class _Job:
     """One backfill of one table: its plan and where it is."""
 
     __slots__ = ("table", "chunk_size", "last_key", "upper", "repair",
-                 "session")
+                 "session", "rid")
 
     def __init__(self, table, chunk_size, last_key=None, upper=None,
-                 repair=False):
+                 repair=False, rid=None):
+        self.rid = rid                # repair: its entry in the progress
         self.table = table
         self.chunk_size = chunk_size
         self.last_key = last_key      # text values: read keys above it
@@ -644,6 +648,14 @@ class Backfills:
                                % commands.quote_literal(PROGRESS_TABLE))
         if rows[0][0] is None:
             conn.execute(_PROGRESS_DDL % PROGRESS_TABLE)
+        else:   # made by an earlier version
+            _, rows = conn.execute(
+                "SELECT 1 FROM pg_catalog.pg_attribute WHERE attrelid ="
+                " pg_catalog.to_regclass(%s) AND attname = 'repairs'"
+                % commands.quote_literal(PROGRESS_TABLE))
+            if not rows:
+                conn.execute("ALTER TABLE %s ADD COLUMN repairs text NOT NULL"
+                             " DEFAULT '[]'" % PROGRESS_TABLE)
         _, rows = conn.execute(
             "SELECT n.nspname, c.relname FROM pg_catalog.pg_class c JOIN"
             " pg_catalog.pg_namespace n ON n.oid = c.relnamespace WHERE"
@@ -696,6 +708,42 @@ class Backfills:
             self.restart = True
             reader.stop()
         return [(x.schema, x.table) for x in tables]
+
+    def resume(self):
+        """Watch this slot's backfills again after a restart: resume the
+        unfinished ones (see `add`) and honour the high watermarks the
+        stream sends again (a chunk whose rows may not have reached the
+        consumer is read again), finished backfills included. Returns the
+        progress rows as (table name, done) pairs."""
+        conn = self._connect()
+        _, rows = conn.execute("SELECT pg_catalog.to_regclass(%s)"
+                               % commands.quote_literal(PROGRESS_TABLE))
+        if rows[0][0] is None:
+            return []
+        self._ensure_progress_table()
+        _, rows = conn.execute(
+            "SELECT table_name, done, chunk_size, repairs FROM %s WHERE"
+            " slot = %s ORDER BY table_name"
+            % (PROGRESS_TABLE, commands.quote_literal(self.reader.slot)))
+        out = []
+        for name, done, chunk_size, repairs in rows:
+            out.append((name, done == "t"))
+            for entry in json.loads(repairs or "[]"):
+                if any(j.rid == entry["rid"] for j in self.jobs):
+                    continue
+                try:
+                    t = self._table(name)
+                except SnapshotError as e:
+                    logger.warning("repair of %s dropped: %s", name, e)
+                    continue
+                self.jobs.insert(0, _Job(t, 0, entry["from"], entry["to"],
+                                         repair=True, rid=entry["rid"]))
+            if done == "f":
+                try:
+                    self.add(name, int(chunk_size))
+                except SnapshotError as e:
+                    logger.warning("backfill of %s not resumed: %s", name, e)
+        return out
 
     def _via_root(self, conn):
         pubs = publication_names(self.reader) \
@@ -813,21 +861,42 @@ class Backfills:
                 and info.get("run") == self.run_id:
             self._deliver(msg, chunk)
             return
-        if chunk is None or info.get("id") != chunk.id \
-                or info.get("run") != self.run_id:
-            # a high watermark sent again (a restart replays what was not
-            # acked): its rows may never have reached the consumer
-            t = None
-            for job in self.jobs + ([chunk.job] if chunk else []):
-                if job.table.name == info.get("table"):
-                    t = job.table
-            if t is None:
-                try:
-                    t = self._table(info["table"])
-                except SnapshotError:
-                    return      # dropped since
-            self.jobs.insert(0, _Job(t, 0, info.get("from"), info.get("to"),
-                                     repair=True))
+        # a high watermark sent again (a restart replays what was not
+        # acked): its rows may never have reached the consumer. Record the
+        # range to read again before the stream goes past it (an ack after
+        # this message would not send it again).
+        rid = "%s/%s" % (info.get("run"), info.get("id"))
+        if any(j.rid == rid for j in self.jobs) or (
+                chunk is not None and chunk.job.rid == rid):
+            return
+        t = None
+        for job in self.jobs + ([chunk.job] if chunk else []):
+            if job.table.name == info.get("table"):
+                t = job.table
+        if t is None:
+            try:
+                t = self._table(info["table"])
+            except SnapshotError:
+                return      # dropped since
+        self._record_repair(t, {"rid": rid, "from": info.get("from"),
+                                "to": info.get("to")})
+        self.jobs.insert(0, _Job(t, 0, info.get("from"), info.get("to"),
+                                 repair=True, rid=rid))
+
+    def _record_repair(self, t, entry):
+        conn = self._connect()
+        if self.progress_name is None:
+            self._ensure_progress_table()
+        one = commands.quote_literal(json.dumps([entry]))
+        key = commands.quote_literal(json.dumps([{"rid": entry["rid"]}]))
+        conn.execute(
+            "INSERT INTO %s AS p (slot, table_name, chunk_size, done, repairs)"
+            " VALUES (%s, %s, 0, true, %s) ON CONFLICT (slot, table_name) DO"
+            " UPDATE SET repairs = CASE WHEN p.repairs::jsonb @> %s::jsonb"
+            " THEN p.repairs ELSE (p.repairs::jsonb || %s::jsonb)::text END,"
+            " updated = now()" % (
+                PROGRESS_TABLE, commands.quote_literal(self.reader.slot),
+                commands.quote_literal(t.name), one, key, one))
 
     def _table(self, name):
         conn = self._connect()
@@ -892,10 +961,16 @@ class Backfills:
         if job.repair:
             upper = job.upper
         else:
+            # ORDER BY the table's columns, not the text output columns
+            # of the same names
             _, rows = conn.execute(
-                "SELECT %s FROM ONLY %s%s ORDER BY %s OFFSET %d LIMIT 1" % (
-                    ", ".join("%s::text" % quote_ident(c) for c in t.key),
-                    t.name, lower, keys, job.chunk_size - 1))
+                "SELECT %s FROM ONLY %s AS pld_t%s ORDER BY %s OFFSET %d"
+                " LIMIT 1" % (
+                    ", ".join("pld_t.%s::text" % quote_ident(c)
+                              for c in t.key),
+                    t.name, lower, ", ".join("pld_t.%s" % quote_ident(c)
+                                             for c in t.key),
+                    job.chunk_size - 1))
             upper = list(rows[0]) if rows else None
         last = upper is None and not job.repair
         where = lower
@@ -926,7 +1001,16 @@ class Backfills:
                 rows[self._key(t, ch.new)] = ch
         # the high watermark, with the progress, in one transaction
         progress = ""
-        if not job.repair:
+        if job.repair and job.rid is not None:
+            progress = (
+                "UPDATE %s SET repairs = coalesce((SELECT jsonb_agg(e) FROM"
+                " jsonb_array_elements(repairs::jsonb) e WHERE e->>'rid' <> %s),"
+                " '[]'::jsonb)::text, updated = now() WHERE slot = %s AND"
+                " table_name = %s;" % (
+                    PROGRESS_TABLE, commands.quote_literal(job.rid),
+                    commands.quote_literal(self.reader.slot),
+                    commands.quote_literal(t.name)))
+        elif not job.repair:
             progress = (
                 "UPDATE %s SET last_key = %s, done = %s, chunks = chunks + 1,"
                 " updated = now() WHERE slot = %s AND table_name = %s;" % (

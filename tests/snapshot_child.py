@@ -18,7 +18,7 @@ from pylogicaldecoding import snapshot as snapmod
 dsn, slot, schema, mode, log_path = sys.argv[1:6]
 TABLES = [(schema, "types"), (schema, "parted_a"), (schema, "parted_b"),
           (schema, 'Quoted "Table"'), (schema, "empty")]
-log = open(log_path, "ab")
+log = open(log_path, "xb")      # one file per run
 
 
 def record(obj):
@@ -29,6 +29,7 @@ def record(obj):
 class Child(pld.Reader):
     pending = ()
     done_said = False
+    end_seen = False
 
     def event(self, msg):
         ch = msg.change
@@ -43,36 +44,61 @@ class Child(pld.Reader):
             print("DONE", flush=True)
         if (isinstance(ch, pld.LogicalMessage) and ch.prefix == "pld_test_end"
                 and bytes(ch.content) == schema.encode()):
-            self.ack()
-            self.stop()
-            return
+            self.end_seen = True
         self.ack()
+        # stop at the end marker, once no chunk (a repair) is in flight
+        bf = self._backfills
+        if self.end_seen and (bf is None or (bf.chunk is None
+                                             and not bf.jobs)):
+            self.stop()
 
 
-def unfinished(reader):
-    """Tables whose backfill is not recorded as done."""
+def unrecorded(reader):
+    """Tables whose backfill was never scheduled."""
     conn = snapmod.connect(snapmod.worker_params(reader._params))
     try:
         _, rows = conn.execute(
             "SELECT to_regclass('%s')" % snapmod.PROGRESS_TABLE)
-        done = set()
+        seen = set()
         if rows[0][0] is not None:
             _, rows = conn.execute(
-                "SELECT table_name FROM %s WHERE slot = '%s' AND done"
+                "SELECT table_name FROM %s WHERE slot = '%s'"
                 % (snapmod.PROGRESS_TABLE, slot))
-            done = {r[0] for r in rows}
-        return [t for t in TABLES if snapmod.qualified(*t) not in done]
+            seen = {r[0] for r in rows}
+        return [t for t in TABLES if snapmod.qualified(*t) not in seen]
     finally:
         conn.close()
 
 
+_run_chunk = snapmod.Backfills._run_chunk
+
+
+def traced_run_chunk(self, job):      # the chunks, in the log
+    record(("chunk", job.table.name, job.last_key, job.upper, job.repair))
+    return _run_chunk(self, job)
+
+
+snapmod.Backfills._run_chunk = traced_run_chunk
+
+
+def snapmod_name(name):
+    for t in TABLES:
+        if snapmod.qualified(*t) == name:
+            return t
+    raise AssertionError(name)
+
+
 def backfill_run():
     r = Child(dsn, slot=slot, create_slot=True)
-    todo = unfinished(r)
-    record(("backfill", todo))
+    # the documented restart: resume_backfills(), then backfill() what
+    # was never scheduled
+    progress = r.resume_backfills()
+    todo = unrecorded(r)
+    record(("backfill", todo, progress))
     for t in todo:
         r.backfill(t, chunk_size=150)
-    r.pending = list(todo)
+    r.pending = list(todo) + [snapmod_name(n) for n, done in progress
+                              if not done]
     r.start()
     r.close()
 

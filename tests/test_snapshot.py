@@ -357,6 +357,11 @@ def test_backfill_is_consistent(dsn, sql, schema, publication, slot_name,
         "SELECT count(*) FROM %s WHERE slot = '%s' AND done"
         % (snapmod.PROGRESS_TABLE, slot_name))
     assert rows == [(str(len(keys)),)]
+    # chunks of chunk_size rows in key order (1500 rows, 200 a chunk)
+    _, rows = snapmod.connect(snapmod.worker_params(r._params)).execute(
+        "SELECT chunks FROM %s WHERE slot = '%s' AND table_name = '\"%s\".\"types\"'"
+        % (snapmod.PROGRESS_TABLE, slot_name, schema))
+    assert int(rows[0][0]) >= 1500 // 200
 
 
 def test_backfill_errors(dsn, sql, schema, publication, slot_name):
@@ -388,33 +393,55 @@ def test_backfill_errors(dsn, sql, schema, publication, slot_name):
 CHILD = os.path.join(os.path.dirname(__file__), "snapshot_child.py")
 
 
-def read_log(path):
-    """The records of the children's log, up to a torn last one."""
+def read_log(prefix):
+    """The records of the children's logs (one per run, in order), each
+    up to its torn last record (a SIGKILL in the middle of a write)."""
     out = []
-    with open(path, "rb") as f:
-        while True:
-            try:
-                out.append(pickle.load(f))
-            except (EOFError, pickle.UnpicklingError, ValueError,
-                    AttributeError, IndexError):
-                return out
+    n = 0
+    while os.path.exists("%s.%d" % (prefix, n)):
+        with open("%s.%d" % (prefix, n), "rb") as f:
+            while True:
+                try:
+                    out.append(pickle.load(f))
+                except (EOFError, pickle.UnpicklingError, ValueError,
+                        AttributeError, IndexError, KeyError, TypeError):
+                    break
+        n += 1
+    return out
 
 
-def run_child(dsn, slot, schema, mode, log, kill_after=None, before=0):
-    """Run the child; SIGKILL it ``kill_after`` s after it logged its first
-    record (the log then holds more than ``before``): on a busy machine a
-    delay counted from its start could kill it before it did anything.
-    (None: let it finish; the caller ends it). Returns the Popen."""
+def next_log(prefix):
+    n = 0
+    while os.path.exists("%s.%d" % (prefix, n)):
+        n += 1
+    return "%s.%d" % (prefix, n)
+
+
+def copying(path):
+    """The run's log shows a copy under way."""
+    try:
+        with open(path, "rb") as f:
+            data = f.read()
+    except FileNotFoundError:
+        return False
+    return b"SnapshotRow" in data
+
+
+def run_child(dsn, slot, schema, mode, log, kill_after=None):
+    """Run the child; once its copy is under way (its log holds a row: on
+    a busy machine a delay counted from its start could kill it before it
+    did anything), wait ``kill_after`` s more and SIGKILL it (None: let it
+    run; the caller ends it). Returns the Popen."""
     env = dict(os.environ)
     env["PYTHONPATH"] = os.pathsep.join(
         [os.path.dirname(os.path.dirname(CHILD))] + sys.path)
+    path = next_log(log)
     proc = subprocess.Popen([sys.executable, CHILD, dsn, slot, schema, mode,
-                             log], stdout=subprocess.PIPE, env=env)
+                             path], stdout=subprocess.PIPE, env=env)
     if kill_after is not None:
         deadline = time.monotonic() + 120
-        while proc.poll() is None and (
-                not os.path.exists(log) or len(read_log(log)) <= before):
-            assert time.monotonic() < deadline, "the child logged nothing"
+        while not copying(path) and proc.poll() is None:
+            assert time.monotonic() < deadline, "the child never copied"
             time.sleep(0.02)
         time.sleep(kill_after)
         proc.send_signal(signal.SIGKILL)
@@ -440,9 +467,9 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
     mid = 0
     try:
         for i in range(kills):
-            before = len(read_log(log)) if os.path.exists(log) else 0
+            before = len(read_log(log))
             run_child(dsn, slot_name, schema, mode, log,
-                      kill_after=rnd.uniform(0.2, 1.9), before=before)
+                      kill_after=rnd.uniform(0.0, 0.6))
             recs = read_log(log)[before:]
             # the kill landed in the middle of a copy
             if any(isinstance(x, pld.SnapshotRow) for x in recs) and not (
