@@ -493,6 +493,12 @@ def bin_json(b):
     return json.loads(bytes(b).decode("utf-8"))
 
 
+def bin_jsonb_text(b):
+    if b[:1] != b"\x01":
+        raise ValueError("unknown jsonb binary version %r" % b[:1])
+    return bytes(b[1:]).decode("utf-8")
+
+
 def bin_jsonb(b):
     if b[:1] != b"\x01":
         raise ValueError("unknown jsonb binary version %r" % b[:1])
@@ -954,6 +960,101 @@ BUILTIN_TEXT_TYPES = [
 ]
 
 
+# -- composite types in binary form -----------------------------------------
+
+class _NoText(Exception):
+    """A binary value whose text form we cannot write."""
+
+
+def _pg_float4_text(b):
+    x = _core.bin_float(b)       # the shortest round-trip digits
+    if x != x or x in (math.inf, -math.inf) or x == 0:
+        return pg_float8_text(x)
+    sign, digits, exp = Decimal(repr(x)).normalize().as_tuple()
+    adjusted = len(digits) + exp - 1
+    if adjusted < -4 or adjusted >= 6:
+        ds = "".join(map(str, digits))
+        mant = ds[0] + ("." + ds[1:] if len(ds) > 1 else "")
+        return "%s%se%s%02d" % ("-" if sign else "", mant,
+                                "-" if adjusted < 0 else "+", abs(adjusted))
+    return pg_float8_text(x)
+
+
+def _utf8(b):
+    return bytes(b).decode("utf-8")
+
+
+def _time_text(us):
+    secs, frac = divmod(us, 1000000)
+    t = "%02d:%02d:%02d" % (secs // 3600, secs // 60 % 60, secs % 60)
+    return t + (".%06d" % frac).rstrip("0") if frac else t
+
+
+def _bin_timetz_text(b):
+    us, zone = struct.unpack("!qi", b)
+    return _time_text(us) + _zone_text(-zone)
+
+
+#: OID -> bytes -> the server's text form, for the types that have a
+#: Python value of their own (the str types' binary converters already
+#: give their text)
+_TEXT_OF_BINARY = {
+    16: lambda b: "t" if b[0] else "f",
+    17: lambda b: "\\x" + bytes(b).hex(),
+    18: bin_char, 19: _utf8, 25: _utf8, 1042: _utf8, 1043: _utf8,
+    20: _int_text, 21: _int_text, 23: _int_text,
+    26: bin_uint_text, 700: _pg_float4_text,
+    701: lambda b: pg_float8_text(_F8.unpack(b)[0]),
+    1700: _bin_numeric_text, 1082: _bin_date_text, 1114: _bin_ts_text,
+    1184: _tstz_text, 1083: lambda b: _time_text(_I64.unpack(b)[0]),
+    1266: _bin_timetz_text,
+    1186: lambda b: _interval_text(*reversed(struct.unpack("!qii", b))),
+    2950: lambda b: str(uuid.UUID(bytes=bytes(b))),
+    114: _utf8, 3802: bin_jsonb_text,
+}
+
+
+def _quote_field(text, specials, quote='\\"'):
+    """`text` in double quotes if empty or holding one of `specials`,
+    with backslashes doubled and double quotes written as `quote`
+    (array_out: backslash-quote; record_out: two double quotes)."""
+    if text == "" or any(c in specials for c in text):
+        return '"%s"' % text.replace("\\", "\\\\").replace('"', quote)
+    return text
+
+
+class CompositeText:
+    """The binary form of a composite value (record_send) -> its text
+    form, as record_out prints it; the bytes when a field is of a type
+    whose text we cannot write from its binary form."""
+
+    __slots__ = ("registry",)
+
+    def __init__(self, registry):
+        self.registry = registry
+
+    def __call__(self, b):
+        try:
+            return self.text(b)
+        except _NoText:
+            return bytes(b)
+
+    def text(self, b):
+        (n,) = _I32.unpack_from(b)
+        pos = 4
+        fields = []
+        for _ in range(n):
+            oid, size = struct.unpack_from("!Ii", b, pos)
+            pos += 8
+            if size < 0:
+                fields.append("")
+                continue
+            text = self.registry._text_of_binary(oid, b[pos:pos + size])
+            pos += size
+            fields.append(_quote_field(text, '"\\(),' + _PG_SPACE, '""'))
+        return "(%s)" % ",".join(fields)
+
+
 # -- the built-in types -----------------------------------------------------
 
 #: (oid, typname, SQL name, array oid, text converter, binary converter)
@@ -1121,10 +1222,74 @@ class TypeRegistry:
             if cat.kind == "e":
                 # an enum's value is its label, in both forms
                 return _core.bin_str if binary else text_str
+            if cat.kind == "c":
+                # a composite is its text; from the binary form too
+                return CompositeText(self) if binary else text_str
         if name is not None and name.startswith("_"):
             # pgoutput's Type message names arrays by typname: '_mytype'
             return self._array(None, name[1:], binary, depth)
         return default
+
+    def _text_of_binary(self, oid, b, depth=0):
+        """The server's text form of a value given in binary form, for a
+        composite's fields; raises _NoText for types we cannot write."""
+        f = _TEXT_OF_BINARY.get(oid) or _BINARY_IS_TEXT.get(oid)
+        if f is not None:
+            return f(b)
+        if depth > 10:
+            raise _NoText(oid)
+        elem = self._arrays.get(oid)
+        cat = self._catalog.get(oid)
+        if elem is None and cat is not None and cat.elem \
+                and cat.name.endswith("[]"):
+            elem = cat.elem
+        if elem is not None:
+            delim = ";" if elem == 603 else ","
+            return self._array_text(elem, b, delim, depth + 1)
+        if cat is not None:
+            if cat.kind == "d" and cat.base:
+                return self._text_of_binary(cat.base, b, depth + 1)
+            if cat.kind == "e":
+                return _utf8(b)
+            if cat.kind == "c":
+                return CompositeText(self).text(b)
+        raise _NoText(oid)
+
+    def _array_text(self, elem, b, delim, depth):
+        ndim, _flags, _elemtype = struct.unpack_from("!iiI", b)
+        if ndim == 0:
+            return "{}"
+        pos = 12
+        dims, lbounds = [], []
+        for _ in range(ndim):
+            size, lb = struct.unpack_from("!ii", b, pos)
+            dims.append(size)
+            lbounds.append(lb)
+            pos += 8
+        specials = '{}"\\' + delim + _PG_SPACE
+
+        def read(level):
+            nonlocal pos
+            out = []
+            for _ in range(dims[level]):
+                if level + 1 < ndim:
+                    out.append(read(level + 1))
+                    continue
+                (n,) = _I32.unpack_from(b, pos)
+                pos += 4
+                if n < 0:
+                    out.append("NULL")
+                    continue
+                t = self._text_of_binary(elem, b[pos:pos + n], depth)
+                pos += n
+                out.append('"NULL"' if t.upper() == "NULL"
+                           else _quote_field(t, specials))
+            return "{%s}" % delim.join(out)
+        text = read(0)
+        if any(lb != 1 for lb in lbounds):
+            text = "".join("[%d:%d]" % (lb, lb + d - 1)
+                           for lb, d in zip(lbounds, dims)) + "=" + text
+        return text
 
     def _array(self, elem_oid, elem_name, binary, depth):
         text = self._resolve(elem_oid, elem_name, False, depth + 1)
@@ -1132,6 +1297,11 @@ class TypeRegistry:
             text, self._resolve(elem_oid, elem_name, True, depth + 1),
             ";" if elem_oid == 603 or elem_name == "box" else ",", self)
         return conv.binary if binary else conv
+
+
+#: The str types whose binary converter gives their text (not reg*)
+_BINARY_IS_TEXT = {oid: conv for oid, _, _, _, conv in BUILTIN_TEXT_TYPES
+                   if conv is not bin_oid_int}
 
 
 def _default_registry():
@@ -1150,11 +1320,11 @@ CATALOG_QUERY = (
     "SELECT t.oid, format_type(t.oid, NULL), t.typtype, t.typbasetype,"
     " t.typelem FROM pg_catalog.pg_type t"
     " WHERE t.oid >= 16384"
-    " AND (t.typtype IN ('d', 'e') OR t.typelem <> 0)")
+    " AND (t.typtype IN ('d', 'e', 'c') OR t.typelem <> 0)")
 
 
 def load_catalog(execute, reg=None):
-    """Read the domains, enums and arrays of user types from the server
+    """Read the domains, enums, composites and arrays of user types from the server
     with ``execute(sql) -> (names, rows)`` (the Reader's ``execute``, on
     its connection before streaming) into the registry. Returns the
     number of types learnt."""
