@@ -30,8 +30,15 @@ arrays                      lists (nested for several dimensions; NULL
                             elements are None; lower bounds are dropped)
 enums                       str (the label)
 domains                     as their base type (see below)
+composites                  str (the record's text)
+other built-in types        str: the server's text (geometric types, bit
+                            strings, ranges, tsvector, pg_lsn, money...);
+                            in binary form the same text, written from it
+                            (reg* types: the OID, an int)
 anything else               str (bytes in binary form)
 =========================== ==============================================
+
+docs/decoding.md has the whole table, with each plugin's caveats.
 
 Infinity: 'infinity' and '-infinity' dates and timestamps become the
 ``max`` and ``min`` of their Python type (``date.max``, ``datetime.max``,
