@@ -31,8 +31,8 @@ from . import formats
 from ._version import __version__
 from .changes import (
     Begin, BeginPrepare, Commit, CommitPrepared, Message, Prepare,
-    RollbackPrepared, SnapshotEnd, SnapshotRow, StreamAbort, StreamCommit,
-    StreamPrepare)
+    RollbackPrepared, SnapshotEnd, SnapshotRow, SnapshotStart, StreamAbort,
+    StreamCommit, StreamPrepare)
 from .errors import (
     ConnectionFailed, Error, SlotExists, SlotInUse, SlotNotFound,
     SnapshotError)
@@ -456,6 +456,7 @@ class Progress:
         self.last = 0.0
         self.changes = 0
         self.rows = 0
+        self.table = None       # the table of the initial snapshot in course
         self.drawn = False
 
     def update(self, lsn, now=None, table=None):
@@ -538,16 +539,22 @@ class StreamWriter(Reader):
                     logger.info("every backfill is done")
                     self.stop()
         if self.progress is not None:
+            self._progress(msg, first, last)
+
+    def _progress(self, msg, first, last):
+        progress = self.progress
+        if isinstance(first, SnapshotStart) and not first.backfill:
+            progress.table = "%s.%s" % (first.schema, first.table)
+        if progress.table is not None:         # the initial snapshot
             if isinstance(last, SnapshotRow):
-                self.progress.rows += 1
-                self.progress.update(self.received_lsn, table="%s.%s" % (
-                    last.schema, last.table))
-                return
-            if isinstance(change, list):
-                self.progress.changes += len(change)
-            else:
-                self.progress.changes += 1
-            self.progress.update(self.received_lsn)
+                progress.rows += 1
+            progress.update(msg.data_start, table=progress.table)
+            if isinstance(last, SnapshotEnd):
+                progress.table = None
+            return
+        progress.changes += len(msg.change) if isinstance(
+            msg.change, list) else 1
+        progress.update(msg.data_start or self.received_lsn)
 
     def _commit(self):
         self.out.commit()

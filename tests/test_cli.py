@@ -289,6 +289,42 @@ def test_metrics_port(dsn, sql, slot_name, table):
 
 # -- progress --
 
+def read_pty(*args):
+    """Run pld with stderr on a pseudo-terminal; return (status, what the
+    terminal received)."""
+    master, slave = pty.openpty()
+    try:
+        proc = spawn(*args, stderr=slave, stdout=subprocess.DEVNULL)
+        os.close(slave)
+        slave = None
+        err = b""
+        while True:
+            r, _, _ = select.select([master], [], [], 60)
+            assert r, "no output from pld"
+            try:
+                chunk = os.read(master, 4096)
+            except OSError:             # EIO: the child closed the pty
+                break
+            if not chunk:
+                break
+            err += chunk
+        return proc.wait(60), err.decode()
+    finally:
+        os.close(master)
+        if slave is not None:
+            os.close(slave)
+
+
+def test_snapshot_progress_line(dsn, sql, slot_name, table):
+    sql("INSERT INTO %s (data) SELECT 'p' FROM generate_series(1, 3000)"
+        % table)
+    status, text = read_pty("-d", dsn, "snapshot", "--slot", slot_name,
+                            "--table", table, "--drain")
+    assert status == 0, text
+    assert "pld: snapshot of public.%s: " % table in text
+    assert " rows/s" in text and text.endswith("\r\x1b[K")
+
+
 def test_progress_line_on_a_terminal_only(dsn, sql, slot_name, table):
     create_slot(sql, slot_name)
     sql("INSERT INTO %s (data) SELECT 'p' FROM generate_series(1, 20000)"
