@@ -298,3 +298,36 @@ def test_password_not_in_reconnect_logs(password_server, caplog):
     assert any("reconnecting" in rec.getMessage() for rec in caplog.records)
     assert all(PASSWORD not in rec.getMessage() for rec in caplog.records)
     assert PASSWORD not in repr(r)
+
+
+def test_sqlstate_42501_and_55000_told_apart_by_message():
+    """The server's wording of 15-18, without a server: which class each
+    message becomes (the C core calls these entries of the map)."""
+    from pylogicaldecoding import errors
+    e = errors.SQLSTATE_MAP["42501"](
+        'library "wal2json" may not be used as an output plugin')
+    assert type(e) is pld.PluginNotAllowed
+    e = errors.SQLSTATE_MAP["42501"](
+        "permission denied to start WAL sender")
+    assert type(e) is pld.InsufficientPrivilege
+    cases = [
+        # 18 and 17
+        ('can no longer access replication slot "s1"\nDETAIL:  This '
+         'replication slot has been invalidated due to "idle_timeout".',
+         "idle_timeout"),
+        # 15 and 16, WAL removed
+        ('can no longer get changes from replication slot "s1"\nDETAIL:  '
+         'This slot has been invalidated because it exceeded the maximum '
+         'reserved size.', "wal_removed"),
+        # 16 on a standby: rows_removed or wal_level_insufficient
+        ('can no longer get changes from replication slot "s1"\nDETAIL:  '
+         'This slot has been invalidated because it was conflicting with '
+         'recovery.', None),
+    ]
+    for message, reason in cases:
+        e = errors.SQLSTATE_MAP["55000"](message)
+        assert type(e) is pld.SlotInvalidated, message
+        assert e.reason == reason and e.slot == "s1"
+        assert "drop it and create it again" in str(e)
+    other = errors.SQLSTATE_MAP["55000"]("cannot do that in this state")
+    assert type(other) is pld.OperationalError
