@@ -24,6 +24,7 @@ from . import _core
 from . import commands
 from . import conninfo
 from . import rules
+from . import snapshot as _snapshot
 from .errors import (
     ConnectionFailed, ConnectionLost, InterfaceError, OperationalError)
 
@@ -65,8 +66,8 @@ class AsyncReader:
     Takes the same arguments as `Reader` (see there): ``dsn``, ``slot``,
     ``plugin``, ``options``, ``create_slot``, ``temporary``, ``start_lsn``,
     ``status_interval``, ``binary``, ``decode``, ``type_registry``,
-    ``recv_timeout``, ``reconnect``, ``confirm_keepalives`` and libpq
-    keywords. Use it as::
+    ``recv_timeout``, ``reconnect``, ``confirm_keepalives``, ``snapshot``,
+    ``tables``, ``snapshot_workers`` and libpq keywords. Use it as::
 
         async with AsyncReader(dsn, slot="s", plugin="pgoutput",
                                options={"publication_names": "p"}) as r:
@@ -87,7 +88,14 @@ class AsyncReader:
 
     def __init__(self, dsn="", **kwargs):
         self._core = _core.ReaderBase()
+        snapshot = kwargs.pop("snapshot", False)
+        tables = kwargs.pop("tables", None)
+        snapshot_workers = kwargs.pop("snapshot_workers", 1)
         rules.configure(self, dsn, **kwargs)
+        # Reader(snapshot=True): see snapshot.py; delivered by _next()
+        self._snapshot = (_snapshot.InitialSnapshot(
+            self, tables, snapshot_workers) if snapshot else None)
+        self._snap_feed = None
         self._stop_flag = False
         self._iter = None           # the AsyncIter of the current stream
         self._loop = None
@@ -434,12 +442,17 @@ class AsyncReader:
         """Confirm everything up to ``lsn`` (default: the last message
         delivered), without awaiting: sent with the next status update, at
         the latest when the stream ends. Same rules as `Reader.ack`: never
-        backwards, never past what was delivered, only while streaming."""
+        backwards, never past what was delivered, only while streaming
+        (during the initial snapshot: allowed, confirms nothing)."""
+        if self._snap_feed is not None:
+            return self._snapshot.ack(lsn)
         self._core.ack(lsn)
 
     async def ack(self, lsn=None):
         """Confirm everything up to ``lsn`` (default: the last message
         delivered) and return once the status update is sent."""
+        if self._snap_feed is not None:
+            return self._snapshot.ack(lsn)
         self._core.ack(lsn)
         self._core.send_feedback()
         await self._flush()
@@ -451,6 +464,9 @@ class AsyncReader:
         self.stop()
         if self._busy is not None and self._idle is not None:
             await self._idle.wait()
+        if self._snap_feed is not None:
+            self._snap_feed.cancel()
+            self._snap_feed = None
         try:
             if self._core.copying and not self._core.closed:
                 await self._end_stream()
@@ -458,6 +474,9 @@ class AsyncReader:
             self._core.close()
 
     async def _abort(self):
+        if self._snap_feed is not None:
+            self._snap_feed.cancel()
+            self._snap_feed = None
         try:
             if self._core.copying and not self._core.closed:
                 await self._end_stream()
@@ -490,8 +509,20 @@ class AsyncReader:
         await self.connect()
         server_version = core.server_version
         if self.create_slot_if_missing or self.temporary:
-            await rules.run_async(rules.ensure_slot(self, server_version),
-                                  self._command)
+            info = await rules.run_async(
+                rules.ensure_slot(self, server_version, self._snapshot),
+                self._command)
+            if info is not None and self._snapshot is not None:
+                # the snapshot's rows first (_next()), then the stream
+                self._snap_feed = _snapshot.AsyncFeed(self._snapshot, self,
+                                                      info)
+                return
+        await self._start_copy(until_lsn)
+
+    async def _start_copy(self, until_lsn):
+        """Set the stream up and START_REPLICATION."""
+        core = self._core
+        server_version = core.server_version
         core.keepalive_interval, core.recv_timeout = rules.intervals(
             self.wal_sender_timeout, self.status_interval,
             self._recv_timeout_choice)
@@ -531,6 +562,23 @@ class AsyncReader:
                     msg, first = first, _NOTHING
                     if isinstance(msg, BaseException):
                         raise msg
+                elif self._snap_feed is not None:
+                    feed = self._snap_feed
+                    if self._stop_flag:         # the snapshot is left
+                        feed.cancel()           # incomplete (as Reader)
+                        self._snap_feed = None
+                        return None
+                    try:
+                        msg = await feed.next()
+                    except BaseException:
+                        feed.cancel()
+                        self._snap_feed = None
+                        raise
+                    if msg is not None:
+                        return msg
+                    self._snap_feed = None
+                    await self._start_copy(stream.until_lsn)
+                    continue
                 elif not core.copying:
                     if self._stop_flag or stream.ended:
                         return None

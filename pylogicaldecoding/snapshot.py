@@ -24,6 +24,7 @@ registry, in the form the stream uses (binary with pgoutput's
 exactly what a streamed `Insert` would.
 """
 
+import asyncio
 import json
 import logging
 import os
@@ -38,7 +39,7 @@ from .errors import InterfaceError, ProgrammingError, SnapshotError
 
 logger = logging.getLogger("pylogicaldecoding")
 
-__all__ = ["InitialSnapshot", "Backfills", "BATCH_ROWS", "SPLIT_MIN_PAGES",
+__all__ = ["InitialSnapshot", "AsyncFeed", "Backfills", "BATCH_ROWS", "SPLIT_MIN_PAGES",
            "PROGRESS_TABLE", "WATERMARK_PREFIX"]
 
 #: Rows per batch handed from a COPY to `event()` (bounds the memory held:
@@ -348,9 +349,21 @@ class InitialSnapshot:
                 "point (%s)" % (commands.lsn_text(lsn),
                                 commands.lsn_text(self.point)))
 
-    def run(self, reader, slot_info):
+    def run(self, reader, slot_info, emit=None, stopped=None):
         """Copy the tables as of ``slot_info`` (a `SlotInfo` with a
-        snapshot name) and deliver the rows to ``reader.event()``."""
+        snapshot name) and deliver the rows to ``reader.event()``; return
+        True once every table was delivered (False: stopped).
+
+        ``emit(messages)`` (a list) replaces the delivery to ``event()``
+        and ``stopped()`` the check of ``reader.stop()`` (`AsyncFeed`)."""
+        sync = emit is None
+        if sync:
+            event = reader.event
+
+            def emit(batch):
+                for m in batch:
+                    event(m)
+            stopped = reader._stop_requested.is_set
         if not slot_info.snapshot_name:
             raise SnapshotError("the server exported no snapshot for slot %r"
                                 % slot_info.slot_name)
@@ -376,14 +389,17 @@ class InitialSnapshot:
             if self.workers > 1:
                 self._split(conns[0], plans)
             self.delivering = True
-            # ack() of the snapshot's messages: see ack() (the C ack needs
-            # a running stream)
-            reader.__dict__["ack"] = self.ack
+            if sync:
+                # ack() of the snapshot's messages: see ack() (the C ack
+                # needs a running stream)
+                reader.__dict__["ack"] = self.ack
             try:
                 if self.workers == 1:
-                    self._copy_serial(reader, conns[0], plans, binary)
+                    self._copy_serial(reader, conns[0], plans, binary,
+                                      emit, stopped)
                 else:
-                    self._copy_parallel(reader, conns, plans, binary)
+                    self._copy_parallel(reader, conns, plans, binary,
+                                        emit, stopped)
             except _Stopped:
                 logger.warning("initial snapshot of slot %r stopped before "
                                "its end", reader.slot)
@@ -392,7 +408,8 @@ class InitialSnapshot:
             return True
         finally:
             self.delivering = False
-            reader.__dict__.pop("ack", None)
+            if sync:
+                reader.__dict__.pop("ack", None)
             for conn in conns:
                 self.bytes += conn.bytes
                 try:
@@ -422,13 +439,11 @@ class InitialSnapshot:
         msg.change = change
         return msg
 
-    def _copy_serial(self, reader, conn, plans, binary):
-        event = reader.event
+    def _copy_serial(self, reader, conn, plans, binary, emit, stopped):
         payload = b"" if reader.binary else ""
-        stop = reader._stop_requested
         for t in plans:
-            event(self._message(reader, SnapshotStart(t.schema, t.table,
-                                                      False)))
+            emit([self._message(reader, SnapshotStart(t.schema, t.table,
+                                                      False))])
             n = 0
             conn.copy_start(t.copy_sql(None, binary), t.names, t.convs,
                             binary, t.schema, t.table)
@@ -436,17 +451,15 @@ class InitialSnapshot:
                 batch = conn.read(BATCH_ROWS, self.point, payload)
                 if not batch:
                     break
-                for m in batch:
-                    event(m)
+                emit(batch)
                 n += len(batch)
-                if stop.is_set():
+                if stopped():
                     raise _Stopped()
             self.rows += n
-            event(self._message(reader, SnapshotEnd(t.schema, t.table, n,
-                                                    False)))
+            emit([self._message(reader, SnapshotEnd(t.schema, t.table, n,
+                                                    False))])
 
-    def _copy_parallel(self, reader, conns, plans, binary):
-        event = reader.event
+    def _copy_parallel(self, reader, conns, plans, binary, emit, stopped):
         payload = b"" if reader.binary else ""
         tasks = queue.Queue()
         owner = []
@@ -471,7 +484,7 @@ class InitialSnapshot:
                 try:
                     kind, task, batch = out.get(timeout=0.5)
                 except queue.Empty:
-                    if reader._stop_requested.is_set():
+                    if stopped():
                         raise _Stopped()
                     continue
                 if kind == "exit":
@@ -483,19 +496,18 @@ class InitialSnapshot:
                 t = plans[i]
                 if not started[i]:
                     started[i] = True
-                    event(self._message(reader, SnapshotStart(
-                        t.schema, t.table, False)))
+                    emit([self._message(reader, SnapshotStart(
+                        t.schema, t.table, False))])
                 if batch is None:
                     remaining[i] -= 1
                     if remaining[i] == 0:
                         self.rows += counts[i]
-                        event(self._message(reader, SnapshotEnd(
-                            t.schema, t.table, counts[i], False)))
+                        emit([self._message(reader, SnapshotEnd(
+                            t.schema, t.table, counts[i], False))])
                     continue
-                for m in batch:
-                    event(m)
+                emit(batch)
                 counts[i] += len(batch)
-                if reader._stop_requested.is_set():
+                if stopped():
                     raise _Stopped()
         finally:
             stop.set()
@@ -541,6 +553,84 @@ class InitialSnapshot:
             self._put(out, ("error", None, e), stop)
         finally:
             self._put(out, ("exit", None, None), stop)
+
+
+class AsyncFeed:
+    """The initial snapshot of an `AsyncReader`: `InitialSnapshot.run`
+    runs in a thread of its own (COPY reads block) and hands its messages
+    over in batches through a bounded queue; ``await next()`` takes them
+    one by one without blocking the event loop."""
+
+    def __init__(self, snapshot, reader, slot_info):
+        self.snapshot = snapshot
+        self.q = queue.Queue(maxsize=4)
+        self.cancelled = threading.Event()
+        self.batch = []
+        self.pos = 0
+        self.done = False
+        self.thread = threading.Thread(
+            target=self._run, args=(reader, slot_info), daemon=True,
+            name="pld-snapshot-feed")
+        self.thread.start()
+
+    def _run(self, reader, slot_info):
+        try:
+            self.snapshot.run(reader, slot_info, emit=self._put,
+                              stopped=self.cancelled.is_set)
+            end = ("end", None)
+        except _Stopped:
+            end = ("end", None)
+        except BaseException as e:      # raised in the consumer's task
+            end = ("end", e)
+        while not self.cancelled.is_set():
+            try:
+                self.q.put(end, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
+    def _put(self, batch):
+        while True:
+            if self.cancelled.is_set():
+                raise _Stopped()
+            try:
+                self.q.put(batch, timeout=0.1)
+                return
+            except queue.Full:
+                pass
+
+    async def next(self):
+        """The next message, or None once the snapshot is delivered."""
+        while self.pos >= len(self.batch):
+            if self.done:
+                return None
+            try:
+                item = self.q.get_nowait()
+            except queue.Empty:
+                loop = asyncio.get_running_loop()
+                item = await loop.run_in_executor(None, self._get)
+            if isinstance(item, tuple):
+                self.done = True
+                if item[1] is not None:
+                    raise item[1]
+                return None
+            self.batch, self.pos = item, 0
+        m = self.batch[self.pos]
+        self.pos += 1
+        return m
+
+    def _get(self):
+        while True:
+            try:
+                return self.q.get(timeout=0.1)
+            except queue.Empty:
+                if self.cancelled.is_set():
+                    return ("end", None)
+
+    def cancel(self):
+        """Stop the copy (stop(), close(), cancellation): the thread ends
+        after its current batch and closes its connections."""
+        self.cancelled.set()
 
 
 # -- backfills ---------------------------------------------------------------

@@ -546,3 +546,85 @@ def hashlib_md5(text):
     import hashlib
     h = hashlib.md5(text.encode()).hexdigest()
     return "%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+
+
+# -- AsyncReader --------------------------------------------------------------
+
+def test_async_snapshot_then_stream_is_consistent(dsn, sql, schema,
+                                                  publication, slot_name,
+                                                  monkeypatch):
+    """AsyncReader(snapshot=True): the same guarantee, and the copy (in a
+    thread) leaves the event loop free."""
+    import asyncio
+    monkeypatch.setattr(snapmod, "SPLIT_MIN_PAGES", 4)
+    monkeypatch.setattr(snapmod, "BATCH_ROWS", 50)
+    keys = ss.make_schema(sql, schema, rows=3000, publication=publication)
+    writer = ss.Writer(dsn, schema, 3000, seed=3).start()
+    ss.wait_for(lambda: writer.count > 20, what="the writer")
+    down = ss.Downstream(keys)
+    seen = {"start": 0, "end": 0, "rows": 0, "lag": 0.0, "writes": None}
+
+    async def ticker(stop):
+        while not stop.is_set():
+            t = time.monotonic()
+            await asyncio.sleep(0.01)
+            seen["lag"] = max(seen["lag"], time.monotonic() - t - 0.01)
+
+    async def main():
+        stop = asyncio.Event()
+        tick = asyncio.ensure_future(ticker(stop))
+        streamed = False
+        async with pld.AsyncReader(
+                dsn, slot=slot_name, plugin="pgoutput",
+                options={"publication_names": publication}, snapshot=True,
+                snapshot_workers=2) as r:
+            async for msg in r:
+                ch = msg.change
+                if isinstance(ch, pld.SnapshotStart):
+                    assert not streamed
+                    seen["start"] += 1
+                    if seen["writes"] is None:
+                        seen["writes"] = writer.count
+                elif isinstance(ch, pld.SnapshotEnd):
+                    seen["end"] += 1
+                    if seen["end"] == len(keys):
+                        seen["writes"] = writer.count - seen["writes"]
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, lambda: (writer.stop(),
+                                           ss.end_marker(sql, schema)))
+                elif isinstance(ch, pld.SnapshotRow):
+                    assert not streamed
+                    seen["rows"] += 1
+                    r.ack_nowait()      # allowed; confirms nothing
+                elif ch is not None and not isinstance(ch, pld.Relation):
+                    streamed = True
+                down.apply(ch)
+                if ss.is_end(ch, schema):
+                    await r.ack()
+                    break
+        stop.set()
+        await tick
+
+    try:
+        asyncio.run(main())
+    finally:
+        if writer.thread.is_alive():
+            writer.stop()
+    assert seen["start"] == seen["end"] == len(keys)
+    assert seen["writes"] > 0 and seen["rows"] > 3000
+    ss.assert_same(down, ss.table_state(dsn, keys))
+    assert seen["lag"] < 1.0, "the event loop was blocked %.2f s" % seen["lag"]
+
+
+def test_async_snapshot_on_existing_slot(dsn, slot_name):
+    import asyncio
+    with pld.Reader(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+
+    async def main():
+        async with pld.AsyncReader(dsn, slot=slot_name, snapshot=True,
+                                   tables=["pg_catalog.pg_class"]) as r:
+            async for _ in r:
+                pass
+    with pytest.raises(pld.SnapshotError, match="backfill"):
+        asyncio.run(main())
