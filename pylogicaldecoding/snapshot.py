@@ -715,6 +715,7 @@ class Backfills:
         self.progress_name = None   # (schema, table) of PROGRESS_TABLE
         self.running = False        # inside a chunk step
         self.restart = False        # the stream must restart to wrap event
+        self.repairs_loaded = False
         # this process's watermarks: others' are sent again by a restart
         self.run_id = "%d.%s" % (os.getpid(), os.urandom(4).hex())
 
@@ -787,6 +788,7 @@ class Backfills:
                                             for x in targets],
                              self._server_version(), need_key=True)
         self._ensure_progress_table()
+        self._load_repairs()
         for x in tables:
             set_converters(x, self.registry, self.binary)
             last = self._resume_point(x, chunk_size)
@@ -815,9 +817,28 @@ class Backfills:
             "SELECT table_name, done, chunk_size, repairs FROM %s WHERE"
             " slot = %s ORDER BY table_name"
             % (PROGRESS_TABLE, commands.quote_literal(self.reader.slot)))
+        self._load_repairs()
         out = []
-        for name, done, chunk_size, repairs in rows:
+        for name, done, chunk_size, _ in rows:
             out.append((name, done == "t"))
+            if done == "f":
+                try:
+                    self.add(name, int(chunk_size))
+                except SnapshotError as e:
+                    logger.warning("backfill of %s not resumed: %s", name, e)
+        return out
+
+    def _load_repairs(self):
+        """Schedule the key ranges recorded for reading again (see
+        `_watermark`), once per Backfills."""
+        if self.repairs_loaded:
+            return
+        self.repairs_loaded = True
+        _, rows = self.conn.execute(
+            "SELECT table_name, repairs FROM %s WHERE slot = %s AND"
+            " repairs <> '[]'" % (PROGRESS_TABLE,
+                                  commands.quote_literal(self.reader.slot)))
+        for name, repairs in rows:
             for entry in json.loads(repairs or "[]"):
                 if any(j.rid == entry["rid"] for j in self.jobs):
                     continue
@@ -828,12 +849,6 @@ class Backfills:
                     continue
                 self.jobs.insert(0, _Job(t, 0, entry["from"], entry["to"],
                                          repair=True, rid=entry["rid"]))
-            if done == "f":
-                try:
-                    self.add(name, int(chunk_size))
-                except SnapshotError as e:
-                    logger.warning("backfill of %s not resumed: %s", name, e)
-        return out
 
     def _via_root(self, conn):
         pubs = publication_names(self.reader) \
