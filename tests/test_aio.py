@@ -664,6 +664,52 @@ def test_reconnect_after_server_restart(pg_server, dsn, sql, slot_name,
     assert hooks[0][1] in ("ConnectionLost", "ConnectionFailed")
 
 
+def test_silent_network_is_detected(pg_server, dsn, sql, slot_name, table):
+    """A network that silently stops carrying packets: the AsyncReader asks
+    the server for a reply at half of recv_timeout, gives the connection up
+    after all of it, and reconnects (the liveness rule of Reader)."""
+    from proxy import Proxy
+    make_slot(dsn, slot_name)
+    proxy = Proxy(pg_server.port)
+    proxied = ("host=127.0.0.1 port=%d dbname=test user=postgres "
+               "sslmode=disable" % proxy.port)
+
+    async def main():
+        got = []
+        lost = []
+
+        class R(AsyncReader):
+            async def on_reconnect(self, attempt, error, delay):
+                lost.append((time.monotonic(), type(error).__name__))
+                proxy.thaw()
+
+        async with R(proxied, slot=slot_name, recv_timeout=1.0,
+                     reconnect=pld.Reconnect(initial_delay=0.05)) as r:
+            it = r.__aiter__()
+            first = asyncio.ensure_future(it.__anext__())
+            await asyncio.sleep(0.5)            # streaming, idle
+            t0 = time.monotonic()
+            proxy.freeze()
+            loop = asyncio.get_running_loop()
+            await loop.run_in_executor(
+                None, sql, "INSERT INTO %s(data) VALUES('after')" % table)
+            msg = await asyncio.wait_for(first, 20)
+            got.append(msg.payload)
+            async for msg in it:
+                got.append(msg.payload)
+                if isinstance(msg.change, pld.Commit):
+                    break
+        return t0, lost, got
+
+    try:
+        t0, lost, got = run(asyncio.wait_for(main(), 60))
+    finally:
+        proxy.close()
+    assert lost and lost[0][1] == "ConnectionLost"
+    assert lost[0][0] - t0 < 3
+    assert any("'after'" in p for p in got)
+
+
 # -- the example service --
 
 def test_asyncio_consumer_example_demo():
