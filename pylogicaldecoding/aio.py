@@ -17,8 +17,9 @@ updates that keep the connection alive.
 import asyncio
 import inspect
 import logging
-import threading
 import time
+from typing import (Any, AsyncIterable, AsyncIterator, Dict, List,
+                    Optional, Tuple, Union)
 
 from . import _core
 from . import commands
@@ -86,7 +87,24 @@ class AsyncReader:
     called from any task, and `stop()` from any thread.
     """
 
-    def __init__(self, dsn="", **kwargs):
+    # set by rules.configure(), as on Reader
+    slot: str
+    plugin: str
+    options: Dict[str, Any]
+    create_slot_if_missing: bool
+    temporary: bool
+    failover: bool
+    two_phase: bool
+    start_lsn: Optional[Union[int, str]]
+    decode: bool
+    type_registry: Any
+    reconnect: Any
+    reconnections: int
+    wal_sender_timeout: Optional[float]
+    _params: Dict[str, str]
+    _recv_timeout_choice: Optional[float]
+
+    def __init__(self, dsn: str = "", **kwargs: Any) -> None:
         self._core = _core.ReaderBase()
         snapshot = kwargs.pop("snapshot", False)
         tables = kwargs.pop("tables", None)
@@ -190,7 +208,7 @@ class AsyncReader:
 
     # -- the hooks --
 
-    async def event(self, msg):
+    async def event(self, msg: _core.Message) -> None:
         """Called by `start()` once per message, in WAL order (subclass
         style). It may await anything, call `ack()`/`ack_nowait()` and
         `stop()`. An exception ends the stream, closes the connection and
@@ -200,7 +218,8 @@ class AsyncReader:
             "subclass AsyncReader and override async event(msg), or "
             "iterate with 'async for msg in reader'")
 
-    async def on_reconnect(self, attempt, error, delay):
+    async def on_reconnect(self, attempt: int, error: BaseException,
+                           delay: float) -> None:
         """Awaited before each reconnection attempt (with ``reconnect``):
         ``attempt`` counts from 1, ``error`` ended the connection, ``delay``
         is the wait before connecting. The default logs a warning; raise
@@ -263,7 +282,7 @@ class AsyncReader:
 
     # -- connection and commands --
 
-    async def connect(self):
+    async def connect(self) -> None:
         """Open the replication connection if it is not open, without
         blocking the loop (``connect_timeout`` is honoured), and check that
         the server can do logical decoding."""
@@ -328,7 +347,8 @@ class AsyncReader:
                 core.close()
             raise
 
-    async def execute(self, command):
+    async def execute(self, command: str) -> Tuple[
+            Tuple[str, ...], List[Tuple[Optional[str], ...]]]:
         """Run a replication command or an SQL statement (connecting first
         if needed); return ``(column names, rows)``, rows being tuples of
         str or None. Not while a stream is open."""
@@ -347,18 +367,20 @@ class AsyncReader:
         finally:
             self._end()
 
-    async def identify_system(self):
+    async def identify_system(self) -> rules.SystemInfo:
         """IDENTIFY_SYSTEM: the server's system id, timeline, current WAL
         position and database, as a `SystemInfo`."""
         return await self._run_steps(rules.identify_system())
 
-    async def slot_status(self):
+    async def slot_status(self) -> Optional[Dict[str, Any]]:
         """The slot's row of pg_replication_slots as a dict, or None (see
         `Reader.slot_status`)."""
         return await self._run_steps(rules.slot_status(self.slot))
 
-    async def create_slot(self, *, temporary=None, snapshot="export",
-                          failover=None, two_phase=None):
+    async def create_slot(self, *, temporary: Optional[bool] = None,
+                          snapshot: str = "export",
+                          failover: Optional[bool] = None,
+                          two_phase: Optional[bool] = None) -> rules.SlotInfo:
         """Create the slot with this reader's plugin; return a `SlotInfo`
         (see `Reader.create_slot`). Raises `SlotExists` if it exists."""
         await self._connected()
@@ -370,7 +392,8 @@ class AsyncReader:
             self.failover if failover is None else bool(failover),
             self.two_phase if two_phase is None else bool(two_phase)))
 
-    async def drop_slot(self, *, wait=False, missing_ok=False):
+    async def drop_slot(self, *, wait: bool = False,
+                        missing_ok: bool = False) -> None:
         """Drop the slot. Raises `SlotNotFound` if it does not exist (unless
         ``missing_ok``) and `SlotInUse` if it is active (unless ``wait``)."""
         await self._run_steps(rules.drop_slot(self.slot, wait, missing_ok))
@@ -381,11 +404,12 @@ class AsyncReader:
 
     # -- the stream --
 
-    def __aiter__(self):
+    def __aiter__(self) -> AsyncIterator[_core.Message]:
         """``async for msg in reader``: stream until `stop()`."""
         return _Stream(self, None).it
 
-    def stream(self, *, until_lsn=None):
+    def stream(self, *, until_lsn: Optional[Union[int, str]] = None
+               ) -> AsyncIterable[_core.Message]:
         """An async iterator over the stream; with ``until_lsn`` (int or
         'X/Y') it ends once everything up to that position was delivered,
         else at `stop()`."""
@@ -393,13 +417,14 @@ class AsyncReader:
             until_lsn = commands.lsn_int(until_lsn)
         return _Stream(self, until_lsn)
 
-    def drain(self):
+    def drain(self) -> AsyncIterable[_core.Message]:
         """An async iterator over what the slot holds now: it ends at the
         server's WAL position when the iteration starts (like
         ``pg_recvlogical --endpos``)."""
         return _Stream(self, _DRAIN)
 
-    async def start(self, *, until_lsn=None):
+    async def start(self, *,
+                    until_lsn: Optional[Union[int, str]] = None) -> None:
         """Subclass style: await `event()` for every message until `stop()`
         (or until ``until_lsn``). Returns with every ack sent; an exception
         (from `event()` or the connection) closes the connection and
@@ -411,7 +436,7 @@ class AsyncReader:
             await self._abort()
             raise
 
-    def stop(self):
+    def stop(self) -> None:
         """Ask the iteration to end: the next step ends the stream (CopyDone,
         acks sent) and the iterator finishes. Safe from any task and from
         any thread (and a signal handler)."""
@@ -438,7 +463,7 @@ class AsyncReader:
         if self._waiter is not None:
             _resolve(self._waiter, _WAKEUP)
 
-    def ack_nowait(self, lsn=None):
+    def ack_nowait(self, lsn: Optional[Union[int, str]] = None) -> None:
         """Confirm everything up to ``lsn`` (default: the last message
         delivered), without awaiting: sent with the next status update, at
         the latest when the stream ends. Same rules as `Reader.ack`: never
@@ -448,7 +473,7 @@ class AsyncReader:
             return self._snapshot.ack(lsn)
         self._core.ack(lsn)
 
-    async def ack(self, lsn=None):
+    async def ack(self, lsn: Optional[Union[int, str]] = None) -> None:
         """Confirm everything up to ``lsn`` (default: the last message
         delivered) and return once the status update is sent."""
         if self._snap_feed is not None:
@@ -457,7 +482,7 @@ class AsyncReader:
         self._core.send_feedback()
         await self._flush()
 
-    async def close(self):
+    async def close(self) -> None:
         """End the stream (CopyDone, acks sent) and close the connection; a
         temporary slot disappears with it. From another task while one
         iterates: stop it and wait until it has ended."""

@@ -30,3 +30,19 @@ def main() -> None:
         print(info.consistent_point + 1, reader.identify_system().xlogpos)
         reader.start(until_lsn=pld.parse_lsn("0/10"))
         reader.drain()
+
+
+async def async_main() -> None:
+    async with pld.AsyncReader("dbname=app", slot="s", plugin="pgoutput",
+                               options={"publication_names": "p"}) as r:
+        info: pld.SystemInfo = await r.identify_system()
+        status = await r.slot_status()
+        print(info.xlogpos + 1, status and status["active"])
+        async for msg in r:
+            print(msg.data_start + 1, msg.change)
+            if isinstance(msg.change, pld.Commit):
+                await r.ack(msg.data_start)
+                r.ack_nowait()
+                r.stop()
+        async for msg in r.stream(until_lsn="0/10"):
+            pass
