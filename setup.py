@@ -18,6 +18,7 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 
 SOURCES = [
     "src/module.c",
+    "src/connection_type.c",
     "src/reader_type.c",
     "src/message_type.c",
     "src/pqpath.c",
@@ -31,6 +32,7 @@ SOURCES = [
 ]
 HEADERS = [
     "src/pld.h",
+    "src/connection.h",
     "src/reader.h",
     "src/message.h",
     "src/pqpath.h",

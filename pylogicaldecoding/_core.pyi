@@ -49,7 +49,18 @@ class Message:
     @property
     def data_start_lsn(self) -> str: ...
 
+class Connection:
+    """A libpq connection and its lock (`ReaderBase.connection`)."""
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def status(self) -> str: ...
+    @property
+    def owner_pid(self) -> Optional[int]: ...
+
 class ReaderBase:
+    @property
+    def connection(self) -> Connection: ...
     decoder: Optional[Callable[[Message], Any]]
     binary: bool
     status_interval: float

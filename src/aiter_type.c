@@ -22,8 +22,8 @@ aiter_anext(aiterObject *self)
     readerObject *r = self->reader;
     PyObject *got, *type, *value, *tb, *rv;
 
-    if (!self->enabled || self->stopped || !r->pgconn || !r->copying
-            || r->connecting || r->cmd_running || r->ending_copy
+    if (!self->enabled || self->stopped || !r->conn->pgconn || !r->copying
+            || r->conn->connecting || r->conn->cmd_running || r->ending_copy
             || r->streaming) {
         return PyObject_CallNoArgs(self->slow);
     }

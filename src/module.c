@@ -5,6 +5,7 @@
 #include "message.h"
 #include "pqpath.h"
 #include "aiter.h"
+#include "connection.h"
 #include "reader.h"
 #include "snapshot.h"
 #include "wire.h"
@@ -223,6 +224,7 @@ PyInit__core(void)
     if (decode_init(m) < 0) { goto error; }
     if (copyconn_init_type(m) < 0) { goto error; }
     if (aiter_init_type(m) < 0) { goto error; }
+    if (connection_init_type(m) < 0) { goto error; }
     if (PyModule_AddStringConstant(m, "__version__", PLD_VERSION) < 0) {
         goto error;
     }

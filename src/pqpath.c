@@ -88,8 +88,8 @@ pq_raise(readerObject *self, PGresult *res, PyObject *cls)
         code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         text = PQresultErrorMessage(res);
     }
-    if ((!text || !*text) && self && self->pgconn) {
-        text = PQerrorMessage(self->pgconn);
+    if ((!text || !*text) && self && self->conn->pgconn) {
+        text = PQerrorMessage(self->conn->pgconn);
     }
     if (!text || !*text) { text = "unknown error (no message from libpq)"; }
 
@@ -97,8 +97,8 @@ pq_raise(readerObject *self, PGresult *res, PyObject *cls)
     /* No SQLSTATE: libpq's own error on an open connection (a failed send
      * or receive, a broken protocol): the connection is not usable, even
      * when libpq has not marked it bad yet. */
-    if (!cls && self && self->pgconn
-            && (!code || PQstatus(self->pgconn) == CONNECTION_BAD)) {
+    if (!cls && self && self->conn->pgconn
+            && (!code || PQstatus(self->conn->pgconn) == CONNECTION_BAD)) {
         cls = pld_ConnectionLost;
     }
     if (!cls) { cls = code ? pld_DatabaseError : pld_OperationalError; }
@@ -120,16 +120,16 @@ pq_raise_message(PyObject *cls, const char *text)
 RAISES_NEG int
 pq_check_open(readerObject *self)
 {
-    if (!self->pgconn) {
+    if (!self->conn->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return -1;
     }
-    if (self->connecting) {
+    if (self->conn->connecting) {
         PyErr_SetString(pld_InterfaceError,
             "the connection is still being opened");
         return -1;
     }
-    if (self->cmd_running) {
+    if (self->conn->cmd_running) {
         PyErr_SetString(pld_InterfaceError,
             "a command is running on the connection (non-blocking path)");
         return -1;
@@ -161,15 +161,15 @@ pq_connect(readerObject *self, const char *const *keys,
         PQfinish(conn);
         return -1;
     }
-    self->pgconn = conn;
-    self->owner_pid = getpid();
+    self->conn->pgconn = conn;
+    self->conn->owner_pid = getpid();
     return 0;
 }
 
 int
 pq_in_child(readerObject *self)
 {
-    return self->pgconn && self->owner_pid != getpid();
+    return self->conn->pgconn && self->conn->owner_pid != getpid();
 }
 
 /* Free a connection inherited across fork() without a word on its socket,
@@ -201,29 +201,29 @@ pq_close(readerObject *self)
 {
     PGconn *conn;
 
-    if (!self->pgconn) { return; }
+    if (!self->conn->pgconn) { return; }
     if (pq_in_child(self)) {
         /* no LOCK(): another thread of the parent may have held it at
          * fork() time, and no other thread exists here */
-        conn = self->pgconn;
-        self->pgconn = NULL;
+        conn = self->conn->pgconn;
+        self->conn->pgconn = NULL;
         self->copying = 0;
         self->out_pending = 0;
-        self->connecting = self->cmd_running = self->ending_copy = 0;
-        PQclear(self->cmd_result);
-        self->cmd_result = NULL;
+        self->conn->connecting = self->conn->cmd_running = self->ending_copy = 0;
+        PQclear(self->conn->cmd_result);
+        self->conn->cmd_result = NULL;
         forget_inherited(conn);
         return;
     }
     LOCK(self);
-    conn = self->pgconn;
-    self->pgconn = NULL;
+    conn = self->conn->pgconn;
+    self->conn->pgconn = NULL;
     self->copying = 0;
     self->out_pending = 0;
     UNLOCK(self);
-    self->connecting = self->cmd_running = self->ending_copy = 0;
-    PQclear(self->cmd_result);
-    self->cmd_result = NULL;
+    self->conn->connecting = self->conn->cmd_running = self->ending_copy = 0;
+    PQclear(self->conn->cmd_result);
+    self->conn->cmd_result = NULL;
     Py_BEGIN_ALLOW_THREADS
     PQfinish(conn);
     Py_END_ALLOW_THREADS
@@ -256,7 +256,7 @@ pq_wait(readerObject *self, int for_write, double timeout)
      * not interrupt the poll(): serve it now. */
     if (PyErr_CheckSignals() < 0) { return -1; }
     if (pq_check_open(self) < 0) { return -1; }
-    if ((fd = PQsocket(self->pgconn)) < 0) {
+    if ((fd = PQsocket(self->conn->pgconn)) < 0) {
         pq_raise_message(pld_ConnectionLost,
             "the connection has no socket (it was lost)");
         return -1;
@@ -330,9 +330,9 @@ pq_set_batching(readerObject *self, int on)
 {
 #ifdef SO_RCVLOWAT
     int v = on ? PQ_BATCH_BYTES : 1;
-    if (self->pgconn && PQsocket(self->pgconn) >= 0) {
+    if (self->conn->pgconn && PQsocket(self->conn->pgconn) >= 0) {
         /* a socket that refuses it (not TCP) just does not batch */
-        (void)setsockopt(PQsocket(self->pgconn), SOL_SOCKET, SO_RCVLOWAT,
+        (void)setsockopt(PQsocket(self->conn->pgconn), SOL_SOCKET, SO_RCVLOWAT,
                          &v, sizeof(v));
     }
 #endif
@@ -361,7 +361,7 @@ flush_all(readerObject *self, double deadline)
 
     for (;;) {
         LOCK(self);
-        rv = PQflush(self->pgconn);
+        rv = PQflush(self->conn->pgconn);
         if (rv == 0 && self->out_pending) { status_sent(self); }
         UNLOCK(self);
         if (rv != 1) { break; }
@@ -381,7 +381,7 @@ pq_consume_input(readerObject *self)
     int ok;
 
     LOCK(self);
-    if (!(ok = PQconsumeInput(self->pgconn))) {
+    if (!(ok = PQconsumeInput(self->conn->pgconn))) {
         self->copying = 0;      /* the keepalive thread leaves it alone */
     }
     UNLOCK(self);
@@ -405,8 +405,8 @@ get_result(readerObject *self, PGresult **res, double deadline)
     *res = NULL;
     for (;;) {
         LOCK(self);
-        if (!(busy = PQisBusy(self->pgconn))) {
-            *res = PQgetResult(self->pgconn);
+        if (!(busy = PQisBusy(self->conn->pgconn))) {
+            *res = PQgetResult(self->conn->pgconn);
         }
         UNLOCK(self);
         if (!busy) { return 0; }
@@ -436,7 +436,7 @@ send_command(readerObject *self, const char *command, double timeout)
 
     if (pq_check_open(self) < 0) { return NULL; }
     LOCK(self);
-    rv = PQsendQuery(self->pgconn, command);
+    rv = PQsendQuery(self->conn->pgconn, command);
     UNLOCK(self);
     if (!rv) {
         pq_raise(self, NULL, NULL);
@@ -595,8 +595,8 @@ copy_ended(readerObject *self, double deadline)
         if (rv < 0) {
             /* an error is set: take only what libpq already has */
             LOCK(self);
-            if (!(busy = PQisBusy(self->pgconn))) {
-                res = PQgetResult(self->pgconn);
+            if (!(busy = PQisBusy(self->conn->pgconn))) {
+                res = PQgetResult(self->conn->pgconn);
             }
             UNLOCK(self);
             if (busy) { break; }
@@ -610,7 +610,7 @@ copy_ended(readerObject *self, double deadline)
             /* the server sent CopyDone first: libpq waits for ours */
             PQclear(res);
             LOCK(self);
-            ok = PQputCopyEnd(self->pgconn, NULL) >= 0;
+            ok = PQputCopyEnd(self->conn->pgconn, NULL) >= 0;
             UNLOCK(self);
             if (!ok) {
                 pq_raise(self, NULL, NULL);
@@ -633,7 +633,7 @@ copy_ended(readerObject *self, double deadline)
         }
         PQclear(res);
         res = NULL;
-        if (PQstatus(self->pgconn) == CONNECTION_BAD) { break; }
+        if (PQstatus(self->conn->pgconn) == CONNECTION_BAD) { break; }
     }
     return rv;
 }
@@ -678,12 +678,12 @@ pq_read_message(readerObject *self, PyObject **msg)
 
     for (;;) {
         LOCK(self);
-        if (!self->pgconn || !self->copying) {
+        if (!self->conn->pgconn || !self->copying) {
             UNLOCK(self);
             PyErr_SetString(pld_InterfaceError, "the stream is not running");
             return -1;
         }
-        len = PQgetCopyData(self->pgconn, &buf, 1);
+        len = PQgetCopyData(self->conn->pgconn, &buf, 1);
         if (len == 0) {
             UNLOCK(self);
             return PQ_MSG_NONE;
@@ -798,9 +798,9 @@ pq_send_status_nogil(readerObject *self, int reply)
     lsn_t written;
     int rv;
 
-    if (!self->pgconn || !self->copying) { return 0; }
+    if (!self->conn->pgconn || !self->copying) { return 0; }
     if (self->out_pending) {
-        if ((rv = PQflush(self->pgconn)) < 0) { return -1; }
+        if ((rv = PQflush(self->conn->pgconn)) < 0) { return -1; }
         if (rv == 1) { return 0; }
         status_sent(self);
     }
@@ -812,10 +812,10 @@ pq_send_status_nogil(readerObject *self, int reply)
     if (self->server_wal_end > written) { written = self->server_wal_end; }
     wire_build_status(buf, written, self->flushed_lsn, self->flushed_lsn,
                       wire_pg_now(), reply);
-    if (PQputCopyData(self->pgconn, buf, WIRE_STATUS_LEN) != 1) { return -1; }
+    if (PQputCopyData(self->conn->pgconn, buf, WIRE_STATUS_LEN) != 1) { return -1; }
     self->queued_flushed_lsn = self->flushed_lsn;
     self->last_status = wire_monotonic();
-    if ((rv = PQflush(self->pgconn)) < 0) { return -1; }
+    if ((rv = PQflush(self->conn->pgconn)) < 0) { return -1; }
     if (rv == 1) {
         self->out_pending = 1;
         return 0;
@@ -851,8 +851,8 @@ pq_send_status_if_due(readerObject *self, double now)
     int rv = 0;
 
     LOCK(self);
-    if (self->out_pending && self->pgconn) {
-        if ((rv = PQflush(self->pgconn)) == 0) { status_sent(self); }
+    if (self->out_pending && self->conn->pgconn) {
+        if ((rv = PQflush(self->conn->pgconn)) == 0) { status_sent(self); }
         else if (rv == 1) { rv = 0; }
     }
     if (rv == 0 && !self->out_pending && (self->feedback_pending
@@ -895,8 +895,8 @@ send_status_written(readerObject *self, double deadline)
 RAISES_NEG int
 pq_final_status(readerObject *self, double timeout)
 {
-    if (!self->pgconn || pq_in_child(self) || !self->copying
-            || PQstatus(self->pgconn) != CONNECTION_OK) {
+    if (!self->conn->pgconn || pq_in_child(self) || !self->copying
+            || PQstatus(self->conn->pgconn) != CONNECTION_OK) {
         return 0;
     }
     if (send_status_written(self, wire_monotonic() + timeout) < 0) {
@@ -918,10 +918,10 @@ pq_end_copy(readerObject *self, double timeout)
     char *buf = NULL;
     int len, rv, w;
 
-    if (!self->pgconn || !self->copying) { return 0; }
+    if (!self->conn->pgconn || !self->copying) { return 0; }
     if ((rv = send_status_written(self, deadline)) != 0) { return rv; }
     LOCK(self);
-    if ((rv = PQputCopyEnd(self->pgconn, NULL)) < 0) { self->copying = 0; }
+    if ((rv = PQputCopyEnd(self->conn->pgconn, NULL)) < 0) { self->copying = 0; }
     UNLOCK(self);
     if (rv < 0) {
         pq_raise(self, NULL, NULL);
@@ -930,7 +930,7 @@ pq_end_copy(readerObject *self, double timeout)
     if ((rv = flush_all(self, deadline)) != 0) { return rv; }
     for (;;) {
         LOCK(self);
-        len = PQgetCopyData(self->pgconn, &buf, 1);
+        len = PQgetCopyData(self->conn->pgconn, &buf, 1);
         if (len < 0) { self->copying = 0; }
         UNLOCK(self);
         if (len > 0) {
@@ -975,9 +975,9 @@ pq_connect_start(readerObject *self, const char *const *keys,
         PQfinish(conn);
         return -1;
     }
-    self->pgconn = conn;
-    self->owner_pid = getpid();
-    self->connecting = 1;
+    self->conn->pgconn = conn;
+    self->conn->owner_pid = getpid();
+    self->conn->connecting = 1;
     return 0;
 }
 
@@ -987,23 +987,23 @@ pq_connect_start(readerObject *self, const char *const *keys,
 RAISES_NEG int
 pq_connect_poll(readerObject *self)
 {
-    if (!self->pgconn || !self->connecting) {
+    if (!self->conn->pgconn || !self->conn->connecting) {
         PyErr_SetString(pld_InterfaceError, "no connection is being opened");
         return -1;
     }
-    switch (PQconnectPoll(self->pgconn)) {
+    switch (PQconnectPoll(self->conn->pgconn)) {
     case PGRES_POLLING_READING:
         return PQ_POLL_READ;
     case PGRES_POLLING_WRITING:
         return PQ_POLL_WRITE;
     case PGRES_POLLING_OK:
-        if (PQsetnonblocking(self->pgconn, 1) != 0) { break; }
-        self->connecting = 0;
+        if (PQsetnonblocking(self->conn->pgconn, 1) != 0) { break; }
+        self->conn->connecting = 0;
         return PQ_POLL_OK;
     default:
         break;
     }
-    pq_raise_message(pld_OperationalError, PQerrorMessage(self->pgconn));
+    pq_raise_message(pld_OperationalError, PQerrorMessage(self->conn->pgconn));
     pq_close(self);
     return -1;
 }
@@ -1014,12 +1014,12 @@ pq_flush(readerObject *self)
 {
     int rv;
 
-    if (!self->pgconn) {
+    if (!self->conn->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return -1;
     }
     LOCK(self);     /* the keepalive thread may be sending */
-    if ((rv = PQflush(self->pgconn)) == 0 && self->out_pending) {
+    if ((rv = PQflush(self->conn->pgconn)) == 0 && self->out_pending) {
         status_sent(self);
     }
     UNLOCK(self);
@@ -1042,12 +1042,12 @@ pq_send_query(readerObject *self, const char *command, int copy)
             "cannot run a command while the stream is running");
         return -1;
     }
-    if (!PQsendQuery(self->pgconn, command)) {
+    if (!PQsendQuery(self->conn->pgconn, command)) {
         pq_raise(self, NULL, NULL);
         return -1;
     }
-    self->cmd_running = 1;
-    self->cmd_copy = copy;
+    self->conn->cmd_running = 1;
+    self->conn->cmd_copy = copy;
     return pq_flush(self);
 }
 
@@ -1063,7 +1063,7 @@ command_result(readerObject *self, PGresult *res)
         return NULL;
     }
     st = PQresultStatus(res);
-    if (st == PGRES_COPY_BOTH && self->cmd_copy) {
+    if (st == PGRES_COPY_BOTH && self->conn->cmd_copy) {
         self->copying = 1;
         self->stop_requested = 0;
         self->last_status = wire_monotonic();
@@ -1080,7 +1080,7 @@ command_result(readerObject *self, PGresult *res)
         pq_raise(self, res, NULL);
         return NULL;
     }
-    if (self->cmd_copy) {
+    if (self->conn->cmd_copy) {
         PyErr_Format(pld_OperationalError,
             "the server did not start streaming (result %s)",
             PQresStatus(st));
@@ -1098,26 +1098,26 @@ pq_poll_result(readerObject *self, PyObject **out)
     PGresult *next, *res;
 
     *out = NULL;
-    if (!self->pgconn || !self->cmd_running) {
+    if (!self->conn->pgconn || !self->conn->cmd_running) {
         PyErr_SetString(pld_InterfaceError, "no command is running");
         return -1;
     }
-    if (!PQconsumeInput(self->pgconn)) {
+    if (!PQconsumeInput(self->conn->pgconn)) {
         pq_raise(self, NULL, NULL);
         pq_close(self);
         return -1;
     }
     for (;;) {
-        if (PQisBusy(self->pgconn)) { return 0; }
-        if (!(next = PQgetResult(self->pgconn))) { break; }
-        PQclear(self->cmd_result);
-        self->cmd_result = next;
+        if (PQisBusy(self->conn->pgconn)) { return 0; }
+        if (!(next = PQgetResult(self->conn->pgconn))) { break; }
+        PQclear(self->conn->cmd_result);
+        self->conn->cmd_result = next;
         /* COPY BOTH: no further result comes until the copy ends */
         if (PQresultStatus(next) == PGRES_COPY_BOTH) { break; }
     }
-    self->cmd_running = 0;
-    res = self->cmd_result;
-    self->cmd_result = NULL;
+    self->conn->cmd_running = 0;
+    res = self->conn->cmd_result;
+    self->conn->cmd_result = NULL;
     *out = command_result(self, res);
     PQclear(res);
     return *out ? 1 : -1;
@@ -1131,16 +1131,16 @@ pq_end_copy_start(readerObject *self)
 {
     int rv;
 
-    if (!self->pgconn || !self->copying || self->ending_copy) { return 0; }
+    if (!self->conn->pgconn || !self->copying || self->ending_copy) { return 0; }
     LOCK(self);
-    if (self->out_pending && PQflush(self->pgconn) == 0) {
+    if (self->out_pending && PQflush(self->conn->pgconn) == 0) {
         status_sent(self);
     }
     /* no waiting here: the last update is queued behind a partly written
      * one, if any, and counts as sent with it */
     self->out_pending = 0;
     if ((rv = pq_send_status_nogil(self, 0)) == 0
-            && PQputCopyEnd(self->pgconn, NULL) < 0) {
+            && PQputCopyEnd(self->conn->pgconn, NULL) < 0) {
         rv = -1;
     }
     if (rv < 0) { self->copying = 0; }
@@ -1163,10 +1163,10 @@ pq_end_copy_poll(readerObject *self)
     PGresult *res;
     int len;
 
-    if (!self->pgconn || !self->ending_copy) { return PQ_POLL_OK; }
-    if (!PQconsumeInput(self->pgconn)) { goto error; }
+    if (!self->conn->pgconn || !self->ending_copy) { return PQ_POLL_OK; }
+    if (!PQconsumeInput(self->conn->pgconn)) { goto error; }
     while (self->copying) {
-        len = PQgetCopyData(self->pgconn, &buf, 1);
+        len = PQgetCopyData(self->conn->pgconn, &buf, 1);
         if (len > 0) {
             PQfreemem(buf);
             continue;
@@ -1176,8 +1176,8 @@ pq_end_copy_poll(readerObject *self)
         self->copying = 0;          /* -1: the server's CopyDone */
     }
     for (;;) {
-        if (PQisBusy(self->pgconn)) { return PQ_POLL_READ; }
-        if (!(res = PQgetResult(self->pgconn))) { break; }
+        if (PQisBusy(self->conn->pgconn)) { return PQ_POLL_READ; }
+        if (!(res = PQgetResult(self->conn->pgconn))) { break; }
         switch (PQresultStatus(res)) {
         case PGRES_COMMAND_OK:
         case PGRES_TUPLES_OK:
@@ -1185,15 +1185,15 @@ pq_end_copy_poll(readerObject *self)
             break;
         default:
             /* keep the first error, raise it once the results are in */
-            if (!self->cmd_result) { self->cmd_result = res; }
+            if (!self->conn->cmd_result) { self->conn->cmd_result = res; }
             else { PQclear(res); }
             break;
         }
-        if (PQstatus(self->pgconn) == CONNECTION_BAD) { break; }
+        if (PQstatus(self->conn->pgconn) == CONNECTION_BAD) { break; }
     }
     self->ending_copy = 0;
-    if ((res = self->cmd_result)) {
-        self->cmd_result = NULL;
+    if ((res = self->conn->cmd_result)) {
+        self->conn->cmd_result = NULL;
         pq_raise(self, res, NULL);
         PQclear(res);
         return -1;

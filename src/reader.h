@@ -4,6 +4,7 @@
 #define PLD_READER_H 1
 
 #include "pld.h"
+#include "connection.h"
 
 #include <pthread.h>
 #include <signal.h>
@@ -29,27 +30,22 @@ extern HIDDEN PyTypeObject readerType;
  * and a signal handler or finalizer touching the reader cannot deadlock
  * its own thread. */
 #define LOCK(self) do { \
-    if (pthread_mutex_trylock(&(self)->lock) != 0) { \
+    if (pthread_mutex_trylock(&(self)->conn->lock) != 0) { \
         Py_BEGIN_ALLOW_THREADS \
-        pthread_mutex_lock(&(self)->lock); \
+        pthread_mutex_lock(&(self)->conn->lock); \
         Py_END_ALLOW_THREADS \
     } \
 } while (0)
-#define LOCK_NOGIL(self) pthread_mutex_lock(&(self)->lock)
-#define UNLOCK(self) pthread_mutex_unlock(&(self)->lock)
+#define LOCK_NOGIL(self) pthread_mutex_lock(&(self)->conn->lock)
+#define UNLOCK(self) pthread_mutex_unlock(&(self)->conn->lock)
 
 typedef struct {
     PyObject_HEAD
 
-    PGconn *pgconn;
+    connectionObject *conn;     /* PGconn, lock, owner pid, command state */
     PyObject *weakreflist;
-    pid_t owner_pid;            /* the process that opened the connection */
     int sync_ok;                /* lock and cond initialised */
 
-    /* Serialises libpq use between the Python side and the keepalive
-     * thread. Held by whoever calls libpq; never held while Python code
-     * (event(), a signal handler) runs or while waiting in poll(). */
-    pthread_mutex_t lock;
     pthread_cond_t cond;        /* wakes the keepalive thread */
     pthread_t ka_thread;
     int ka_running;             /* the keepalive thread exists */
@@ -91,11 +87,7 @@ typedef struct {
 
     /* The non-blocking path (asyncio): the event loop waits on the socket,
      * these calls only ever do what can be done without waiting. */
-    int connecting;             /* PQconnectStart done, not yet CONNECTION_OK */
-    int cmd_running;            /* a command sent by _send_query() runs */
-    int cmd_copy;               /* ... and is expected to start COPY BOTH */
     int ending_copy;            /* CopyDone sent by _end_copy_start() */
-    PGresult *cmd_result;       /* the last result of the running command */
 } readerObject;
 
 HIDDEN RAISES_NEG int reader_init_type(void);

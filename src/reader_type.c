@@ -136,7 +136,7 @@ ka_main(void *arg)
             ts.tv_sec += 1;
             ts.tv_nsec -= 1000000000L;
         }
-        pthread_cond_timedwait(&self->cond, &self->lock, &ts);
+        pthread_cond_timedwait(&self->cond, &self->conn->lock, &ts);
         if (self->ka_quit) { break; }
         if (self->copying
                 && wire_monotonic() - self->last_status >= interval) {
@@ -431,7 +431,7 @@ connect_params(readerObject *self, PyObject *args, int start)
     Py_ssize_t n, i;
 
     if (!PyArg_ParseTuple(args, "OO", &okeys, &ovalues)) { return NULL; }
-    if (self->pgconn) {
+    if (self->conn->pgconn) {
         PyErr_SetString(pld_ProgrammingError, "the connection is already open");
         return NULL;
     }
@@ -670,7 +670,7 @@ reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
             "the stream loop is running: call stop()");
         return NULL;
     }
-    if (!self->pgconn || !self->copying) { Py_RETURN_TRUE; }
+    if (!self->conn->pgconn || !self->copying) { Py_RETURN_TRUE; }
     if (pq_in_child(self)) {
         PyErr_SetString(pld_InterfaceError, "the connection belongs to "
             "the parent process (opened before fork())");
@@ -782,11 +782,11 @@ reader_fileno(readerObject *self, PyObject *dummy)
     int fd;
 
     /* not pq_check_open(): the socket is wanted while connecting too */
-    if (!self->pgconn) {
+    if (!self->conn->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return NULL;
     }
-    if ((fd = PQsocket(self->pgconn)) < 0) {
+    if ((fd = PQsocket(self->conn->pgconn)) < 0) {
         PyErr_SetString(pld_ConnectionLost,
             "the connection has no socket (it was lost)");
         return NULL;
@@ -936,7 +936,7 @@ reader_set_batching(readerObject *self, PyObject *args)
 {
     int on;
     if (!PyArg_ParseTuple(args, "p", &on)) { return NULL; }
-    if (!self->pgconn) {
+    if (!self->conn->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return NULL;
     }
@@ -948,9 +948,16 @@ reader_set_batching(readerObject *self, PyObject *args)
 /* -- attributes -- */
 
 static PyObject *
+connection_get(readerObject *self, void *closure)
+{
+    Py_INCREF(self->conn);
+    return (PyObject *)self->conn;
+}
+
+static PyObject *
 closed_get(readerObject *self, void *closure)
 {
-    return PyBool_FromLong(self->pgconn == NULL);
+    return PyBool_FromLong(self->conn->pgconn == NULL);
 }
 
 static PyObject *
@@ -969,14 +976,14 @@ static PyObject *
 server_version_get(readerObject *self, void *closure)
 {
     if (pq_check_open(self) < 0) { return NULL; }
-    return PyLong_FromLong(PQserverVersion(self->pgconn));
+    return PyLong_FromLong(PQserverVersion(self->conn->pgconn));
 }
 
 static PyObject *
 backend_pid_get(readerObject *self, void *closure)
 {
     if (pq_check_open(self) < 0) { return NULL; }
-    return PyLong_FromLong(PQbackendPID(self->pgconn));
+    return PyLong_FromLong(PQbackendPID(self->conn->pgconn));
 }
 
 #define LSN_GETTER(field) \
@@ -1134,31 +1141,28 @@ keepalive_interval_set(readerObject *self, PyObject *value, void *closure)
 
 /* -- object life -- */
 
-/* The lock and the keepalive thread's condition; raise on failure. */
+/* The connection (which has the lock) and the keepalive thread's
+ * condition; raise on failure. */
 static RAISES_NEG int
 sync_init(readerObject *self)
 {
     pthread_condattr_t attr;
     int err;
 
-    if ((err = pthread_mutex_init(&self->lock, NULL))) { goto fail; }
-    if ((err = pthread_condattr_init(&attr))) {
-        pthread_mutex_destroy(&self->lock);
-        goto fail;
+    if (!(self->conn = (connectionObject *)PyObject_CallNoArgs(
+            (PyObject *)&connectionType))) {
+        return -1;
     }
+    if ((err = pthread_condattr_init(&attr))) { goto fail; }
 #ifndef __APPLE__
     if ((err = pthread_condattr_setclock(&attr, KA_CLOCK))) {
         pthread_condattr_destroy(&attr);
-        pthread_mutex_destroy(&self->lock);
         goto fail;
     }
 #endif
     err = pthread_cond_init(&self->cond, &attr);
     pthread_condattr_destroy(&attr);
-    if (err) {
-        pthread_mutex_destroy(&self->lock);
-        goto fail;
-    }
+    if (err) { goto fail; }
     self->sync_ok = 1;
     return 0;
 
@@ -1215,22 +1219,22 @@ reader_dealloc(readerObject *self)
 {
     PyObject_GC_UnTrack(self);
     if (self->weakreflist) { PyObject_ClearWeakRefs((PyObject *)self); }
-    if (pq_in_child(self)) {
+    if (self->conn && pq_in_child(self)) {
         /* forked: the keepalive thread is the parent's, not ours */
         self->ka_running = 0;
     }
     ka_stop(self);
     Py_CLEAR(self->decoder);
     Py_CLEAR(self->last_commit);
-    pq_close(self);     /* in a child: without a word to the server */
-    PQclear(self->cmd_result);
-    self->cmd_result = NULL;
+    if (self->conn) {
+        pq_close(self);     /* in a child: without a word to the server */
+        PQclear(self->conn->cmd_result);
+        self->conn->cmd_result = NULL;
+    }
     if (self->wakeup_fds[0] >= 0) { close(self->wakeup_fds[0]); }
     if (self->wakeup_fds[1] >= 0) { close(self->wakeup_fds[1]); }
-    if (self->sync_ok) {
-        pthread_cond_destroy(&self->cond);
-        pthread_mutex_destroy(&self->lock);
-    }
+    if (self->sync_ok) { pthread_cond_destroy(&self->cond); }
+    Py_CLEAR(self->conn);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
@@ -1276,6 +1280,9 @@ static struct PyMethodDef reader_methods[] = {
 
 static struct PyGetSetDef reader_getsets[] = {
     {"closed", (getter)closed_get, NULL, "True if the connection is closed."},
+    {"connection", (getter)connection_get, NULL,
+        "The `Connection` (PGconn, lock, owner pid, command state) the "
+        "stream runs on."},
     {"copying", (getter)copying_get, NULL,
         "True while the connection is in the COPY BOTH stream."},
     {"streaming", (getter)streaming_get, NULL,
