@@ -94,10 +94,6 @@ def _run(coro, loop):
         lp.close()
 
 
-def _lat_record(events, now, payload, out):
-    events.append((now(), payload))
-
-
 def child_lat_sync(dsn, slot):
     from pylogicaldecoding import Reader
     events = []
@@ -125,7 +121,7 @@ def child_lat_sync(dsn, slot):
     bd._report(t0, u0, s0, times=bd._latency_result(events))
 
 
-def child_lat_async(dsn, slot):
+def child_lat_async(dsn, slot, loop="asyncio"):
     from pylogicaldecoding import AsyncReader
     events = []
     now = time.time
@@ -146,7 +142,7 @@ def child_lat_async(dsn, slot):
                         sys.stdout.flush()
 
     t0, u0, s0 = bd._usage()
-    _run(main(), "asyncio")
+    _run(main(), loop)
     bd._report(t0, u0, s0, times=bd._latency_result(events))
 
 
@@ -236,6 +232,8 @@ def run_child(argv):
         child_lat_sync(argv[1], argv[2])
     elif kind == "lat-async":
         child_lat_async(argv[1], argv[2])
+    elif kind == "lat-async-uvloop":
+        child_lat_async(argv[1], argv[2], "uvloop")
     elif kind == "lag":
         child_lag(argv[1], argv[2], int(argv[3]))
     elif kind == "rss":
@@ -318,30 +316,36 @@ class AsyncBench(bd.Bench):
 
     def phase_latency(self):
         a = self.args
-        clients = ["sync", "async"]
+        clients = ["sync", "async"] + (
+            ["async-uvloop"] if a.uvloop else [])
         print("\n== latency: ~%d commits/s for %g s, %d repetitions ==" % (
             a.rate, a.seconds, a.lat_reps))
         p99s = {c: [] for c in clients}
         for rep in range(a.lat_reps):
-            for c in (clients if rep % 2 == 0 else clients[::-1]):
+            k = rep % len(clients)
+            for c in clients[k:] + clients[:k]:
                 slot = self.new_slots(1)[0]
                 self.sql("SELECT pg_logical_emit_message(false, "
                          "'bench-ready', '')")
                 d, rate = self.latency_run(c, slot)
                 self.drop_slots([slot])
                 p99s[c].append(bd.pct(d, 99))
-                print("  rep %d %-6s %5d commits (%.0f/s)  p50 %6.3f ms  "
+                print("  rep %d %-12s %5d commits (%.0f/s)  p50 %6.3f ms  "
                       "p99 %6.3f ms" % (rep + 1, c, len(d), rate,
                                         bd.pct(d, 50), bd.pct(d, 99)),
                       flush=True)
         self.server.execute("TRUNCATE lat")
         med = {c: statistics.median(p99s[c]) for c in clients}
         for c in clients:
-            print("%-6s p99 median %6.3f ms (runs %s)" % (
+            print("%-12s p99 median %6.3f ms (runs %s)" % (
                 c, med[c], ", ".join("%.3f" % v for v in p99s[c])))
         self.results["latency"] = p99s
-        return [("latency p99 async/sync", med["async"] / med["sync"],
-                 GOAL_P99)]
+        goals = [("latency p99 async/sync", med["async"] / med["sync"],
+                  GOAL_P99)]
+        if a.uvloop:
+            goals.append(("latency p99 uvloop/sync",
+                          med["async-uvloop"] / med["sync"], GOAL_P99))
+        return goals
 
     def phase_lag(self):
         a = self.args
@@ -416,7 +420,7 @@ def main():
     p.add_argument("--lat-reps", type=int, help="default 4, quick 2")
     p.add_argument("--rss-changes", type=int, default=1000000)
     p.add_argument("--uvloop", action="store_true",
-                   help="drain with uvloop too")
+                   help="drain and latency with uvloop too")
     p.add_argument("--phases", default="drain,latency",
                    help="comma-separated: drain, latency, lag, rss")
     p.add_argument("--json", metavar="PATH")
