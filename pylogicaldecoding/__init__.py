@@ -4,6 +4,8 @@ Subclass `Reader`, override `event()`, call `ack()` when a change is safely
 processed, and `start()`. See README.md.
 """
 
+from typing import TYPE_CHECKING
+
 from ._version import __version__
 from ._core import libpq_version
 from ._core import Message as StreamMessage
@@ -23,7 +25,19 @@ from .errors import (
 from .errors import SnapshotError
 from .lsn import format_lsn, parse_lsn
 from .reader import Reader, Reconnect, SlotInfo, SystemInfo
-from .aio import AsyncReader
+
+if TYPE_CHECKING:
+    from .aio import AsyncReader
+
+
+def __getattr__(name):
+    # AsyncReader is imported on first use: a blocking consumer does not
+    # pay for asyncio at start-up
+    if name == "AsyncReader":
+        from .aio import AsyncReader
+        return AsyncReader
+    raise AttributeError("module %r has no attribute %r" % (__name__, name))
+
 
 __all__ = [
     "__version__", "Reader", "AsyncReader", "Reconnect", "StreamMessage", "SlotInfo", "SystemInfo",

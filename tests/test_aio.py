@@ -272,6 +272,13 @@ def test_commands(dsn, slot_name):
     run(asyncio.wait_for(main(), 60))
 
 
+def test_bad_arguments_are_refused():
+    with pytest.raises(pld.InvalidName):
+        AsyncReader("", slot="Bad Name")
+    with pytest.raises(pld.InterfaceError, match="temporary"):
+        AsyncReader("", slot="s", temporary=True, reconnect=True)
+
+
 def test_bad_password_is_connection_failed_without_secret(pg_server,
                                                           slot_name):
     params = dict(pg_server.dsn_params)
