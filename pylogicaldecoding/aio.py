@@ -497,6 +497,7 @@ class AsyncReader:
                 await self._end_stream()
         finally:
             self._core.close()
+            rules.close_decoder(self._core.decoder)
 
     async def _abort(self):
         if self._snap_feed is not None:

@@ -17,17 +17,22 @@ Column values are converted by the converters of a `types.TypeRegistry`
 """
 
 import json
+import logging
 import re
 
 from . import _core
 from . import changes
+from . import commands
 from . import types as _types
-from .errors import DecodingError, ProgrammingError
+from .errors import DecodingError, Error, ProgrammingError
+
+logger = logging.getLogger("pylogicaldecoding")
 
 __all__ = [
     "make_decoder", "default_options", "create_publication",
     "drop_publication", "TestDecodingDecoder", "PgoutputDecoder",
     "Wal2JsonDecoder", "DECODERS", "load_wal2json_columns",
+    "CatalogConnection",
 ]
 
 
@@ -201,16 +206,66 @@ WAL2JSON_COLUMNS_QUERY = (
     " ORDER BY c.oid, a.attnum")
 
 
-def load_wal2json_columns(execute, server_version=None):
+def wal2json_table_query(schema, table):
+    """`WAL2JSON_COLUMNS_QUERY` for one table."""
+    where = " AND n.nspname = %s AND c.relname = %s ORDER BY" % (
+        commands.quote_literal(schema), commands.quote_literal(table))
+    return WAL2JSON_COLUMNS_QUERY.replace(" ORDER BY", where, 1)
+
+
+def load_wal2json_columns(execute, server_version=None, table=None):
     """Read the columns of the user tables with ``execute(sql) -> (names,
     rows)``: {(schema, table): [(column, toastable), ...]} in column
-    order, for `Wal2JsonDecoder`'s ``columns``. (``server_version`` is
+    order, for `Wal2JsonDecoder`'s ``columns``. With ``table`` (a
+    (schema, name) pair) only that table's. (``server_version`` is
     unused: the query works on every version wal2json supports.)"""
-    _, rows = execute(WAL2JSON_COLUMNS_QUERY)
+    _, rows = execute(WAL2JSON_COLUMNS_QUERY if table is None
+                      else wal2json_table_query(*table))
     out = {}
-    for schema, table, column, toastable in rows:
-        out.setdefault((schema, table), []).append((column, toastable == "t"))
+    for schema, name, column, toastable in rows:
+        out.setdefault((schema, name), []).append((column, toastable == "t"))
     return out
+
+
+class CatalogConnection:
+    """A plain (SQL, not replication) connection to the Reader's server,
+    opened on first use, for what a decoder must read from the catalog
+    while the stream runs (its replication connection, in COPY BOTH,
+    cannot run queries): ``execute(sql) -> (names, rows)``. It is a
+    `_core.CopyConnection` made with the Reader's connection parameters
+    less ``replication``; `close()` closes it (the next `execute()`
+    opens another)."""
+
+    def __init__(self, params):
+        from . import snapshot as _snapshot
+        self._params = _snapshot.worker_params(params)
+        self._connect = _snapshot.connect
+        self._conn = None
+
+    def execute(self, sql):
+        """Run ``sql`` (connecting first if needed): (names, rows)."""
+        conn = self._conn
+        if conn is None or conn.closed:
+            conn = self._conn = self._connect(self._params)
+        try:
+            return conn.execute(sql)
+        except BaseException:
+            if conn.closed:
+                self._conn = None
+            raise
+
+    __call__ = execute
+
+    def close(self):
+        """Close the connection, if open."""
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            conn.close()
+
+    @property
+    def closed(self):
+        """True when no connection is open."""
+        return self._conn is None or self._conn.closed
 
 
 class Wal2JsonDecoder:
@@ -224,11 +279,19 @@ class Wal2JsonDecoder:
     update's new row. With ``columns`` (the tables' column lists, as
     `load_wal2json_columns()` reads them: `make_decoder()` does when
     given the Reader's ``execute``) they are put back as `UNCHANGED`, as
-    pgoutput and test_decoding give them. The list is read when the
-    stream starts: after a table gains a column while streaming, its rows
-    are left as wal2json prints them until the next start; a TOAST-able
-    column dropped while streaming shows as `UNCHANGED` in that table's
-    updates until the next start.
+    pgoutput and test_decoding give them.
+
+    With ``catalog`` (an ``execute(sql)`` on a plain connection: the
+    Readers give a `CatalogConnection`) a table's list is read again
+    while streaming, for an update of a table the lists lack, an update
+    whose columns do not fit its table's list (a column added, renamed or
+    dropped), and, after an empty transaction (which is what a DDL-only
+    transaction looks like in wal2json's output), for the next update of
+    each table that leaves columns out. The catalog read is the table as
+    it is when the change is decoded, not as it was when it was written:
+    docs/decoding.md says what that can give. Without ``catalog`` (or
+    when it fails: logged once) a table whose updates do not fit its
+    list has its rows left as wal2json prints them.
 
     ``write-in-chunks`` (format-version 1): wal2json then splits a
     transaction over several messages (the header, one per change, the
@@ -236,7 +299,7 @@ class Wal2JsonDecoder:
     ``[change]``..., ``[Commit]``.
     """
 
-    def __init__(self, registry=None, columns=None):
+    def __init__(self, registry=None, columns=None, catalog=None):
         self.registry = _types.registry if registry is None else registry
         self._convs = {}
         self.xid = None
@@ -244,6 +307,20 @@ class Wal2JsonDecoder:
         self._columns_of = dict(columns or {})
         self._names_of = {}
         self._chunk = None      # the header of a chunked transaction
+        self.catalog = catalog
+        # DDL hints: +1 after each empty transaction; the hint at which
+        # each table's list was read; column sets a fresh list still did
+        # not fit (not read again for them until the next hint)
+        self._hint = 0
+        self._read_at = dict.fromkeys(self._columns_of, 0)
+        self._misfits = {}
+        self._in_txn = 0        # changes in the transaction so far
+
+    def close(self):
+        """Close the catalog connection (if it has a ``close``)."""
+        close = getattr(self.catalog, "close", None)
+        if close is not None:
+            close()
 
     def _conv(self, tname, oid):
         key = (tname, oid)
@@ -281,26 +358,87 @@ class Wal2JsonDecoder:
         return {n: self._value(v, t, o)
                 for n, t, o, v in zip(names, types_, oids, values)}
 
-    def _unchanged(self, schema, table, new):
-        """An update's new row with the TOAST columns wal2json left out
-        put back as UNCHANGED, in the table's column order."""
-        key = (schema, table)
+    def _refresh(self, key):
+        """Read `key`'s columns again; False if there is no catalog."""
+        if self.catalog is None:
+            return False
+        try:
+            got = load_wal2json_columns(self.catalog, table=key)
+        except Error as e:
+            logger.warning(
+                "wal2json: cannot read the columns of %s.%s (%s): updates "
+                "whose columns changed are left as printed", key[0], key[1],
+                e)
+            close = getattr(self.catalog, "close", None)
+            if close is not None:
+                close()
+            self.catalog = None
+            return False
+        self._columns_of[key] = got.get(key)
+        self._names_of.pop(key, None)
+        self._read_at[key] = self._hint
+        self._misfits.pop(key, None)
+        return True
+
+    def _fill(self, key, new):
+        """`new` completed from `key`'s list; `new` itself when nothing
+        is left out; None when it does not fit the list."""
         cols = self._columns_of.get(key)
-        if cols is None or new is None:
-            return new
+        if cols is None:
+            return None
         names = self._names_of.get(key)
         if names is None:
             names = self._names_of[key] = {c for c, _ in cols}
-        if len(new) == len(cols) and new.keys() <= names:
-            return new
         if not new.keys() <= names or any(
                 c not in new for c, toastable in cols if not toastable):
-            # the table changed since the list was read: leave its rows
-            # as printed rather than guess
-            del self._columns_of[key]
+            return None
+        if len(new) == len(cols):
             return new
         return {c: new[c] if c in new else changes.UNCHANGED
                 for c, _ in cols}
+
+    def _unchanged(self, schema, table, new):
+        """An update's new row with the TOAST columns wal2json left out
+        put back as UNCHANGED, in the table's column order."""
+        if new is None:
+            return new
+        key = (schema, table)
+        refreshed = False
+        if key not in self._read_at:
+            # a table created since the lists were read
+            refreshed = self._refresh(key)
+        elif self._read_at[key] < self._hint:
+            cols = self._columns_of.get(key)
+            if cols is None or len(new) != len(cols):
+                # DDL may have run since the list was read
+                refreshed = self._refresh(key)
+        out = self._fill(key, new)
+        if out is not None:
+            return out
+        sig = frozenset(new)
+        if not refreshed and sig not in self._misfits.get(key, ()):
+            if self._refresh(key):
+                out = self._fill(key, new)
+                if out is not None:
+                    return out
+        if self.catalog is None:
+            # the table changed since the list was read: leave its rows
+            # as printed rather than guess
+            self._columns_of.pop(key, None)
+            self._read_at[key] = self._hint
+        else:
+            # the catalog has moved on since this change was written
+            self._misfits.setdefault(key, set()).add(sig)
+        return new
+
+    def _begin(self):
+        self._in_txn = 0
+
+    def _commit(self):
+        if not self._in_txn:
+            # a transaction with no change: DDL, perhaps
+            self._hint += 1
+        self._in_txn = 0
 
     def __call__(self, msg):
         payload = msg.payload
@@ -344,12 +482,14 @@ class Wal2JsonDecoder:
             xid = _int_or_none(head.get("xid"))
             ts = _time_or_none(head.get("timestamp"))
             self._chunk = (xid, ts, self._lsn(head, "nextlsn"))
+            self._begin()
             return [changes.Begin(xid, msg.data_start, ts)]
         if self._chunk is None:
             return None
         if "".join(text.split()) == "]}":
             xid, ts, nextlsn = self._chunk
             self._chunk = None
+            self._commit()
             return [changes.Commit(xid, msg.data_start, ts, nextlsn)]
         if text.startswith(","):
             doc = self._loads(text[1:])
@@ -366,11 +506,15 @@ class Wal2JsonDecoder:
         action = doc["action"]
         xid = _int_or_none(doc.get("xid"))
         lsn = self._lsn(doc) or msg.data_start
+        if action not in ("B", "C"):
+            self._in_txn += 1
         if action == "B":
             self.xid = xid
+            self._begin()
             return changes.Begin(xid, lsn, _time_or_none(doc.get("timestamp")))
         if action == "C":
             self.xid = None
+            self._commit()
             return changes.Commit(xid, lsn, _time_or_none(doc.get("timestamp")),
                                   self._lsn(doc, "nextlsn"))
         if action in ("I", "U", "D"):
@@ -396,6 +540,7 @@ class Wal2JsonDecoder:
 
     def _v1_change(self, msg, c, xid):
         kind = c["kind"]
+        self._in_txn += 1
         if kind == "message":
             content = c.get("content")
             return changes.Message(
@@ -421,8 +566,10 @@ class Wal2JsonDecoder:
         xid = _int_or_none(doc.get("xid"))
         ts = _time_or_none(doc.get("timestamp"))
         out = [changes.Begin(xid, msg.data_start, ts)]
+        self._begin()
         for c in doc.get("change", ()):
             out.append(self._v1_change(msg, c, xid))
+        self._commit()
         out.append(changes.Commit(xid, msg.data_start, ts,
                                   self._lsn(doc, "nextlsn")))
         return out
@@ -439,7 +586,7 @@ DECODERS = {
 
 
 def make_decoder(plugin, options=None, server_version=None, *,
-                 registry=None, execute=None):
+                 registry=None, execute=None, catalog=None):
     """A fresh decoder for `plugin`, or None if we have none for it.
 
     Call it for each new stream (a reconnect starts with an empty
@@ -448,8 +595,11 @@ def make_decoder(plugin, options=None, server_version=None, *,
     are read from the catalog first, so that test_decoding and wal2json
     convert domains as their base type and pgoutput's binary form knows
     enums (else they are bytes); for wal2json also the tables' columns,
-    to give its left-out unchanged TOAST values as `UNCHANGED`. ``registry``: the `types.TypeRegistry` to
-    use (default `types.registry`).
+    to give its left-out unchanged TOAST values as `UNCHANGED`, and with
+    ``catalog`` (an ``execute`` usable while streaming: a
+    `CatalogConnection`) to read them again when a table changes while
+    streaming. ``registry``: the `types.TypeRegistry` to use (default
+    `types.registry`).
     """
     factory = DECODERS.get(plugin)
     if factory is None:
@@ -460,7 +610,8 @@ def make_decoder(plugin, options=None, server_version=None, *,
         _types.load_catalog(execute, reg)
         if plugin == "wal2json":
             return factory(reg, load_wal2json_columns(execute,
-                                                      server_version))
+                                                      server_version),
+                           catalog)
     return factory(reg)
 
 

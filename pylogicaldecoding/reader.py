@@ -210,6 +210,7 @@ class Reader(_core.ReaderBase):
             if self._stream_thread == threading.get_ident():
                 return
         super().close()
+        rules.close_decoder(self.decoder)
 
     def stop(self, timeout=None):
         """Ask `start()` to return after the current `event()`.
@@ -369,6 +370,7 @@ class Reader(_core.ReaderBase):
             if self._close_requested:
                 self._close_requested = False
                 super().close()
+                rules.close_decoder(self.decoder)
 
     def _log_end(self, until_lsn):
         if self._stop_requested.is_set():

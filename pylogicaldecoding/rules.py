@@ -336,6 +336,9 @@ def stream_setup(reader, server_version):
     options = decoders.default_options(reader.plugin, options,
                                        server_version)
     answers = {}
+    # wal2json reads a changed table's columns again while streaming
+    catalog = (decoders.CatalogConnection(reader._params)
+               if reader.plugin == "wal2json" else None)
 
     def execute(sql):
         if sql not in answers:
@@ -347,10 +350,19 @@ def stream_setup(reader, server_version):
             # a fresh decoder per stream: pgoutput resends its relations
             decoder = decoders.make_decoder(
                 reader.plugin, options, server_version,
-                registry=reader.type_registry, execute=execute)
+                registry=reader.type_registry, execute=execute,
+                catalog=catalog)
             return decoder, options
         except _NeedQuery as need:
             answers[need.sql] = yield need.sql
+
+
+def close_decoder(decoder):
+    """Close what a decoder holds open (wal2json's catalog connection);
+    called when its Reader closes."""
+    close = getattr(decoder, "close", None)
+    if close is not None:
+        close()
 
 
 class _NeedQuery(BaseException):

@@ -8,6 +8,7 @@ import pylogicaldecoding as pld
 from pylogicaldecoding import _core, decoders
 
 from conftest import drop_slot
+from readers import Background, Collector, wait_for
 from decode_support import (
     assert_same_row, capture, changes_of, create_slot, create_type_table,
     expected_row, insert_type_row)
@@ -230,3 +231,194 @@ def test_unchanged_toast_is_unchanged(dsn, sql, slot_name, table, version):
         assert td[1].new["data"] is pld.UNCHANGED
     finally:
         drop_slot(dsn, slot_name + "_td")
+
+
+class FakeCatalog:
+    """An ``execute`` answering the one-table column query from a dict,
+    counting the queries."""
+
+    def __init__(self, tables):
+        self.tables = tables
+        self.queries = []
+
+    def __call__(self, sql):
+        self.queries.append(sql)
+        rows = [(s, t, c, "t" if toast else "f")
+                for (s, t), cols in self.tables.items()
+                if "'%s'" % s in sql and "'%s'" % t in sql
+                for c, toast in cols]
+        return ["nspname", "relname", "attname", "toastable"], rows
+
+
+def _up(table, **cols):
+    return M('{"action":"U","schema":"s","table":"%s","columns":[%s]}' % (
+        table, ",".join('{"name":"%s","type":"integer","value":%d}' % kv
+                        for kv in cols.items())))
+
+
+def test_unchanged_toast_refresh_unit():
+    """With a catalog, a table the list lacks, an update naming a column
+    the list lacks and, after an empty transaction (DDL), an update
+    leaving columns out read the table's list again; a change that fits
+    no list (the catalog moved on) is left as printed, read once."""
+    cols = {("s", "t"): [("id", False), ("big", True), ("n", False)]}
+    cat = FakeCatalog(dict(cols))
+    d = decoders.Wal2JsonDecoder(columns=cols, catalog=cat)
+    assert d(_up("t", id=1, n=2)).new == {
+        "id": 1, "big": pld.UNCHANGED, "n": 2}
+    assert cat.queries == []
+    # a column added: read again, then filled in the new order
+    cat.tables[("s", "t")] = cols[("s", "t")] + [("m", False)]
+    assert d(_up("t", id=1, n=2, m=3)).new == {
+        "id": 1, "big": pld.UNCHANGED, "n": 2, "m": 3}
+    assert len(cat.queries) == 1 and "'t'" in cat.queries[0]
+    # a table created since the start
+    cat.tables[("s", "u")] = [("id", False), ("body", True)]
+    assert d(_up("u", id=7)).new == {"id": 7, "body": pld.UNCHANGED}
+    assert len(cat.queries) == 2
+    assert d(_up("u", id=8)).new == {"id": 8, "body": pld.UNCHANGED}
+    assert len(cat.queries) == 2
+    # a TOAST-able column dropped: only an empty transaction says so
+    cat.tables[("s", "u")] = [("id", False), ("body", True), ("x", True)]
+    d._columns_of[("s", "u")] = cat.tables[("s", "u")]
+    d._names_of.pop(("s", "u"))
+    cat.tables[("s", "u")] = [("id", False), ("body", True)]
+    d(M('{"action":"B","xid":5}'))
+    d(M('{"action":"C","xid":5}'))
+    assert d(_up("u", id=9)).new == {"id": 9, "body": pld.UNCHANGED}
+    assert len(cat.queries) == 3
+    # a column the catalog no longer has (dropped after the change was
+    # written): left as printed, and not read again for the same columns
+    assert d(_up("u", id=9, gone=1)).new == {"id": 9, "gone": 1}
+    assert d(_up("u", id=9, gone=2)).new == {"id": 9, "gone": 2}
+    assert len(cat.queries) == 4
+    # a table that no longer exists
+    assert d(_up("v", id=1)).new == {"id": 1}
+    assert d(_up("v", id=1)).new == {"id": 1}
+    assert len(cat.queries) == 5
+    # transactions with changes are no DDL hint
+    d(M('{"action":"B","xid":6}'))
+    d(_up("u", id=9))
+    d(M('{"action":"C","xid":6}'))
+    assert d(_up("u", id=9)).new == {"id": 9, "body": pld.UNCHANGED}
+    assert len(cat.queries) == 5
+    # v1: an empty transaction is a hint too
+    d = decoders.Wal2JsonDecoder(columns=dict(cat.tables), catalog=cat)
+    cat.tables[("s", "u")] = [("id", False)]
+    d(M('{"xid":10,"change":[]}'))
+    (_, u, _) = d(M('{"xid":11,"change":[{"kind":"update","schema":"s",'
+                    '"table":"u","columnnames":["id"],'
+                    '"columntypes":["integer"],"columnvalues":[1]}]}'))
+    assert u.new == {"id": 1}
+    assert len(cat.queries) == 6
+
+
+def test_unchanged_toast_refresh_fails_softly(caplog):
+    """A catalog that cannot be read is logged once; rows that do not fit
+    are then left as printed and the stream goes on."""
+    calls = []
+
+    def broken(sql):
+        calls.append(sql)
+        raise pld.OperationalError("connection refused")
+    d = decoders.Wal2JsonDecoder(columns={}, catalog=broken)
+    with caplog.at_level("WARNING", logger="pylogicaldecoding"):
+        assert d(_up("t", id=1)).new == {"id": 1}
+        assert d(_up("w", id=1)).new == {"id": 1}
+    assert len(calls) == 1 and d.catalog is None
+    assert "cannot read the columns of s.t" in caplog.text
+
+
+def _wait_change(reader, pred, what):
+    def found():
+        for c in changes_of(list(reader.msgs)):
+            if pred(c):
+                return c
+        return None
+    return wait_for(found, timeout=60, what=what)
+
+
+def _is_update(table, **where):
+    return lambda c: (isinstance(c, pld.Update) and c.table == table
+                      and all(c.new.get(k) == v for k, v in where.items()))
+
+
+@pytest.mark.needs("wal2json")
+@pytest.mark.parametrize("version", ["1", "2"])
+def test_unchanged_toast_tables_change_mid_stream(dsn, sql, slot_name,
+                                                  table, version):
+    """The column lists follow DDL run while the Reader streams: a
+    TOAST-able column added, a table created, a TOAST-able column
+    dropped: left-out TOAST values are UNCHANGED for exactly the table's
+    columns of the moment."""
+    sql("ALTER TABLE %s ALTER data SET STORAGE EXTERNAL, ADD n int, "
+        "ADD extra text" % table)
+    sql("INSERT INTO %s (data, n, extra) VALUES (repeat('x', 5000), 0, "
+        "'e')" % table)
+    create_slot(sql, slot_name, "wal2json")
+    opts = decoders.default_options("wal2json", {"format-version": version},
+                                    150000)
+    r = Collector(dsn, slot=slot_name, plugin="wal2json", options=opts,
+                  create_slot=False)
+    bg = Background(r)
+    created = table + "_new"
+    try:
+        # the stream runs (its column lists are read) before the DDL
+        sql("UPDATE %s SET n = 1" % table)
+        first = _wait_change(r, _is_update(table, n=1), "the first update")
+        assert first.new == {"id": 1, "data": pld.UNCHANGED, "n": 1,
+                             "extra": "e"}
+        # a TOAST-able column added, filled, then left alone
+        sql("ALTER TABLE %s ADD big text" % table)
+        sql("ALTER TABLE %s ALTER big SET STORAGE EXTERNAL" % table)
+        sql("UPDATE %s SET big = repeat('b', 5000), n = 2" % table)
+        sql("UPDATE %s SET n = 3" % table)
+        # (each step is decoded before the next DDL: see the next test)
+        u3 = _wait_change(r, _is_update(table, n=3), "the update after ADD")
+        assert u3.new == {"id": 1, "data": pld.UNCHANGED, "n": 3,
+                          "extra": "e", "big": pld.UNCHANGED}
+        assert list(u3.new) == ["id", "data", "n", "extra", "big"]
+        # a table created while streaming
+        sql("CREATE TABLE %s (id int PRIMARY KEY, body text, k int)"
+            % created)
+        sql("ALTER TABLE %s ALTER body SET STORAGE EXTERNAL" % created)
+        sql("INSERT INTO %s VALUES (1, repeat('y', 5000), 0)" % created)
+        sql("UPDATE %s SET k = 1" % created)
+        k1 = _wait_change(r, _is_update(created, k=1),
+                          "the new table's update")
+        assert k1.new == {"id": 1, "body": pld.UNCHANGED, "k": 1}
+        # a TOAST-able column dropped: no phantom UNCHANGED for it
+        sql("ALTER TABLE %s DROP extra" % table)
+        sql("UPDATE %s SET n = 4" % table)
+        u4 = _wait_change(r, _is_update(table, n=4), "the update after DROP")
+        assert u4.new == {"id": 1, "data": pld.UNCHANGED, "n": 4,
+                          "big": pld.UNCHANGED}
+    finally:
+        r.stop(timeout=30)
+        bg.join()
+        r.close()
+        sql("DROP TABLE IF EXISTS %s" % created)
+    assert r.decoder.catalog.closed
+
+
+@pytest.mark.needs("wal2json")
+def test_unchanged_toast_catalog_ahead_of_change(dsn, sql, slot_name, table):
+    """The documented limit (docs/decoding.md): the catalog is read when a
+    change is decoded, not as it was when the change was written. A
+    column dropped in between is absent from the change's new row (not
+    UNCHANGED); a TOAST-able column added in between is UNCHANGED in it
+    though the row had no such column then."""
+    sql("ALTER TABLE %s ALTER data SET STORAGE EXTERNAL, ADD n int, "
+        "ADD extra text" % table)
+    sql("ALTER TABLE %s ALTER extra SET STORAGE EXTERNAL" % table)
+    sql("INSERT INTO %s (data, n, extra) VALUES (repeat('x', 5000), 0, "
+        "repeat('e', 5000))" % table)
+    create_slot(sql, slot_name, "wal2json")
+    sql("UPDATE %s SET n = 1" % table)
+    sql("ALTER TABLE %s DROP extra, ADD later text" % table)
+    opts = decoders.default_options("wal2json", {"format-version": "2"},
+                                    150000)
+    (u,) = changes_of(capture(dsn, sql, slot_name, "wal2json", opts),
+                      pld.Update)
+    assert u.new == {"id": 1, "data": pld.UNCHANGED, "n": 1,
+                     "later": pld.UNCHANGED}
