@@ -422,3 +422,53 @@ def test_unchanged_toast_catalog_ahead_of_change(dsn, sql, slot_name, table):
                       pld.Update)
     assert u.new == {"id": 1, "data": pld.UNCHANGED, "n": 1,
                      "later": pld.UNCHANGED}
+
+
+@pytest.mark.needs("wal2json")
+def test_unchanged_toast_mid_stream_async(dsn, sql, slot_name, table):
+    """The AsyncReader's decoder reads changed tables again too (the same
+    set-up, rules.stream_setup), and closes its catalog connection."""
+    import asyncio
+    from pylogicaldecoding.aio import AsyncReader
+
+    sql("ALTER TABLE %s ALTER data SET STORAGE EXTERNAL, ADD n int, "
+        "ADD extra text" % table)
+    sql("INSERT INTO %s (data, n, extra) VALUES (repeat('x', 5000), 0, "
+        "'e')" % table)
+    create_slot(sql, slot_name, "wal2json")
+    sql("UPDATE %s SET n = 1" % table)
+    steps = {
+        1: ["ALTER TABLE %s ADD big text" % table,
+            "ALTER TABLE %s ALTER big SET STORAGE EXTERNAL" % table,
+            "UPDATE %s SET big = repeat('b', 5000), n = 2" % table,
+            "UPDATE %s SET n = 3" % table],
+        3: ["ALTER TABLE %s DROP extra" % table,
+            "UPDATE %s SET n = 4" % table],
+    }
+
+    async def main():
+        got = {}
+        r = AsyncReader(dsn, slot=slot_name, plugin="wal2json",
+                        create_slot=False)
+        async with r:
+            async for msg in r:
+                c = msg.change
+                if isinstance(c, pld.Update):
+                    n = c.new["n"]
+                    got[n] = c.new
+                    for stmt in steps.get(n, ()):
+                        sql(stmt)
+                    if n == 4:
+                        r.stop()
+        return got, r
+
+    loop = asyncio.new_event_loop()
+    try:
+        got, r = loop.run_until_complete(asyncio.wait_for(main(), 120))
+    finally:
+        loop.close()
+    assert got[3] == {"id": 1, "data": pld.UNCHANGED, "n": 3, "extra": "e",
+                      "big": pld.UNCHANGED}
+    assert got[4] == {"id": 1, "data": pld.UNCHANGED, "n": 4,
+                      "big": pld.UNCHANGED}
+    assert r._core.decoder.catalog.closed
