@@ -740,9 +740,15 @@ class JetStreamSink(Sink):
                                commit_time=commit_time, xid=self._xid)
             self._tx_begin = self._xid = self._commit_time = None
             return [rec]
+        if isinstance(change, (_changes.StreamStart, _changes.StreamStop)):
+            # changes of a transaction still in progress, maybe aborted
+            # later: they cannot be published as committed changes
+            raise SinkError(
+                "streamed in-progress transactions are not supported by the "
+                "JetStream sink: do not turn on pgoutput's 'streaming' "
+                "option")
         if isinstance(change, (_changes.Relation, _changes.Type,
-                               _changes.Origin, _changes.StreamStart,
-                               _changes.StreamStop)):
+                               _changes.Origin)):
             return []
         if self.format == "json":
             bodies = [formats.change_to_json(
@@ -775,18 +781,31 @@ class JetStreamSink(Sink):
     def _record(self, subject, body, change, lsn, *, xid=None,
                 commit_time=None):
         if self._tx_begin is not None:
-            rid = "%s:%X:%d" % (self.slot, self._tx_begin, self._tx_n)
+            if self._tx_n == 0:
+                # per transaction: the id prefix and the header strings
+                self._tx_prefix = "%s:%X:" % (self.slot, self._tx_begin)
+                self._tx_headers = {}
+                if xid is None:
+                    xid = getattr(change, "xid", None)
+                if xid is not None:
+                    self._tx_headers["Pld-Xid"] = str(xid)
+                if commit_time is not None:
+                    self._tx_headers["Pld-Commit-Time"] = commit_time.isoformat()
+            rid = self._tx_prefix + str(self._tx_n)
             self._tx_n += 1
+            headers = {"Nats-Msg-Id": rid}
+            headers.update(self._tx_headers)
         else:
             rid = "%s:%X:m" % (self.slot, lsn or 0)
-        headers = {"Nats-Msg-Id": rid, "Pld-Kind": formats.kind_of(change)}
+            headers = {"Nats-Msg-Id": rid}
+            if xid is None:
+                xid = getattr(change, "xid", None)
+            if xid is not None:
+                headers["Pld-Xid"] = str(xid)
+        headers["Pld-Kind"] = formats.kind_of(change)
         if lsn:
             headers["Pld-Lsn"] = format_lsn(lsn)
-        if xid is None:
-            xid = getattr(change, "xid", None)
-        if xid is not None:
-            headers["Pld-Xid"] = str(xid)
-        if commit_time is not None:
+        if commit_time is not None and "Pld-Commit-Time" not in headers:
             headers["Pld-Commit-Time"] = commit_time.isoformat()
         return Record(rid, subject, formats.dumps(body).encode("utf-8"),
                       headers)

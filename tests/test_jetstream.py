@@ -387,3 +387,26 @@ def test_cluster_loses_its_stream_leader(
     msgs = read_stream_sync(url, stream_name)
     check_exactly_once(msgs, committed, prefix_of(stream_name))
     assert_slot_never_ahead(checks, msgs)
+
+
+def test_streamed_transactions_are_refused():
+    """pgoutput's streaming option sends changes of transactions that may
+    still abort: the sink refuses them instead of publishing them."""
+    from test_jetstream_handoff import Msg
+    sink = JetStreamSink("nats://127.0.0.1:4222", slot="s")
+    with pytest.raises(jetstream.SinkError, match="streaming"):
+        sink.records(Msg(0x10, pld.StreamStart(xid=5)))
+
+
+def test_bad_urls_and_prefixes_are_refused_at_once():
+    for url in ("", "nats://", "http://127.0.0.1:4222", "nats://h:99999"):
+        with pytest.raises(jetstream.SinkError, match="URL"):
+            JetStreamSink(url, slot="s")
+    with pytest.raises(jetstream.SinkError, match="prefix"):
+        JetStreamSink("nats://127.0.0.1:4222", slot="s", subject_prefix="a.>")
+    # a password in the URL never shows
+    sink = JetStreamSink("nats://user:s3cret@127.0.0.1:4222", slot="s")
+    assert "s3cret" not in repr(sink)
+    with pytest.raises(jetstream.SinkError) as e:
+        JetStreamSink("nats://user:s3cret@127.0.0.1:x", slot="s")
+    assert "s3cret" not in str(e.value)

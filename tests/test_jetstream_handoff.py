@@ -328,3 +328,45 @@ def test_non_transactional_message_is_an_ack_point():
         return src
 
     assert run(main()).acks == [0x100]
+
+
+def test_until_lsn_reached_by_the_source_position_alone():
+    """A bounded run ends when the source says it is past until_lsn (an
+    AsyncReader's keepalive) and everything before is stored and acked,
+    even when no message at or past it comes."""
+    msgs, commits = transactions(2, 1)
+
+    class Idle(FakeSource):
+        server_wal_end = 0
+
+    async def main():
+        src, sink = Idle(msgs, end=False), FakeSink(auto=True)
+        h = Handoff(src, sink, until_lsn=commits[-1] + 0x100)
+        task = asyncio.ensure_future(h.run())
+        await until(lambda: src.acks and src.acks[-1] == commits[-1])
+        await asyncio.sleep(0.2)
+        assert not task.done()          # the source is not past it yet
+        src.server_wal_end = commits[-1] + 0x100
+        await task
+        return src
+
+    assert run(main()).acks[-1] == commits[-1]
+
+
+def test_a_record_stored_after_a_later_one_is_counted_as_a_reorder():
+    msgs, commits = transactions(1, 2)
+
+    async def main():
+        src, sink = FakeSource(msgs, end=False), FakeSink()
+        h = Handoff(src, sink)
+        task = asyncio.ensure_future(h.run())
+        await until(lambda: len(sink.futures) == len(msgs))
+        for (rid, f), pos in zip(sink.futures, [1, 2, 4, 3]):
+            f.set_result(pos)
+        await until(lambda: src.acks == [commits[0]])
+        h.stop()
+        await task
+        return h
+
+    h = run(main())
+    assert h.reorders == 1
