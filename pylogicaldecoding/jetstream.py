@@ -73,7 +73,7 @@ import time
 from . import formats
 from . import changes as _changes
 from ._core import format_lsn
-from .errors import Error
+from .errors import Error, InterfaceError, ProgrammingError
 
 logger = logging.getLogger("pylogicaldecoding.jetstream")
 
@@ -382,10 +382,17 @@ class Handoff:
         # is awaited (run() ends with _final_ack()).
         if lsn > self.acked_lsn:
             nowait = getattr(self.source, "ack_nowait", None)
-            if nowait is not None:
-                nowait(lsn)
-            else:
-                await self.source.ack(lsn)
+            try:
+                if nowait is not None:
+                    nowait(lsn)
+                else:
+                    await self.source.ack(lsn)
+            except (InterfaceError, ProgrammingError) as e:
+                # after a reconnect the server sends again from the last
+                # ack: a position not delivered again yet is refused; the
+                # commit comes again and is acked then
+                logger.debug("ack of %s refused (%s); later", format_lsn(lsn), e)
+                return
             self.acked_lsn = lsn
 
     async def _final_ack(self):
@@ -455,6 +462,18 @@ def subject_token(name):
         else:
             out.append(ch)
     return "".join(out)
+
+
+def _subject_matches(pattern, subject):
+    """True when the NATS subject filter ``pattern`` (tokens, ``*`` for one
+    token, ``>`` for the rest) matches ``subject``."""
+    p, t = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(p):
+        if tok == ">":
+            return len(t) > i
+        if i >= len(t) or (tok != "*" and tok != t[i]):
+            return False
+    return len(p) == len(t)
 
 
 def _import_nats():
@@ -650,9 +669,11 @@ class JetStreamSink(Sink):
         from nats.js.api import StorageType, StreamConfig
         subjects = self.prefix + ".>"
         replicas = self.replicas
+        taken = [subjects]
         try:
             info = await self._stream_info(js)
             replicas = info.config.num_replicas or 1
+            taken = list(info.config.subjects or [])
         except jserr.NotFoundError:
             if not self.create_stream:
                 raise StreamNotFound(
@@ -679,16 +700,15 @@ class JetStreamSink(Sink):
                 str(e) or type(e).__name__)) from None
         if self.ordered is None:
             self.ordered = replicas == 1
-        try:
-            owner = await js.find_stream_name_by_subject(self.prefix + "._tx")
-        except Exception:
-            owner = None
-        if owner != self.stream:
+        # every subject the sink publishes on must be the stream's
+        probe = [self.prefix + "._tx", self.prefix + "._msg",
+                 self.prefix + ".a.b"]
+        if not all(any(_subject_matches(p, x) for p in taken) for x in probe):
             raise StreamNotFound(
-                "subjects %s are not stored by stream %r (%s); add them to "
-                "the stream's subjects" % (subjects, self.stream,
-                                           "by %r instead" % owner
-                                           if owner else "by no stream"))
+                "JetStream stream %r takes subjects %s, not all of %s; add "
+                "%r to its subjects or choose another --subject-prefix"
+                % (self.stream, ", ".join(taken) or "(none)", subjects,
+                   subjects))
 
     async def close(self):
         """Close the connection; every unsettled future fails with Retry."""

@@ -61,7 +61,19 @@ async def read_stream(url, stream, timeout=30.0):
 
 
 def read_stream_sync(url, stream, timeout=30.0):
-    return asyncio.run(read_stream(url, stream, timeout))
+    """read_stream(), tried again for up to 60 s while the cluster answers
+    "no responders" or times out (a node back from a crash catching up)."""
+    import time
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            return asyncio.run(read_stream(url, stream, timeout))
+        except AssertionError:
+            raise
+        except Exception:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
 
 
 class Writer(threading.Thread):
