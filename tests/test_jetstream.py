@@ -410,3 +410,19 @@ def test_bad_urls_and_prefixes_are_refused_at_once():
     with pytest.raises(jetstream.SinkError) as e:
         JetStreamSink("nats://user:s3cret@127.0.0.1:x", slot="s")
     assert "s3cret" not in str(e.value)
+
+
+def test_a_stream_taking_other_subjects_is_refused(nats_server, stream_name):
+    async def main():
+        import nats
+        from nats.js.api import StreamConfig
+        nc = await nats.connect(nats_server.url)
+        await nc.jetstream().add_stream(StreamConfig(
+            name=stream_name, subjects=["other.>"]))
+        await nc.close()
+        sink = JetStreamSink(nats_server.url, stream=stream_name,
+                             subject_prefix=prefix_of(stream_name), slot="s")
+        with pytest.raises(jetstream.StreamNotFound, match="other.>"):
+            await sink.open()
+        assert sink.nc is None          # closed again
+    asyncio.run(main())
