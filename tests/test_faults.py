@@ -29,8 +29,9 @@ class Writer:
         self.dsn, self.table, self.pause = dsn, table, pause
         self.committed = []
         #: value -> the WAL position read right after its commit returned:
-        #: at or past the end of its commit record
+        #: at or past the end of its commit record (under ``lock``)
         self.after_commit = {}
+        self.lock = threading.Lock()
         self.next = 1
         self.running = True
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -51,7 +52,9 @@ class Writer:
                 self.committed.append(value)
                 with conn.cursor() as cur:
                     cur.execute("SELECT pg_current_wal_lsn()::text")
-                    self.after_commit[value] = pld.parse_lsn(cur.fetchone()[0])
+                    lsn = pld.parse_lsn(cur.fetchone()[0])
+                with self.lock:
+                    self.after_commit[value] = lsn
                 conn.rollback()
             except psycopg2.Error:
                 if conn is not None:
@@ -340,7 +343,9 @@ def test_sigkill_cycles_lose_nothing(dsn, sql, slot_name, table, tmp_path,
             # (its commit at or before the slot's position) was processed
             seen = {int(line.split()[1]) for line in lines
                     if line.startswith("V ")}
-            skipped = {v for v, lsn in list(writer.after_commit.items())
+            with writer.lock:
+                after_commit = dict(writer.after_commit)
+            skipped = {v for v, lsn in after_commit.items()
                        if lsn <= confirmed} - seen
             assert not skipped, (cycle, sorted(skipped)[:10])
     finally:
