@@ -39,19 +39,6 @@ END_COPY_TIMEOUT = 5.0
 #: the other tasks run at least this often (seconds).
 YIELD_EVERY = 0.005
 
-#: Batching, as the C stream loop does it (reader_type.c): after
-#: BATCH_AFTER wake-ups in a row that brought messages, each less than
-#: BATCH_GAP seconds after the one before, the server is streaming a
-#: backlog: the socket is then reported readable only once a buffer full
-#: of data is there, and each wait lasts at most BATCH_DELAY, so that one
-#: wake-up of the loop serves a hundred messages rather than a handful. A
-#: wake-up bringing fewer than BATCH_MIN messages ends it; a live stream
-#: never batches.
-BATCH_GAP = 0.0002
-BATCH_AFTER = 16
-BATCH_DELAY = 0.0005
-BATCH_MIN = 8
-
 _READY, _TIMEOUT, _WAKEUP = "ready", "timeout", "wakeup"
 _NOTHING = object()     # no message read yet
 
@@ -558,6 +545,7 @@ class AsyncReader:
         await self._command(
             rules.start_command(self, options, core.flushed_lsn), copy=True)
         self._streamed = self._streamed_once = self._stream_started = True
+        core._set_batching(False)       # the batching rule starts afresh
         core._keepalive(True)
 
     async def _end_stream(self):
@@ -688,26 +676,18 @@ class AsyncReader:
                 stream.pinged = True
             left = (recv_timeout if stream.pinged else recv_timeout / 2) - idle
             wait = min(wait, left)
-        count = core.message_count
-        if stream.batching:
-            if count - stream.seen < BATCH_MIN:
-                stream.batching, stream.quick = False, 0
-                core._set_batching(False)
-        elif count > stream.seen and stream.gap < BATCH_GAP:
-            stream.quick += 1
-            if stream.quick >= BATCH_AFTER:
-                stream.batching = True
-                core._set_batching(True)
-        else:
-            stream.quick = 0
-        if stream.batching:
-            wait = min(wait, BATCH_DELAY)
+        # a backlog batches its wake-ups: the C stream loop's rule
+        # (reader_type.c), applied by the core for both loops
+        cap, pause = core._batch_before_wait()
+        if cap is not None:
+            wait = min(wait, cap)
+            if pause and wait > 0:
+                # a Unix socket: let the backlog accumulate (the event
+                # loop's timers round this up to 1 ms)
+                await asyncio.sleep(pause)
         if await self._wait(False, wait, stoppable=True) == _READY:
             stream.quiet_since = None
-        now = time.monotonic()
-        stream.gap, stream.woke = now - stream.woke, now
-        stream.seen = core.message_count
-        stream.it.yielded = now
+        stream.it.yielded = time.monotonic()
 
 
 _DRAIN = object()
@@ -726,11 +706,6 @@ class _Stream:
         self.ended = False
         self.quiet_since = None
         self.pinged = False
-        self.batching = False       # see BATCH_GAP
-        self.quick = 0
-        self.seen = 0
-        self.woke = 0.0
-        self.gap = 1.0
         self.it = _core.AsyncIter(reader._core, self._slow, YIELD_EVERY)
 
     def __aiter__(self):

@@ -322,20 +322,51 @@ pq_wait(readerObject *self, int for_write, double timeout)
  * before PQ_BATCH_BYTES have arrived (it also waits at most a fraction of a
  * millisecond), so that a wake-up and its recv() serve a buffer full of
  * messages rather than a handful. 16 kB: what libpq reads at once. Only
- * TCP honours it in poll() (Linux); elsewhere it changes nothing. */
+ * TCP honours it in poll() (Linux): return 1 if the kernel batches for us,
+ * 0 if not (a Unix socket: the caller pauses before its waits instead, see
+ * pq_pause()). */
 #define PQ_BATCH_BYTES 16384
 
-void
+int
 pq_set_batching(readerObject *self, int on)
 {
+    int fd, kernel = 0;
+    struct sockaddr_storage addr;
+    socklen_t len = sizeof(addr);
+
+    if (!self->conn->pgconn || (fd = PQsocket(self->conn->pgconn)) < 0) {
+        return 0;
+    }
 #ifdef SO_RCVLOWAT
-    int v = on ? PQ_BATCH_BYTES : 1;
-    if (self->conn->pgconn && PQsocket(self->conn->pgconn) >= 0) {
-        /* a socket that refuses it (not TCP) just does not batch */
-        (void)setsockopt(PQsocket(self->conn->pgconn), SOL_SOCKET, SO_RCVLOWAT,
-                         &v, sizeof(v));
+    {
+        int v = on ? PQ_BATCH_BYTES : 1;
+        /* a socket that refuses it just does not batch */
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v));
+    }
+#ifdef __linux__
+    if (getsockname(fd, (struct sockaddr *)&addr, &len) == 0
+            && (addr.ss_family == AF_INET || addr.ss_family == AF_INET6)) {
+        kernel = 1;
     }
 #endif
+#endif
+    (void)addr; (void)len;
+    return kernel;
+}
+
+/* Sleep for `seconds` (a fraction of a millisecond) so that more of a
+ * backlog arrives before the next wait: the batching of a socket that
+ * ignores SO_RCVLOWAT. The GIL is released; the caller must not hold the
+ * lock. A signal cuts it short (the next pq_wait() serves it). */
+void
+pq_pause(double seconds)
+{
+    struct timespec ts;
+    ts.tv_sec = (time_t)seconds;
+    ts.tv_nsec = (long)((seconds - (double)ts.tv_sec) * 1e9);
+    Py_BEGIN_ALLOW_THREADS
+    (void)nanosleep(&ts, NULL);
+    Py_END_ALLOW_THREADS
 }
 
 /* A status update queued earlier is now all written. Lock held. */

@@ -32,7 +32,8 @@ HIDDEN RAISES_NEG int pq_start_copy(readerObject *self, const char *command,
                                     double timeout);
 HIDDEN RAISES_NEG int pq_wait(readerObject *self, int for_write,
                               double timeout);
-HIDDEN void pq_set_batching(readerObject *self, int on);
+HIDDEN int pq_set_batching(readerObject *self, int on);
+HIDDEN void pq_pause(double seconds);
 HIDDEN RAISES_NEG int pq_consume_input(readerObject *self);
 HIDDEN RAISES_NEG int pq_read_message(readerObject *self, PyObject **msg);
 HIDDEN int pq_send_status_nogil(readerObject *self, int reply);

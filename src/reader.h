@@ -85,6 +85,18 @@ typedef struct {
     int64_t acks;               /* ack() calls that moved flushed_lsn */
     PyObject *last_commit;      /* the last commit change decoded, or NULL */
 
+    /* Batching a backlog's wake-ups: the rule's state (batch_before_wait()
+     * in reader_type.c, used by the C stream loop and AsyncReader alike)
+     * and its counters (stats, tests, bench/). Stream thread only. */
+    int batching;               /* waits batch now */
+    int batch_quick;            /* quick wake-ups in a row so far */
+    int batch_pauses;           /* the kernel does not batch: pause instead */
+    int64_t batch_seen;         /* messages at the last wait */
+    double batch_last;          /* monotonic time of the last wait */
+    int64_t waits;              /* waits for the socket while streaming */
+    int64_t batch_waits;        /* ... of them while batching */
+    int64_t pauses;             /* ... of them after a pause (Unix socket) */
+
     /* The non-blocking path (asyncio): the event loop waits on the socket,
      * these calls only ever do what can be done without waiting. */
     int ending_copy;            /* CopyDone sent by _end_copy_start() */

@@ -195,11 +195,68 @@ ka_stop(readerObject *self)
  * that a wake-up serves a hundred messages rather than a handful. A wait
  * that brings fewer than BATCH_MIN messages ends it. A live stream, a few
  * transactions at a time, does not batch and waits no longer than before:
- * a transaction's messages arrive in fewer than BATCH_AFTER wake-ups. */
+ * a transaction's messages arrive in fewer than BATCH_AFTER wake-ups.
+ *
+ * A Unix socket ignores SO_RCVLOWAT: while batching, the loop pauses for
+ * BATCH_PAUSE before each wait instead (never with the lock held), so
+ * that the backlog accumulates in the socket meanwhile.
+ *
+ * One rule for both loops: the C stream loop calls batch_before_wait()
+ * before each wait, AsyncReader through _batch_before_wait(). */
 #define BATCH_GAP 0.0002
 #define BATCH_AFTER 16
 #define BATCH_DELAY 0.0005
+#ifndef BATCH_PAUSE
+#define BATCH_PAUSE 0.0003
+#endif
 #define BATCH_MIN 8
+
+/* Batching off, its state reset (a stream starts or ends). */
+static void
+batch_reset(readerObject *self)
+{
+    if (self->batching) { (void)pq_set_batching(self, 0); }
+    self->batching = self->batch_quick = self->batch_pauses = 0;
+    self->batch_seen = self->messages;
+    self->batch_last = 0.0;
+}
+
+/* Called before each wait for the socket while streaming, at `now`:
+ * applies the rule; returns the longest the wait may last (seconds, < 0:
+ * no bound) and sets *pause to how long to pause before it (0: none). */
+static double
+batch_before_wait(readerObject *self, double now, double *pause)
+{
+    double gap = now - self->batch_last;
+    int64_t got = self->messages - self->batch_seen;
+
+    self->batch_last = now;
+    self->batch_seen = self->messages;
+    self->waits++;
+    *pause = 0.0;
+    if (self->batching) {
+        if (got < BATCH_MIN) {
+            self->batching = self->batch_quick = self->batch_pauses = 0;
+            (void)pq_set_batching(self, 0);
+            return -1.0;
+        }
+    }
+    else if (got > 0 && gap < BATCH_GAP) {
+        if (++self->batch_quick < BATCH_AFTER) { return -1.0; }
+        self->batching = 1;
+        self->batch_pauses = !pq_set_batching(self, 1);
+    }
+    else {
+        self->batch_quick = 0;
+        return -1.0;
+    }
+    self->batch_waits++;
+    if (self->batch_pauses) {
+        self->pauses++;
+        *pause = BATCH_PAUSE;
+    }
+    return BATCH_DELAY;
+}
 
 /* Deliver messages to event() until stop() is asked for (return 0), the
  * server ends the stream (1) or an error (-1, exception set).
@@ -211,14 +268,15 @@ stream_loop(readerObject *self)
 {
     PyObject *msg = NULL, *res, *event;
     PyObject *args[2];
-    double now, wait, woke = 0.0, gap = 1.0;
+    double now, wait, cap, pause;
     double quiet_since = 0.0;       /* waiting with nothing received since */
     int64_t seen = 0;               /* self->messages at the last wake-up */
-    int rv, w, batching = 0, quick = 0, pinged = 0;
+    int rv, w, pinged = 0;
 
     if (!(event = PyObject_GetAttr((PyObject *)self, event_name))) {
         return -1;
     }
+    batch_reset(self);
     /* The lock is taken inside each step, for its C part only: see the
      * rule in reader.h. received_lsn and server_wal_end are written by
      * this thread only, which reads them without it. */
@@ -265,26 +323,12 @@ stream_loop(readerObject *self)
         }
         now = wire_monotonic();
         if (pq_send_status_if_due(self, now) < 0) { rv = -1; break; }
-        if (batching) {
-            if (self->messages - seen < BATCH_MIN) {
-                batching = quick = 0;
-                pq_set_batching(self, 0);
-            }
-        }
-        else if (self->messages > seen && gap < BATCH_GAP) {
-            if (++quick >= BATCH_AFTER) {
-                batching = 1;
-                pq_set_batching(self, 1);
-            }
-        }
-        else {
-            quick = 0;
-        }
+        cap = batch_before_wait(self, now, &pause);
         LOCK(self);
         wait = self->last_status + self->status_interval - now;
         UNLOCK(self);
         if (wait < 0) { wait = 0; }
-        if (batching && wait > BATCH_DELAY) { wait = BATCH_DELAY; }
+        if (cap >= 0 && wait > cap) { wait = cap; }
         /* Liveness: a server that says nothing for half of recv_timeout
          * is asked for a reply; silence for all of it means the network
          * or the server is gone (a dead peer may never reset the TCP
@@ -314,6 +358,7 @@ stream_loop(readerObject *self)
                 - idle;
             if (wait > left) { wait = left; }
         }
+        if (pause > 0 && wait > 0) { pq_pause(pause); }
         LOCK(self);
         self->polling = 1;
         UNLOCK(self);
@@ -321,20 +366,17 @@ stream_loop(readerObject *self)
         LOCK(self);
         self->polling = 0;
         UNLOCK(self);
-        now = wire_monotonic();
-        gap = now - woke;
-        woke = now;
         seen = self->messages;
         if (w < 0) { rv = -1; break; }
         if (w == PQ_WAIT_READY) { quiet_since = 0.0; pinged = 0; }
         /* batching: on timeout, take what arrived, however little */
-        if ((w == PQ_WAIT_READY || (batching && w == PQ_WAIT_TIMEOUT))
+        if ((w == PQ_WAIT_READY || (cap >= 0 && w == PQ_WAIT_TIMEOUT))
                 && pq_consume_input(self) < 0) {
             rv = -1;
             break;
         }
     }
-    if (batching) { pq_set_batching(self, 0); }
+    batch_reset(self);
     Py_DECREF(event);
     return rv;
 }
@@ -929,7 +971,8 @@ reader_keepalive(readerObject *self, PyObject *args)
 "_set_batching(on)\n\n" \
 "Ask the kernel not to report the socket readable before a buffer full of\n" \
 "data has arrived (SO_RCVLOWAT, see pq_set_batching()); the caller bounds\n" \
-"its waits meanwhile. Off again before any other wait."
+"its waits meanwhile. Off (before any other wait) also resets the state of\n" \
+"the batching rule (see `_batch_before_wait()`)."
 
 static PyObject *
 reader_set_batching(readerObject *self, PyObject *args)
@@ -940,8 +983,34 @@ reader_set_batching(readerObject *self, PyObject *args)
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return NULL;
     }
-    pq_set_batching(self, on);
+    if (on) { (void)pq_set_batching(self, 1); }
+    else {
+        self->batching = 1;     /* batch_reset() sets the socket back */
+        batch_reset(self);
+    }
     Py_RETURN_NONE;
+}
+
+#define batch_before_wait_doc \
+"_batch_before_wait() -> (cap, pause)\n\n" \
+"The batching rule of the C stream loop, for a loop written elsewhere\n" \
+"(AsyncReader): call it before each wait for the socket while streaming.\n" \
+"`cap`: the longest the wait may last (seconds), or None; `pause`: seconds\n" \
+"to sleep before waiting (a Unix socket while batching), else 0.0. While\n" \
+"`cap` is not None a wait that times out must still read what arrived.\n" \
+"`_set_batching(False)` resets the rule when the stream ends."
+
+static PyObject *
+reader_batch_before_wait(readerObject *self, PyObject *dummy)
+{
+    double cap, pause;
+    if (!self->conn->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return NULL;
+    }
+    cap = batch_before_wait(self, wire_monotonic(), &pause);
+    if (cap < 0) { return Py_BuildValue("(Od)", Py_None, pause); }
+    return Py_BuildValue("(dd)", cap, pause);
 }
 
 
@@ -1275,6 +1344,8 @@ static struct PyMethodDef reader_methods[] = {
         keepalive_doc},
     {"_set_batching", (PyCFunction)reader_set_batching, METH_VARARGS,
         set_batching_doc},
+    {"_batch_before_wait", (PyCFunction)reader_batch_before_wait,
+        METH_NOARGS, batch_before_wait_doc},
     {NULL}
 };
 
@@ -1339,6 +1410,15 @@ static struct PyMemberDef reader_members[] = {
         "0 without a decoder)."},
     {"ack_count", T_LONGLONG, offsetof(readerObject, acks),
         READONLY, "ack() calls that moved the acked position."},
+    {"wait_count", T_LONGLONG, offsetof(readerObject, waits),
+        READONLY, "Waits for the socket while streaming (each one a "
+        "wake-up: a backlog batches them, see bench/README.md)."},
+    {"batch_wait_count", T_LONGLONG, offsetof(readerObject, batch_waits),
+        READONLY, "Of wait_count, the waits made while batching a "
+        "backlog."},
+    {"batch_pause_count", T_LONGLONG, offsetof(readerObject, pauses),
+        READONLY, "Of batch_wait_count, those preceded by a pause (a "
+        "socket that ignores SO_RCVLOWAT: a Unix socket)."},
     {"last_commit", T_OBJECT, offsetof(readerObject, last_commit),
         READONLY, "The last commit change decoded, or None."},
     {NULL}
