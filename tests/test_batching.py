@@ -98,8 +98,9 @@ def test_live_stream_does_not_batch(dsn, sql, slot_name, table):
     finally:
         r.close()
     assert set(seen) == {1}
-    # counted by the rule itself: no wait of a live stream batched
-    assert r.wait_count >= 30
+    # counted by the rule itself: the stream waited (its transactions
+    # come one at a time), and none of its waits batched
+    assert r.wait_count > 0
     assert r.batch_wait_count == 0 and r.batch_pause_count == 0
 
 
@@ -224,5 +225,5 @@ def test_async_reader_unix_backlog_pauses(pg_server, sql, slot_name, table):
             return r._core
 
     core = asyncio.run(live())
-    assert core.wait_count >= 30
+    assert core.wait_count > 0
     assert core.batch_wait_count == 0 and core.batch_pause_count == 0
