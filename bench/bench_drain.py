@@ -189,7 +189,10 @@ def child_lat_ours(dsn, slot):
             decode=False)
     r.start()
     r.close()
-    _report(t0, u0, s0, times=_latency_result(events))
+    # batched waits in a live stream would add delay: count them
+    _report(t0, u0, s0, times=_latency_result(events),
+            waits=getattr(r, "wait_count", 0),
+            batched=getattr(r, "batch_wait_count", 0))
 
 
 def child_lat_psycopg2(dsn, slot):
@@ -550,13 +553,18 @@ class Bench:
         wout, _, _ = finish(writer, time.monotonic(), "writer")
         out, _, _ = finish(proc, t0, "%s latency client" % client)
         commits = json.loads(wout)
-        events = json.loads(out.strip().splitlines()[-1])["times"]
+        result = json.loads(out.strip().splitlines()[-1])
+        events = result["times"]
         delays = [(events[k] - t) * 1000.0
                   for k, t in commits["times"].items() if k in events]
         missing = len(commits["times"]) - len(delays)
         if missing:
             raise RuntimeError("%s missed %d rows" % (client, missing))
-        return delays, len(delays) / commits["elapsed"]
+        extra = ""
+        if result.get("waits"):
+            extra = "  %d waits, %d batched" % (result["waits"],
+                                                result["batched"])
+        return delays, len(delays) / commits["elapsed"], extra
 
     def phase_latency(self):
         a = self.args
@@ -586,14 +594,14 @@ class Bench:
                     slot = self.new_slots(1)[0]
                     self.sql("SELECT pg_logical_emit_message(false, "
                              "'bench-ready', '')")
-                    d, got = self.latency_run(c, slot, rate, tr)
+                    d, got, extra = self.latency_run(c, slot, rate, tr)
                     self.drop_slots([slot])
                     delays[c].extend(d)
                     rep_p99[c].append(pct(d, 99))
                     print("  rep %d %-9s %5d commits (%.0f/s)  p50 %6.3f ms  "
-                          "p99 %6.3f ms  max %7.3f ms" % (
+                          "p99 %6.3f ms  max %7.3f ms%s" % (
                               rep + 1, c, len(d), got, pct(d, 50),
-                              pct(d, 99), max(d)), flush=True)
+                              pct(d, 99), max(d), extra), flush=True)
         finally:
             if hog_proc:
                 hog_proc.kill()
