@@ -15,9 +15,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 bash scripts/setup-env.sh
 source scripts/sanitize-common.sh
 
+# clang, and its sanitizer runtimes (libclang-rt-<major>-dev on Debian)
 if ! command -v clang >/dev/null 2>&1; then
     pld_apt_install /nonexistent -- clang
 fi
+CLANG_MAJOR=$(clang -dumpversion | cut -d. -f1)
+pld_apt_install "$(clang -print-resource-dir)/lib/linux/libclang_rt.asan_static-x86_64.a" \
+    -- "libclang-rt-$CLANG_MAJOR-dev"
 if ! "$VPY" -c 'import atheris' >/dev/null 2>&1; then
     "$VPY" -m pip install -q --disable-pip-version-check "atheris==3.0.0"
 fi
