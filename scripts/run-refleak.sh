@@ -17,8 +17,8 @@ ROOT=$(pwd)
 bash scripts/setup-env.sh
 DBG=${PLD_DBG_PYTHON:-python3.11-dbg}
 VER=${DBG#python}; VER=${VER%-dbg}
-if ! command -v "$DBG" >/dev/null 2>&1 || [ ! -e "/usr/include/python${VER}d/Python.h" ] \
-        && [ ! -e "/usr/include/python${VER}/Python.h" ]; then
+if ! command -v "$DBG" >/dev/null 2>&1 || { [ ! -e "/usr/include/python${VER}d/Python.h" ] \
+        && [ ! -e "/usr/include/python${VER}/Python.h" ]; }; then
     if [ "$(id -u)" != 0 ]; then
         echo "run-refleak: needs $DBG and its headers; install (as root): apt-get install python${VER}-dbg python${VER}-dev python${VER}-venv" >&2
         exit 1
