@@ -15,6 +15,7 @@ updates that keep the connection alive.
 """
 
 import asyncio
+import collections
 import inspect
 import logging
 import time
@@ -101,6 +102,8 @@ class AsyncReader:
         self._snapshot = (_snapshot.InitialSnapshot(
             self, tables, snapshot_workers) if snapshot else None)
         self._snap_feed = None
+        self._backfills = None      # snapshot.Backfills, see backfill()
+        self._bf_out = collections.deque()   # its messages to deliver
         self._stop_flag = False
         self._iter = None           # the AsyncIter of the current stream
         self._loop = None
@@ -379,6 +382,45 @@ class AsyncReader:
             self.failover if failover is None else bool(failover),
             self.two_phase if two_phase is None else bool(two_phase)))
 
+    async def backfill(self, table: Union[str, Tuple[str, str]],
+                       chunk_size: int = 10000) -> List[Tuple[str, str]]:
+        """Read ``table`` again while the stream runs, in primary-key
+        chunks bracketed by watermarks (see `Reader.backfill` and
+        docs/snapshots.md); its rows come as `SnapshotRow` (backfill=True)
+        between `SnapshotStart` and `SnapshotEnd`. Before iterating or
+        while iterating. The checks and the chunks' reads run in a thread:
+        the event loop is not blocked."""
+        bf = self._backfills_object()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, bf.add, table, chunk_size)
+
+    async def resume_backfills(self) -> List[Tuple[str, bool]]:
+        """After a restart: see `Reader.resume_backfills`."""
+        bf = self._backfills_object()
+        loop = asyncio.get_running_loop()
+        return await loop.run_in_executor(None, bf.resume)
+
+    def _backfills_object(self):
+        if self._backfills is None:
+            self._backfills = _snapshot.Backfills(self)
+        if self._iter is not None:
+            self._iter.enabled = 0      # every message through _next()
+        return self._backfills
+
+    async def _bf_process(self, msg):
+        """Hand a stream message to the backfills; start a chunk if due."""
+        bf = self._backfills
+        ch = msg.change
+        loop = asyncio.get_running_loop()
+        if isinstance(ch, _core.LogicalMessage) \
+                and ch.prefix == _snapshot.WATERMARK_PREFIX:
+            await loop.run_in_executor(None, bf.process, msg,
+                                       self._bf_out.append)
+        else:
+            bf.process(msg, self._bf_out.append)
+        if bf.needs_run():
+            await loop.run_in_executor(None, bf._maybe_run)
+
     async def drop_slot(self, *, wait: bool = False,
                         missing_ok: bool = False) -> None:
         """Drop the slot. Raises `SlotNotFound` if it does not exist (unless
@@ -547,6 +589,12 @@ class AsyncReader:
         self._streamed = self._streamed_once = self._stream_started = True
         core._set_batching(False)       # the batching rule starts afresh
         core._keepalive(True)
+        bf = self._backfills
+        if bf is not None:      # the first chunk; its watermarks drive on
+            bf.stream_reset()
+            if bf.needs_run():
+                await asyncio.get_running_loop().run_in_executor(
+                    None, bf._maybe_run)
 
     async def _end_stream(self):
         """CopyDone, wait for the server to end the stream (bounded)."""
@@ -572,6 +620,8 @@ class AsyncReader:
         retry = stream.retry
         while True:
             try:
+                if self._bf_out:
+                    return self._bf_out.popleft()
                 if first is not _NOTHING:
                     msg, first = first, _NOTHING
                     if isinstance(msg, BaseException):
@@ -617,6 +667,9 @@ class AsyncReader:
                     # other tasks run now and then all the same
                     await asyncio.sleep(0)
                     stream.it.yielded = now
+                if self._backfills is not None:
+                    await self._bf_process(msg)
+                    continue            # delivered from _bf_out
                 return msg
             except rules.RETRYABLE as e:
                 delay = retry.next_delay(
@@ -741,7 +794,7 @@ class _Stream:
         if msg is None:
             self.ended = True
             raise StopAsyncIteration
-        it.enabled = 1
+        it.enabled = reader._backfills is None   # see backfill()
         return msg
 
 

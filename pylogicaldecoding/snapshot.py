@@ -793,7 +793,7 @@ class Backfills:
             set_converters(x, self.registry, self.binary)
             last = self._resume_point(x, chunk_size)
             self.jobs.append(_Job(x, chunk_size, last))
-        if reader.streaming and self.user_event is None:
+        if getattr(reader, "streaming", False) and self.user_event is None:
             # called from event() of a stream that started without
             # backfills: the stream loop holds the plain event(); restart
             # the stream (from the acked position) with the wrapper
@@ -897,10 +897,40 @@ class Backfills:
                 self.jobs.insert(0, job)
         self._maybe_run()
 
+    # -- AsyncReader --
+
+    def stream_reset(self):
+        """AsyncReader, before each stream: a chunk in flight when the
+        stream broke is read again (see `stream_starting`)."""
+        if self.chunk is not None:
+            job = self.chunk.job
+            self.chunk = None
+            if job not in self.jobs:
+                self.jobs.insert(0, job)
+
+    def needs_run(self):
+        """A chunk should start now (AsyncReader runs it in a thread)."""
+        return self.chunk is None and bool(self.jobs) and not self.running
+
+    def process(self, msg, emit):
+        """AsyncReader: what to deliver for ``msg``, given to ``emit`` in
+        order (nothing for a watermark, the chunk's rows at its high
+        watermark). Blocks only for a replayed high watermark."""
+        saved = self.user_event
+        self.user_event = emit
+        try:
+            self._handle(msg)
+        finally:
+            self.user_event = saved
+
     # -- the wrapper --
 
     def event(self, msg):
         """The Reader's ``event`` while backfills run (see the class)."""
+        self._handle(msg)
+        self._maybe_run()
+
+    def _handle(self, msg):
         ch = msg.change
         if isinstance(ch, _core.LogicalMessage) \
                 and ch.prefix == WATERMARK_PREFIX:
@@ -918,7 +948,6 @@ class Backfills:
             self.user_event(msg)
         else:
             self.user_event(msg)
-        self._maybe_run()
         return None
 
     def _key(self, t, row):
