@@ -103,7 +103,8 @@ class AsyncReader:
             self, tables, snapshot_workers) if snapshot else None)
         self._snap_feed = None
         self._backfills = None      # snapshot.Backfills, see backfill()
-        self._bf_out = collections.deque()   # its messages to deliver
+        # the backfills' messages to deliver
+        self._bf_out: "collections.deque[Any]" = collections.deque()
         self._stop_flag = False
         self._iter = None           # the AsyncIter of the current stream
         self._loop = None
