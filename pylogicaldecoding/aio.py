@@ -27,8 +27,7 @@ from . import commands
 from . import conninfo
 from . import rules
 from . import snapshot as _snapshot
-from .errors import (
-    ConnectionFailed, ConnectionLost, InterfaceError, OperationalError)
+from .errors import ConnectionFailed, InterfaceError, OperationalError
 
 logger = logging.getLogger("pylogicaldecoding")
 
@@ -589,6 +588,7 @@ class AsyncReader:
             rules.start_command(self, options, core.flushed_lsn), copy=True)
         self._streamed = self._streamed_once = self._stream_started = True
         core._set_batching(False)       # the batching rule starts afresh
+        core._liveness_reset()
         core._keepalive(True)
         bf = self._backfills
         if bf is not None:      # the first chunk; its watermarks drive on
@@ -661,7 +661,6 @@ class AsyncReader:
                     stream.ended = True
                     await self._end_stream()
                     return None
-                stream.quiet_since = None
                 now = time.monotonic()
                 if now - stream.it.yielded >= YIELD_EVERY:
                     # a backlog never needs the loop to wait: let the
@@ -710,26 +709,15 @@ class AsyncReader:
             handle.cancel()
 
     async def _idle_wait(self, stream):
-        """Nothing to read: wait for the socket; watch the server's
-        liveness (see `Reader`'s recv_timeout: at half of it ask for a
-        reply, after all of it the connection is presumed dead)."""
+        """Nothing to read: wait for the socket, by the C stream loop's
+        rules (reader_type.c), applied by the core for both loops: the
+        server's liveness (at half of recv_timeout of silence ask for a
+        reply, after all of it ConnectionLost) and batching."""
         core = self._core
-        now = time.monotonic()
         wait = core.status_interval
-        recv_timeout = core.recv_timeout
-        if recv_timeout > 0:
-            if stream.quiet_since is None:
-                stream.quiet_since, stream.pinged = now, False
-            idle = now - stream.quiet_since
-            if idle >= recv_timeout:
-                raise ConnectionLost(
-                    "no message from the server for %d s: the connection "
-                    "is presumed dead" % idle)
-            if not stream.pinged and idle >= recv_timeout / 2:
-                core.send_feedback(reply=True)
-                stream.pinged = True
-            left = (recv_timeout if stream.pinged else recv_timeout / 2) - idle
-            wait = min(wait, left)
+        bound = core._liveness_before()
+        if bound >= 0:
+            wait = min(wait, bound)
         # a backlog batches its wake-ups: the C stream loop's rule
         # (reader_type.c), applied by the core for both loops
         cap, pause = core._batch_before_wait()
@@ -739,8 +727,8 @@ class AsyncReader:
                 # a Unix socket: let the backlog accumulate (the event
                 # loop's timers round this up to 1 ms)
                 await asyncio.sleep(pause)
-        if await self._wait(False, wait, stoppable=True) == _READY:
-            stream.quiet_since = None
+        ready = await self._wait(False, wait, stoppable=True) == _READY
+        core._liveness_after(ready)
         stream.it.yielded = time.monotonic()
 
 
@@ -758,8 +746,6 @@ class _Stream:
         self.retry = rules.Retry(reader.reconnect)
         self.started = False
         self.ended = False
-        self.quiet_since = None
-        self.pinged = False
         self.it = _core.AsyncIter(reader._core, self._slow, YIELD_EVERY)
 
     def __aiter__(self):

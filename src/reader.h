@@ -94,6 +94,9 @@ typedef struct {
     int64_t batch_seen;         /* messages at the last wait */
     double batch_last;          /* monotonic time of the last wait */
     int64_t waits;              /* waits for the socket while streaming */
+    double live_quiet_since;    /* liveness: waiting, nothing received since */
+    int64_t live_seen;          /* messages at the last wake-up */
+    int live_pinged;            /* a reply was asked for */
     int64_t batch_waits;        /* ... of them while batching */
     int64_t pauses;             /* ... of them after a pause (Unix socket) */
 

@@ -258,6 +258,62 @@ batch_before_wait(readerObject *self, double now, double *pause)
     return BATCH_DELAY;
 }
 
+/* Liveness, one copy for both front ends (the loop below; AsyncReader
+ * through _liveness_before()/_liveness_after()): a server that says
+ * nothing for half of recv_timeout is asked for a reply; silence for all
+ * of it means the network or the server is gone (a dead peer may never
+ * reset the TCP connection). */
+
+static void
+liveness_reset(readerObject *self)
+{
+    self->live_quiet_since = 0.0;
+    self->live_pinged = 0;
+    self->live_seen = self->messages;
+}
+
+/* Before a wait at `now`: lower *wait to when something is due; ask for
+ * a reply, or raise ConnectionLost. */
+static RAISES_NEG int
+liveness_before_wait(readerObject *self, double now, double *wait)
+{
+    double idle, left;
+
+    if (self->messages > self->live_seen) {
+        /* received since the last wait (batching: read after a timeout) */
+        self->live_quiet_since = 0.0;
+        self->live_pinged = 0;
+    }
+    if (self->recv_timeout <= 0) { return 0; }
+    if (self->live_quiet_since == 0.0) { self->live_quiet_since = now; }
+    idle = now - self->live_quiet_since;
+    if (idle >= self->recv_timeout) {
+        PyErr_Format(pld_ConnectionLost,
+            "no message from the server for %d s: the connection "
+            "is presumed dead", (int)idle);
+        return -1;
+    }
+    if (!self->live_pinged && idle >= self->recv_timeout / 2) {
+        if (pq_send_status(self, 1) < 0) { return -1; }
+        self->live_pinged = 1;
+    }
+    left = (self->live_pinged ? self->recv_timeout : self->recv_timeout / 2)
+        - idle;
+    if (*wait < 0 || *wait > left) { *wait = left; }
+    return 0;
+}
+
+/* After a wait; ready: the socket became readable. */
+static void
+liveness_after_wait(readerObject *self, int ready)
+{
+    self->live_seen = self->messages;
+    if (ready) {
+        self->live_quiet_since = 0.0;
+        self->live_pinged = 0;
+    }
+}
+
 /* Deliver messages to event() until stop() is asked for (return 0), the
  * server ends the stream (1) or an error (-1, exception set).
  *
@@ -269,14 +325,13 @@ stream_loop(readerObject *self)
     PyObject *msg = NULL, *res, *event;
     PyObject *args[2];
     double now, wait, cap, pause;
-    double quiet_since = 0.0;       /* waiting with nothing received since */
-    int64_t seen = 0;               /* self->messages at the last wake-up */
-    int rv, w, pinged = 0;
+    int rv, w;
 
     if (!(event = PyObject_GetAttr((PyObject *)self, event_name))) {
         return -1;
     }
     batch_reset(self);
+    liveness_reset(self);
     /* The lock is taken inside each step, for its C part only: see the
      * rule in reader.h. received_lsn and server_wal_end are written by
      * this thread only, which reads them without it. */
@@ -329,35 +384,7 @@ stream_loop(readerObject *self)
         UNLOCK(self);
         if (wait < 0) { wait = 0; }
         if (cap >= 0 && wait > cap) { wait = cap; }
-        /* Liveness: a server that says nothing for half of recv_timeout
-         * is asked for a reply; silence for all of it means the network
-         * or the server is gone (a dead peer may never reset the TCP
-         * connection). */
-        if (self->messages > seen) {
-            /* received since the last wait (batching: read after a
-             * timeout) */
-            quiet_since = 0.0;
-            pinged = 0;
-        }
-        if (self->recv_timeout > 0) {
-            double idle, left;
-            if (quiet_since == 0.0) { quiet_since = now; }
-            idle = now - quiet_since;
-            if (idle >= self->recv_timeout) {
-                PyErr_Format(pld_ConnectionLost,
-                    "no message from the server for %d s: the connection "
-                    "is presumed dead", (int)idle);
-                rv = -1;
-                break;
-            }
-            if (!pinged && idle >= self->recv_timeout / 2) {
-                if (pq_send_status(self, 1) < 0) { rv = -1; break; }
-                pinged = 1;
-            }
-            left = (pinged ? self->recv_timeout : self->recv_timeout / 2)
-                - idle;
-            if (wait > left) { wait = left; }
-        }
+        if (liveness_before_wait(self, now, &wait) < 0) { rv = -1; break; }
         if (pause > 0 && wait > 0) { pq_pause(pause); }
         LOCK(self);
         self->polling = 1;
@@ -366,9 +393,8 @@ stream_loop(readerObject *self)
         LOCK(self);
         self->polling = 0;
         UNLOCK(self);
-        seen = self->messages;
+        liveness_after_wait(self, w == PQ_WAIT_READY);
         if (w < 0) { rv = -1; break; }
-        if (w == PQ_WAIT_READY) { quiet_since = 0.0; pinged = 0; }
         /* batching: on timeout, take what arrived, however little */
         if ((w == PQ_WAIT_READY || (cap >= 0 && w == PQ_WAIT_TIMEOUT))
                 && pq_consume_input(self) < 0) {
@@ -944,6 +970,41 @@ reader_end_copy_poll(readerObject *self, PyObject *dummy)
     return PyBool_FromLong(rv == PQ_POLL_OK);
 }
 
+#define liveness_doc \
+"_liveness_before() -> float; _liveness_after(ready); _liveness_reset()\n\n" \
+"The liveness rule of the stream loop, for a front end that waits itself\n" \
+"(asyncio): before waiting, `_liveness_before()` asks a server silent for\n" \
+"half of recv_timeout for a reply, raises ConnectionLost after all of it,\n" \
+"and returns the longest the wait may last (-1: no bound); after it,\n" \
+"`_liveness_after(ready)`. `_liveness_reset()` when a stream starts."
+
+static PyObject *
+reader_liveness_before(readerObject *self, PyObject *dummy)
+{
+    double wait = -1.0;
+    if (pq_check_open(self) < 0) { return NULL; }
+    if (liveness_before_wait(self, wire_monotonic(), &wait) < 0) {
+        return NULL;
+    }
+    return PyFloat_FromDouble(wait);
+}
+
+static PyObject *
+reader_liveness_after(readerObject *self, PyObject *args)
+{
+    int ready;
+    if (!PyArg_ParseTuple(args, "p", &ready)) { return NULL; }
+    liveness_after_wait(self, ready);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+reader_liveness_reset(readerObject *self, PyObject *dummy)
+{
+    liveness_reset(self);
+    Py_RETURN_NONE;
+}
+
 #define keepalive_doc \
 "_keepalive(on)\n\n" \
 "Start (or stop) the keepalive thread outside `_stream()`: it sends a\n" \
@@ -1342,6 +1403,12 @@ static struct PyMethodDef reader_methods[] = {
         end_copy_poll_doc},
     {"_keepalive", (PyCFunction)reader_keepalive, METH_VARARGS,
         keepalive_doc},
+    {"_liveness_before", (PyCFunction)reader_liveness_before, METH_NOARGS,
+        liveness_doc},
+    {"_liveness_after", (PyCFunction)reader_liveness_after, METH_VARARGS,
+        liveness_doc},
+    {"_liveness_reset", (PyCFunction)reader_liveness_reset, METH_NOARGS,
+        liveness_doc},
     {"_set_batching", (PyCFunction)reader_set_batching, METH_VARARGS,
         set_batching_doc},
     {"_batch_before_wait", (PyCFunction)reader_batch_before_wait,
