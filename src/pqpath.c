@@ -283,10 +283,23 @@ pq_wait(readerObject *self, int for_write, double timeout)
             ts.tv_nsec = (long)((timeout - (double)ts.tv_sec) * 1e9);
             tsp = &ts;
         }
+        sigset_t all, old;
         (void)ms;
+        /* A signal that lands after the check above but before ppoll()
+         * starts would not interrupt it: the wait would last its whole
+         * timeout (Ctrl-C ignored for minutes on a busy machine). Block
+         * signals, check once more, and let ppoll() unblock them
+         * atomically: one pending then interrupts it at once (EINTR). */
+        sigfillset(&all);
+        pthread_sigmask(SIG_BLOCK, &all, &old);
+        if (PyErr_CheckSignals() < 0) {
+            pthread_sigmask(SIG_SETMASK, &old, NULL);
+            return -1;
+        }
         Py_BEGIN_ALLOW_THREADS
-        rv = ppoll(fds, n, tsp, NULL);
+        rv = ppoll(fds, n, tsp, &old);
         Py_END_ALLOW_THREADS
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
 #else
     if (timeout < 0) { ms = -1; }
