@@ -64,5 +64,5 @@ if [ $# -eq 0 ]; then
         tests/test_types.py tests/test_errors.py tests/test_reader.py \
         -k "not hypothesis and not fuzz" -q -p no:cacheprovider
 fi
-PYTHONPATH="$WORK/tests" exec "$DPY" -m pytest -p refleak_plugin \
+PYTHONPATH="$WORK/tests" "$DPY" -m pytest -p refleak_plugin \
     --refleak "${PLD_REFLEAK:-3:3}" "$@"
