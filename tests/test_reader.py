@@ -359,13 +359,13 @@ def test_restart_same_reader(dsn, sql, slot_name, table):
 
 def test_idle_reader_survives_wal_sender_timeout(dsn, sql, slot_name, table):
     """No data for several wal_sender_timeouts: still connected."""
-    r = Collector(dsn + " options='-c wal_sender_timeout=1s'", slot=slot_name,
+    r = Collector(dsn + " options='-c wal_sender_timeout=2s'", slot=slot_name,
                   until=lambda r: r.commits() == 1)
     bg = Background(r)
     wait_for(lambda: r.streaming, what="streaming")
-    assert r.wal_sender_timeout == 1.0
-    time.sleep(3.5)
-    assert bg.thread.is_alive() and bg.error is None
+    assert r.wal_sender_timeout == 2.0
+    time.sleep(6.5)     # more than three timeouts without data
+    assert bg.thread.is_alive() and bg.error is None, bg.error
     sql("INSERT INTO %s(data) VALUES('late')" % table)
     assert bg.join() is None
     assert "'late'" in r.payloads[1]

@@ -27,10 +27,19 @@ CHILD = textwrap.dedent("""
 """)
 
 
+def _default_sigint():
+    # A shell without job control starts background jobs with SIGINT
+    # ignored, and an ignored SIGINT is inherited: Python then installs no
+    # KeyboardInterrupt handler and the child never sees Ctrl-C. A user's
+    # terminal delivers it; give the child the terminal's disposition.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def spawn(dsn, slot, mode):
     return subprocess.Popen(
         [sys.executable, "-c", CHILD, dsn, slot, mode],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        preexec_fn=_default_sigint)
 
 
 def wait_streaming(sql, slot, proc):
