@@ -339,9 +339,10 @@ class Handoff:
                 if timeout > 0:
                     await asyncio.wait([fut], timeout=timeout)
                 if not fut.done():
-                    await self._recover(Retry("no confirmation of %s within "
-                                              "%s s" % (record.id,
-                                                        self.ack_timeout)))
+                    if not await self._recover(
+                            Retry("no confirmation of %s within %s s"
+                                  % (record.id, self.ack_timeout))):
+                        return
                 continue
             exc = fut.exception() if not fut.cancelled() else Retry("cancelled")
             if exc is None:
@@ -362,7 +363,8 @@ class Handoff:
                 self._space.set()
                 continue
             if isinstance(exc, Retry):
-                await self._recover(exc)
+                if not await self._recover(exc):
+                    return
                 continue
             raise exc
 
@@ -406,13 +408,20 @@ class Handoff:
 
     async def _recover(self, why):
         """Let every record in flight settle, reset the sink, publish again
-        every record not confirmed, in order."""
+        every record not confirmed, in order. Return False, giving up, when
+        `stop()` was called meanwhile: what was stored is already acked, and
+        nothing more is (the slot sends the rest again next time)."""
         async with self._lock:
             self.retries += 1
             logger.warning("sink: %s; sending again %d records", why,
                            self._inflight)
             delay = 0.05
             while True:
+                if self._stop:
+                    logger.warning("sink: stopped while unavailable; %d "
+                                   "records not stored, not acked",
+                                   self._inflight)
+                    return False
                 if (self.retry_timeout is not None and time.monotonic()
                         - self._last_progress > self.retry_timeout):
                     raise SinkUnavailable(
@@ -434,7 +443,7 @@ class Handoff:
                     for e in entries:
                         e[1] = await self.sink.publish(e[0])
                         e[2] = time.monotonic() + self.ack_timeout
-                    return
+                    return True
                 except Retry as e:
                     why = e
                     await asyncio.sleep(delay)

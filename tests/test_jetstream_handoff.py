@@ -286,6 +286,39 @@ def test_retry_timeout_gives_up_with_sink_unavailable():
     assert run(main()).acks == []
 
 
+def test_stop_ends_a_run_that_waits_for_an_unavailable_sink():
+    """stop() (SIGTERM in the CLI) ends the run while the sink is down and
+    retried without limit; only what was stored before is acked."""
+    msgs, commits = transactions(2, 1)
+
+    class Down(FakeSink):
+        down = False
+
+        async def publish(self, record):
+            fut = await super().publish(record)
+            if not self.down and record.id == "r%X" % msgs[3].data_start:
+                self.down = True        # the second transaction never lands
+            elif not self.down:
+                fut.set_result(None)
+            return fut
+
+        async def reset(self):
+            await super().reset()
+            raise Retry("no server")
+
+    async def main():
+        src, sink = FakeSource(msgs, end=False), Down()
+        h = Handoff(src, sink, ack_timeout=0.05)    # no retry_timeout
+        task = asyncio.ensure_future(h.run())
+        await until(lambda: h.retries > 0)
+        h.stop()
+        await asyncio.wait_for(task, 10)
+        return src
+
+    src = run(main())
+    assert src.acks == [commits[0]]
+
+
 def test_until_lsn_ends_after_acking_it():
     msgs, commits = transactions(4, 2)
 
