@@ -477,7 +477,7 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
                 mid += 1
         proc = run_child(dsn, slot_name, schema, mode, log)
         try:
-            ready, _, _ = select.select([proc.stdout], [], [], 120)
+            ready, _, _ = select.select([proc.stdout], [], [], 300)
             assert ready, "the last consumer did not finish its copy"
             line = proc.stdout.readline()
             assert line.strip() == b"DONE", line
