@@ -25,9 +25,12 @@ PRELOAD="$(gcc -print-file-name=libtsan.so)"
 export TSAN_OPTIONS="log_path=$REPORTS:halt_on_error=1:exitcode=66:second_deadlock_stack=1:suppressions=$ROOT/scripts/tsan.supp"
 export PYTHONMALLOC=malloc
 
+# The Unix-socket batching tests are left out: batching starts after
+# wake-ups less than 0.2 ms apart, which a TSan build is too slow to make
+# (the batching code and its thread interplay run in the TCP test).
 if [ $# -eq 0 ]; then
     set -- tests/test_core.py tests/test_core_safety.py tests/test_reader.py tests/test_faults.py \
         tests/test_batching.py tests/test_retention.py tests/test_signals.py \
-        -q -p no:cacheprovider
+        -k "not unix_backlog_pauses" -q -p no:cacheprovider
 fi
 pld_python -m pytest "$@"
