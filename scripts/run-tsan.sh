@@ -31,6 +31,6 @@ export PYTHONMALLOC=malloc
 if [ $# -eq 0 ]; then
     set -- tests/test_core.py tests/test_core_safety.py tests/test_reader.py tests/test_faults.py \
         tests/test_batching.py tests/test_retention.py tests/test_signals.py \
-        -k "not unix_backlog_pauses" -q -p no:cacheprovider
+        -k "not backlog_pauses" -q -p no:cacheprovider
 fi
 pld_python -m pytest "$@"
