@@ -475,6 +475,12 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
             if any(isinstance(x, pld.SnapshotRow) for x in recs) and not (
                     recs and isinstance(recs[-1], pld.SnapshotEnd)):
                 mid += 1
+        # The writer stops before the last run: the kills above happened
+        # under its writes; an unthrottled writer could otherwise outrun a
+        # consumer starved of CPU on a loaded machine, and the last copy
+        # (whose chunks end when their high watermark comes through the
+        # stream) would never finish.
+        writer.stop()
         proc = run_child(dsn, slot_name, schema, mode, log)
         try:
             ready, _, _ = select.select([proc.stdout], [], [], 300)
@@ -485,7 +491,6 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
             proc.kill()
             proc.wait(30)
             raise
-        writer.stop()
         ss.end_marker(sql, schema)
         assert proc.wait(60) == 0
     finally:
