@@ -38,7 +38,10 @@ if [ $# -eq 0 ]; then
     # AsyncReader's two timing/RSS measurements, meaningless under ASan,
     # and its Unix-socket batching test (batching starts after wake-ups
     # less than 0.2 ms apart, which the async path under ASan is too slow
-    # to make; the batching code runs in the other test_batching tests).
+    # to make; the batching code runs in the other test_batching tests),
+    # and the live-stream test of that heuristic: at ASan's speed a live
+    # stream's catch-up can look like a backlog (as issue 15 measured
+    # under a CPU hog); it runs in the ordinary suite.
     # test_snapshot.py's killed-consumer test reports missing rows when run
     # this slowly (both modes, 2026-11-25): left out until that is settled
     # (it runs in the ordinary suite).
@@ -46,7 +49,7 @@ if [ $# -eq 0 ]; then
         --ignore=tests/test_versions.py --ignore=tests/test_ha.py \
         --ignore=tests/test_jetstream.py --ignore=tests/test_jetstream_handoff.py \
         --ignore=tests/test_snapshot.py \
-        -k "not test_backpressure_rss and not test_loop_never_blocked and not test_async_reader_unix_backlog_pauses" \
+        -k "not test_backpressure_rss and not test_loop_never_blocked and not test_async_reader_unix_backlog_pauses and not test_live_stream_does_not_batch" \
         -q -p no:cacheprovider
 fi
 # LeakSanitizer judges this Python process at its exit. The processes the
