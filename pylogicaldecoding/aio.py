@@ -584,6 +584,8 @@ class AsyncReader:
         core.decoder, options = await rules.run_async(
             rules.stream_setup(self, server_version), self._command)
         core.until_lsn = until_lsn or 0
+        core.backlog_end = await rules.run_async(rules.backlog_end(),
+                                                 self._command)
         await self._command(
             rules.start_command(self, options, core.flushed_lsn), copy=True)
         self._streamed = self._streamed_once = self._stream_started = True

@@ -420,6 +420,7 @@ class Reader(_core.ReaderBase):
         self._configure_intervals()
         self.decoder, options = rules.run(
             rules.stream_setup(self, self.server_version), self.execute)
+        self.backlog_end = rules.run(rules.backlog_end(), self.execute)
         self.start_copy(rules.start_command(self, options, self.flushed_lsn))
         self._streamed = self._streamed_once = self._stream_started = True
         if self._backfills is not None:

@@ -242,6 +242,15 @@ def identify_system():
                       dbname)
 
 
+def backlog_end():
+    """Before START_REPLICATION: the server's WAL position now, for the
+    core's ``backlog_end``. What lies before it is a backlog the stream
+    may batch its wake-ups for; what comes after is live (the stream
+    cannot tell them apart by itself, see reader_type.c)."""
+    info = yield from identify_system()
+    return info.xlogpos
+
+
 def slot_status(slot):
     """The slot's row of pg_replication_slots as a dict (see
     `admin.list_slots`: every column the server has), or None."""

@@ -66,6 +66,8 @@ typedef struct {
     lsn_t sent_flushed_lsn;     /* flush position in the last status sent */
     lsn_t server_wal_end;       /* latest walEnd the server told us */
     lsn_t until_lsn;            /* stop before messages past it (0: never) */
+    lsn_t backlog_end;          /* server's WAL position at the start: the
+                                 * stream batches only well before it */
 
     double status_interval;     /* seconds between status updates */
     double keepalive_interval;  /* thread's period while event() runs, 0=off */

@@ -197,6 +197,15 @@ ka_stop(readerObject *self)
  * transactions at a time, does not batch and waits no longer than before:
  * a transaction's messages arrive in fewer than BATCH_AFTER wake-ups.
  *
+ * Quick wake-ups alone do not tell a backlog: a live stream catching up
+ * after its consumer stalled has them too, and batching would then delay
+ * the live changes that follow. So the loop batches only while the server
+ * is known to be ahead: backlog_end, the server's WAL position when the
+ * stream started (set by the front ends, see rules.backlog_end()), lies
+ * more than BATCH_AHEAD bytes of WAL beyond everything delivered. (The
+ * stream itself does not say: a logical XLogData's walEnd is its own
+ * dataStart, and keepalives come only when the server has caught up.)
+ *
  * A Unix socket ignores SO_RCVLOWAT: while batching, the loop pauses for
  * BATCH_PAUSE before each wait instead (never with the lock held), so
  * that the backlog accumulates in the socket meanwhile.
@@ -210,6 +219,7 @@ ka_stop(readerObject *self)
 #define BATCH_PAUSE 0.0003
 #endif
 #define BATCH_MIN 8
+#define BATCH_AHEAD 65536
 
 /* Batching off, its state reset (a stream starts or ends). */
 static void
@@ -234,6 +244,13 @@ batch_before_wait(readerObject *self, double now, double *pause)
     self->batch_seen = self->messages;
     self->waits++;
     *pause = 0.0;
+    if (self->backlog_end < BATCH_AHEAD
+            || self->delivered_max > self->backlog_end - BATCH_AHEAD) {
+        /* not known to be ahead: live, or the backlog's last bytes */
+        if (self->batching) { (void)pq_set_batching(self, 0); }
+        self->batching = self->batch_quick = self->batch_pauses = 0;
+        return -1.0;
+    }
     if (self->batching) {
         if (got < BATCH_MIN) {
             self->batching = self->batch_quick = self->batch_pauses = 0;
@@ -1163,6 +1180,28 @@ until_lsn_set(readerObject *self, PyObject *value, void *closure)
     return 0;
 }
 
+LSN_GETTER(backlog_end)
+
+static int
+backlog_end_set(readerObject *self, PyObject *value, void *closure)
+{
+    lsn_t v = 0;
+    if (!value) {
+        PyErr_SetString(PyExc_AttributeError, "cannot delete backlog_end");
+        return -1;
+    }
+    if (value != Py_None && lsn_from_object(value, &v) < 0) { return -1; }
+    if (self->streaming) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot change backlog_end while the stream loop runs");
+        return -1;
+    }
+    LOCK(self);
+    self->backlog_end = v;
+    UNLOCK(self);
+    return 0;
+}
+
 static PyObject *
 confirm_keepalives_get(readerObject *self, void *closure)
 {
@@ -1456,6 +1495,13 @@ static struct PyGetSetDef reader_getsets[] = {
         "Seconds of silence from the server after which the connection is "
         "presumed dead (ConnectionLost); at half of it a reply is asked "
         "for. 0 turns it off."},
+    {"backlog_end", (getter)backlog_end_get, (setter)backlog_end_set,
+        "The server's WAL position when the stream started (int LSN; 0: "
+        "unknown), set by Reader and AsyncReader before each stream: "
+        "while the messages delivered are well behind it the server is "
+        "streaming a backlog, and the loop batches its wake-ups (see "
+        "bench/README.md); past it the stream is live and every wait "
+        "wakes up on any data."},
     {"keepalive_interval", (getter)keepalive_interval_get,
         (setter)keepalive_interval_set,
         "While Python code runs, a C thread sends status updates at this "

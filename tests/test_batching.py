@@ -227,3 +227,47 @@ def test_async_reader_unix_backlog_pauses(pg_server, sql, slot_name, table):
     core = asyncio.run(live())
     assert core.wait_count > 0
     assert core.batch_wait_count == 0 and core.batch_pause_count == 0
+
+
+STALL_TRANSACTIONS = 20
+STALL_ROWS = 5000       # rows per transaction committed during the stall
+
+
+def test_catch_up_after_a_stall_does_not_batch(pg_server, sql, slot_name,
+                                                table):
+    """A stream that started with nothing behind it is live: when its
+    consumer stalls (here event() itself commits transactions) and then
+    catches up, the catch-up looks like a backlog (quick wake-ups, each
+    with data) but the server was not known to be ahead, so no wait
+    batches and none pauses: a live stream's latency never pays for
+    batching. Over a Unix socket, where batching means a pause."""
+    dsn = unix_dsn(pg_server)
+    with Counter(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+    expected = 3 + STALL_TRANSACTIONS * (STALL_ROWS + 2)
+
+    class Stalling(pld.Reader):
+        count = 0
+
+        def event(self, msg):
+            self.count += 1
+            if self.count == 1:
+                # the stall: transactions pile up while event() runs
+                sql("DO $$ BEGIN FOR i IN 1..%d LOOP "
+                    "INSERT INTO %s (data) SELECT 'row ' || j "
+                    "FROM generate_series(1, %d) j; COMMIT; "
+                    "END LOOP; END $$" % (STALL_TRANSACTIONS, table,
+                                          STALL_ROWS))
+            elif self.count == expected:
+                self.ack()
+                self.stop()
+
+    sql("INSERT INTO %s (data) VALUES ('first')" % table)
+    r = Stalling(dsn, slot=slot_name, decode=False, create_slot=False)
+    try:
+        r.start()
+    finally:
+        r.close()
+    assert r.count == expected
+    assert r.wait_count > 0
+    assert r.batch_wait_count == 0 and r.batch_pause_count == 0
