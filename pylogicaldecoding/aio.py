@@ -39,6 +39,14 @@ END_COPY_TIMEOUT = 5.0
 #: the other tasks run at least this often (seconds).
 YIELD_EVERY = 0.005
 
+#: The shortest wait an event loop's timers honour: asyncio's selector and
+#: uvloop (libuv) count in milliseconds, and uvloop's call_later() rounds a
+#: shorter delay to zero, a timer due at once. A sub-millisecond wait (the
+#: batching rule's cap and pause, a status update due in 0.3 ms) is raised
+#: to it: a wait that never waits would spin the loop (uvloop did, at 100%
+#: CPU, for as long as a backlog batched).
+LOOP_RESOLUTION = 0.001
+
 _READY, _TIMEOUT, _WAKEUP = "ready", "timeout", "wakeup"
 _NOTHING = object()     # no message read yet
 
@@ -234,7 +242,11 @@ class AsyncReader:
             loop.add_reader(fd, _resolve, fut, _READY)
         handle = None
         if timeout is not None:
-            handle = loop.call_later(max(timeout, 0), _resolve, fut, _TIMEOUT)
+            if timeout <= 0:
+                timeout = 0
+            elif timeout < LOOP_RESOLUTION:
+                timeout = LOOP_RESOLUTION
+            handle = loop.call_later(timeout, _resolve, fut, _TIMEOUT)
         if stoppable:
             self._waiter = fut
             if self._stop_flag:
@@ -726,9 +738,8 @@ class AsyncReader:
         if cap is not None:
             wait = min(wait, cap)
             if pause and wait > 0:
-                # a Unix socket: let the backlog accumulate (the event
-                # loop's timers round this up to 1 ms)
-                await asyncio.sleep(pause)
+                # a Unix socket: let the backlog accumulate
+                await asyncio.sleep(max(pause, LOOP_RESOLUTION))
         ready = await self._wait(False, wait, stoppable=True) == _READY
         core._liveness_after(ready)
         stream.it.yielded = time.monotonic()

@@ -361,6 +361,102 @@ def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
     assert max(runs[-1].values()) < 0.05, runs
 
 
+class BatchingCore:
+    """Stands for the C core in `AsyncReader._idle_wait()` while the
+    batching rule holds (a backlog: every wait capped at 0.5 ms, as
+    reader_type.c's rule says), on a socket where nothing arrives."""
+
+    status_interval = 10.0
+
+    def __init__(self, fd, pause=0.0):
+        self.fd = fd
+        self.pause = pause
+        self.waits = 0
+
+    def fileno(self):
+        return self.fd
+
+    def _liveness_before(self):
+        return -1.0
+
+    def _batch_before_wait(self):
+        self.waits += 1
+        return 0.0005, self.pause
+
+    def _liveness_after(self, ready):
+        pass
+
+
+class _Yielded:
+    yielded = 0.0
+
+
+class _StreamStub:
+    it = _Yielded()
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+@pytest.mark.parametrize("pause", [0.0, 0.0003], ids=["tcp", "unix"])
+def test_batched_waits_do_not_spin(loop, pause):
+    """A batched wait (the rule caps it below a millisecond; on a Unix
+    socket a shorter pause comes first) waits on the loop's clock: uvloop
+    rounds a timer under 0.5 ms to zero, and a wait that never waited spun
+    the loop at 100% CPU for as long as a backlog batched. Over 0.3 s of
+    silence: at most one wait per 0.5 ms (the fixed code makes about one
+    per ms; the spinning one thousands)."""
+    a, b = socket.socketpair()
+    r = AsyncReader("", slot="s")
+    r._core = core = BatchingCore(a.fileno(), pause)
+
+    async def main():
+        end = time.monotonic() + 0.3
+        while time.monotonic() < end:
+            await r._idle_wait(_StreamStub())
+
+    try:
+        run(main(), loop)
+    finally:
+        a.close()
+        b.close()
+    assert 0 < core.waits <= 0.3 / 0.0005, core.waits
+
+
+@pytest.mark.parametrize("loop", LOOPS)
+def test_idle_reader_sleeps(dsn, slot_name, loop):
+    """An AsyncReader streaming a slot where nothing happens waits on the
+    socket: over 1 s it wakes up a few times at most (its status updates,
+    every 10 s here) and uses next to no CPU."""
+    make_slot(dsn, slot_name)
+
+    async def main():
+        async with AsyncReader(dsn, slot=slot_name) as r:
+            task = asyncio.ensure_future(_consume(r))
+            await wait_for_async(lambda: r.copying and r._waiter is not None)
+            waits0, cpu0 = r._core.wait_count, time.process_time()
+            await asyncio.sleep(1.0)
+            waits, cpu = (r._core.wait_count - waits0,
+                          time.process_time() - cpu0)
+            r.stop()
+            await asyncio.wait_for(task, 30)
+        return waits, cpu
+
+    waits, cpu = run(main(), loop)
+    assert waits <= 3, waits
+    assert cpu < 0.2, cpu
+
+
+async def _consume(r):
+    async for _ in r:
+        pass
+
+
+async def wait_for_async(pred, timeout=30.0):
+    deadline = time.monotonic() + timeout
+    while not pred():
+        assert time.monotonic() < deadline, "timed out"
+        await asyncio.sleep(0.01)
+
+
 # -- the keepalive thread; backpressure --
 
 def test_slow_consumer_survives_wal_sender_timeout(dsn, sql, slot_name,
