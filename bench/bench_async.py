@@ -25,11 +25,14 @@ are ratios of medians over the repetitions):
 """
 
 import argparse
+import io
 import json
 import os
+import shutil
 import socket
 import statistics
 import sys
+import tempfile
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -42,9 +45,40 @@ GOAL_LAG_MS = 50.0
 GOAL_RSS_MIB = 10.0
 
 
-def child_cmd(*args):
-    return [sys.executable, os.path.abspath(__file__), "--child"] + [
+def child_cmd(out, *args):
+    """The command of a child that writes its result (JSON) to ``out``."""
+    return [sys.executable, os.path.abspath(__file__), "--child", out] + [
         str(a) for a in args]
+
+
+#: where this child writes its result (see `report()`)
+_OUT = None
+
+
+def report(obj):
+    """Write the child's result to its file, in one piece (a file, not
+    stdout: a latency run's result is a few hundred kB, and a pipe once
+    delivered only its first 128 kiB of it to the parent)."""
+    tmp = _OUT + ".tmp"
+    with open(tmp, "w") as f:
+        json.dump(obj, f)
+    os.rename(tmp, _OUT)
+
+
+def usage_report(t0, u0, s0, **extra):
+    """`report()` the wall and CPU time since ``bd._usage()`` and
+    ``extra``."""
+    t1, u1, s1 = bd._usage()
+    res = {"wall": t1 - t0, "user": u1 - u0, "sys": s1 - s0,
+           "hwm_kib": bd.vm_hwm_kib()}
+    res.update(extra)
+    report(res)
+
+
+def wake_ups(core):
+    """The C core's wake-up counters of a reader (see bench/README.md)."""
+    return {"waits": core.wait_count, "batch_waits": core.batch_wait_count,
+            "pauses": core.batch_pause_count}
 
 
 # -- the children --
@@ -61,7 +95,7 @@ def child_sync(dsn, slot, end):
     r.start(until_lsn=end)
     n = r.message_count
     r.close()
-    bd._report(t0, u0, s0, messages=n)
+    usage_report(t0, u0, s0, messages=n, **wake_ups(r))
 
 
 def child_async(dsn, slot, end, loop="asyncio"):
@@ -74,11 +108,11 @@ def child_async(dsn, slot, end, loop="asyncio"):
                                confirm_keepalives=False) as r:
             async for _ in r.stream(until_lsn=end):
                 n += 1
-        return n
+        return n, wake_ups(r._core)
 
     t0, u0, s0 = bd._usage()
-    n = _run(main(), loop)
-    bd._report(t0, u0, s0, messages=n)
+    n, wakes = _run(main(), loop)
+    usage_report(t0, u0, s0, messages=n, **wakes)
 
 
 def _run(coro, loop):
@@ -118,7 +152,7 @@ def child_lat_sync(dsn, slot):
             decode=False)
     r.start()
     r.close()
-    bd._report(t0, u0, s0, times=bd._latency_result(events))
+    usage_report(t0, u0, s0, times=bd._latency_result(events))
 
 
 def child_lat_async(dsn, slot, loop="asyncio"):
@@ -143,7 +177,7 @@ def child_lat_async(dsn, slot, loop="asyncio"):
 
     t0, u0, s0 = bd._usage()
     _run(main(), loop)
-    bd._report(t0, u0, s0, times=bd._latency_result(events))
+    usage_report(t0, u0, s0, times=bd._latency_result(events))
 
 
 def child_lag(dsn, slot, end):
@@ -189,7 +223,7 @@ def child_lag(dsn, slot, end):
 
     lags, n = _run(main(), "asyncio")
     silent.close()
-    print(json.dumps({"lags_ms": lags, "messages": n}))
+    report({"lags_ms": lags, "messages": n})
 
 
 def child_rss(dsn, slot, count):
@@ -217,7 +251,7 @@ def child_rss(dsn, slot, count):
         return idle, peak, n
 
     idle, peak, n = _run(main(), "asyncio")
-    print(json.dumps({"idle": idle, "peak": peak, "messages": n}))
+    report({"idle": idle, "peak": peak, "messages": n})
 
 
 def run_child(argv):
@@ -239,7 +273,12 @@ def run_child(argv):
     elif kind == "rss":
         child_rss(argv[1], argv[2], int(argv[3]))
     elif kind == "writer":
-        bd.child_writer(argv[1], float(argv[2]), float(argv[3]))
+        out, sys.stdout = sys.stdout, io.StringIO()
+        try:
+            bd.child_writer(argv[1], float(argv[2]), float(argv[3]))
+        finally:
+            text, sys.stdout = sys.stdout.getvalue(), out
+        report(json.loads(text))
     else:
         raise SystemExit("unknown child %r" % kind)
 
@@ -248,11 +287,28 @@ def run_child(argv):
 
 class AsyncBench(bd.Bench):
 
+    def spawn(self, *args):
+        """Start a child; return it, with the path of its result file."""
+        self._seq += 1
+        out = os.path.join(self.tmp, "result-%d.json" % self._seq)
+        proc = bd.spawn(child_cmd(out, *args))
+        proc.result_path = out
+        return proc
+
+    @staticmethod
+    def result(proc):
+        """The result a finished child wrote (see `report()`)."""
+        try:
+            with open(proc.result_path) as f:
+                return json.load(f)
+        finally:
+            os.unlink(proc.result_path)
+
     def run_client(self, client, slot, end):
         t0 = time.monotonic()
-        proc = bd.spawn(child_cmd(client, self.dsn, slot, end))
-        out, wall, ru = bd.finish(proc, t0, "%s on %s" % (client, slot))
-        res = json.loads(out.strip().splitlines()[-1])
+        proc = self.spawn(client, self.dsn, slot, end)
+        bd.finish(proc, t0, "%s on %s" % (client, slot))
+        res = self.result(proc)
         res["cpu"] = res["user"] + res["sys"]
         return res
 
@@ -269,22 +325,25 @@ class AsyncBench(bd.Bench):
             for c in clients[k:] + clients[:k]:
                 res = self.run_client(c, slots[c][rep], end)
                 runs[c].append(res)
-                print("  rep %d %-13s wall %6.3f s  cpu %6.3f s  %d msgs" % (
-                    rep + 1, c, res["wall"], res["cpu"], res["messages"]),
-                    flush=True)
+                print("  rep %d %-13s wall %6.3f s  cpu %6.3f s  %d msgs  "
+                      "%d waits (%d batched)" % (
+                          rep + 1, c, res["wall"], res["cpu"],
+                          res["messages"], res["waits"], res["batch_waits"]),
+                      flush=True)
         for c in clients:
             self.drop_slots(slots[c])
         self.truncate()
         med = {c: {k: statistics.median(r[k] for r in runs[c])
-                   for k in ("wall", "cpu")} for c in clients}
+                   for k in ("wall", "cpu", "waits")} for c in clients}
         rng = {c: {k: (min(r[k] for r in runs[c]), max(r[k] for r in runs[c]))
                    for k in ("wall", "cpu")} for c in clients}
         print()
         for c in clients:
             print("%-13s wall median %6.3f s (%.3f-%.3f)  cpu median %6.3f s "
-                  "(%.3f-%.3f)" % (c, med[c]["wall"], rng[c]["wall"][0],
-                                   rng[c]["wall"][1], med[c]["cpu"],
-                                   rng[c]["cpu"][0], rng[c]["cpu"][1]))
+                  "(%.3f-%.3f)  waits median %d" % (
+                      c, med[c]["wall"], rng[c]["wall"][0], rng[c]["wall"][1],
+                      med[c]["cpu"], rng[c]["cpu"][0], rng[c]["cpu"][1],
+                      med[c]["waits"]))
         self.results["drain"] = {"runs": runs, "median": med}
         goals = [("drain CPU async/sync", med["async"]["cpu"]
                   / med["sync"]["cpu"], GOAL_CPU),
@@ -297,17 +356,17 @@ class AsyncBench(bd.Bench):
 
     def latency_run(self, client, slot):
         t0 = time.monotonic()
-        proc = bd.spawn(child_cmd("lat-" + client, self.dsn, slot))
+        proc = self.spawn("lat-" + client, self.dsn, slot)
         line = proc.stdout.readline()
         if line.strip() != "ready":
             bd.finish(proc, t0, "%s latency client" % client)
             raise RuntimeError("%s latency client did not start" % client)
-        writer = bd.spawn(child_cmd("writer", self.dsn, self.args.rate,
-                                    self.args.seconds))
-        wout, _, _ = bd.finish(writer, time.monotonic(), "writer")
-        out, _, _ = bd.finish(proc, t0, "%s latency client" % client)
-        commits = json.loads(wout)
-        events = json.loads(out.strip().splitlines()[-1])["times"]
+        writer = self.spawn("writer", self.dsn, self.args.rate,
+                            self.args.seconds)
+        bd.finish(writer, time.monotonic(), "writer")
+        bd.finish(proc, t0, "%s latency client" % client)
+        commits = self.result(writer)
+        events = self.result(proc)["times"]
         delays = [(events[k] - t) * 1000.0
                   for k, t in commits["times"].items() if k in events]
         if len(delays) != len(commits["times"]):
@@ -353,11 +412,11 @@ class AsyncBench(bd.Bench):
               "connect_timeout=3), commands, draining %d changes ==" % a.changes)
         slot = self.new_slots(1)[0]
         end = self.backlog(a.changes)
-        proc = bd.spawn(child_cmd("lag", self.dsn, slot, end))
-        out, wall, _ = bd.finish(proc, time.monotonic(), "lag probe")
+        proc = self.spawn("lag", self.dsn, slot, end)
+        bd.finish(proc, time.monotonic(), "lag probe")
         self.drop_slots([slot])
         self.truncate()
-        res = json.loads(out.strip().splitlines()[-1])
+        res = self.result(proc)
         print("  worst lateness (ms): %s; %d messages" % (
             ", ".join("%s %.1f" % kv for kv in res["lags_ms"].items()),
             res["messages"]))
@@ -371,11 +430,11 @@ class AsyncBench(bd.Bench):
         slot = self.new_slots(1)[0]
         self.backlog(a.rss_changes, one_txn=True)
         t0 = time.monotonic()
-        proc = bd.spawn(child_cmd("rss", self.dsn, slot, a.rss_changes))
-        out, wall, _ = bd.finish(proc, t0, "rss consumer")
+        proc = self.spawn("rss", self.dsn, slot, a.rss_changes)
+        _, wall, _ = bd.finish(proc, t0, "rss consumer")
         self.drop_slots([slot])
         self.truncate()
-        res = json.loads(out.strip().splitlines()[-1])
+        res = self.result(proc)
         growth = (res["peak"] - res["idle"]) / 1048576.0
         print("  %d messages in %.0f s; RSS idle %.1f MiB, peak %.1f MiB" % (
             res["messages"], wall, res["idle"] / 1048576.0,
@@ -388,11 +447,13 @@ class AsyncBench(bd.Bench):
         print("machine: %s, %s cores, Linux %s, Python %s, PostgreSQL %s" % (
             m["cpu"], m["cores"], m["kernel"], m["python"], m["postgresql"]))
         goals = []
+        self.tmp = tempfile.mkdtemp(prefix="pld-bench-async-")
         try:
             for phase in self.args.phases.split(","):
                 goals += getattr(self, "phase_" + phase)()
         finally:
             self.server.cleanup()
+            shutil.rmtree(self.tmp, ignore_errors=True)
         print()
         for name, value, goal in goals:
             print("%-26s %8.3f  (goal <= %.2f)  %s" % (
@@ -405,7 +466,9 @@ class AsyncBench(bd.Bench):
 
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
-        return run_child(sys.argv[2:])
+        global _OUT
+        _OUT = sys.argv[2]
+        return run_child(sys.argv[3:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
                    help="smaller backlog, fewer repetitions (a loaded "
