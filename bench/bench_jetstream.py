@@ -57,6 +57,203 @@ def child_js(dsn, slot, end, url, stream, prefix, replicas):
                         retries=h.retries, reorders=h.reorders)
 
 
+# The ceilings: the least work a publisher can do. A plain blocking socket
+# speaking the NATS protocol (no client library): HPUB frames with a reply
+# subject and the same headers as ours (Nats-Msg-Id, Nats-Expected-Last-
+# Msg-Id, Pld-Xid, Pld-Kind, Pld-Lsn), written in 64 KiB chunks, at most
+# WINDOW unacknowledged, every PubAck read (counted, errors counted).
+
+CEILING_WINDOW = 10000
+
+
+class RawPublisher:
+    """A minimal pipelined JetStream publisher on one socket (bench only)."""
+
+    def __init__(self, url, window=CEILING_WINDOW):
+        import socket
+        host, port = url.split(",")[0].split("//")[-1].rsplit(":", 1)
+        self.sock = socket.create_connection((host, int(port)))
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.window = window
+        self.buf = []
+        self.size = self.sent = self.acked = self.errors = 0
+        self.tail = b""
+        self._read_until(b"\r\n")            # INFO
+        self.sock.sendall(
+            b'CONNECT {"verbose":false,"pedantic":false,"headers":true,'
+            b'"no_responders":true,"protocol":1}\r\nSUB _R.* 1\r\n')
+
+    def _read_until(self, what):
+        data = b""
+        while what not in data:
+            chunk = self.sock.recv(65536)
+            if not chunk:
+                raise RuntimeError("nats-server closed the connection")
+            data += chunk
+        return data
+
+    def request(self, subject, body):
+        """A JetStream API call, before any publish: its answer."""
+        self.sock.sendall(b"PUB %s _R.api %d\r\n%s\r\n" % (
+            subject.encode(), len(body), body))
+        data = b""
+        while True:
+            data += self._read_until(b"\r\n")
+            at = data.find(b"MSG _R.api ")
+            end = data.find(b"\r\n", at)
+            if at >= 0 and end > 0:
+                size = int(data[at:end].split()[-1])
+                while len(data) < end + 2 + size:
+                    data += self.sock.recv(65536)
+                return json.loads(data[end + 2:end + 2 + size])
+
+    def create_stream(self, stream, subjects):
+        ans = self.request("$JS.API.STREAM.CREATE." + stream, json.dumps({
+            "name": stream, "subjects": [subjects], "storage": "file",
+            "num_replicas": 1, "duplicate_window": 120 * 10 ** 9}).encode())
+        if "error" in ans:
+            raise RuntimeError("cannot create stream %s: %s" % (stream, ans))
+
+    def add(self, frame):
+        self.buf.append(frame)
+        self.size += len(frame)
+        if self.size >= 65536:
+            self.flush()
+
+    def flush(self):
+        if self.buf:
+            self.sock.sendall(b"".join(self.buf))
+            self.sent += len(self.buf)
+            self.buf, self.size = [], 0
+        self._read_acks(block=self.sent - self.acked > self.window)
+
+    def _read_acks(self, block, until=None):
+        sock = self.sock
+        sock.setblocking(block)
+        try:
+            while True:
+                try:
+                    chunk = sock.recv(1 << 20)
+                except BlockingIOError:
+                    return
+                if not chunk:
+                    raise RuntimeError("nats-server closed the connection")
+                data = self.tail + chunk
+                cut = data.rfind(b"\r\n")
+                done, self.tail = data[:cut + 2], data[cut + 2:]
+                self.acked += done.count(b"MSG ")
+                self.errors += done.count(b'"error"')
+                if b"PING\r\n" in done:
+                    sock.sendall(b"PONG\r\n")
+                if until is None:
+                    if self.sent - self.acked <= self.window:
+                        return
+                elif self.acked >= until:
+                    return
+                sock.setblocking(True)
+        finally:
+            sock.setblocking(True)
+
+    def finish(self):
+        self.flush()
+        if self.acked < self.sent:
+            self._read_acks(block=True, until=self.sent)
+        self.sock.close()
+
+
+def _hpub(subject, rid, last, xid, kind, lsn, body):
+    hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n" % rid
+    if last is not None:
+        hdr += b"Nats-Expected-Last-Msg-Id: %s\r\n" % last
+    hdr += b"Pld-Xid: %d\r\nPld-Kind: %s\r\nPld-Lsn: %X/%X\r\n\r\n" % (
+        xid, kind, lsn >> 32, lsn & 0xFFFFFFFF)
+    return b"HPUB %s _R.%s %d %d\r\n%s%s\r\n" % (
+        subject, rid, len(hdr), len(hdr) + len(body), hdr, body)
+
+
+def backlog_shape(changes):
+    """(transaction sizes) of bench_drain's backlog."""
+    big = changes // 2
+    return [big] + [100] * ((changes - big) // 100)
+
+
+def child_nats(url, stream, prefix, changes):
+    """nats-server alone: pre-built frames shaped like R1's (a begin, the
+    rows, a commit per transaction, ~130-byte JSON bodies), published as
+    fast as nats-server stores them. No PostgreSQL."""
+    frames = []
+    last = None
+    lsn, xid, n = 0x1A000000, 750, 0
+    row = prefix.encode() + b".public.t"
+    tx = prefix.encode() + b"._tx"
+    for size in backlog_shape(changes):
+        begin = lsn
+        for i in range(size + 2):
+            rid = b"bench:%X:%d" % (begin, i)
+            kind = (b"begin" if i == 0 else b"commit" if i == size + 1
+                    else b"insert")
+            body = (b'{"lsn":"%X/%X","xid":%d,"kind":"insert","schema":'
+                    b'"public","table":"t","new":{"id":%d,"data":"row %d"},'
+                    b'"old":null,"commit_time":null}' % (
+                        lsn >> 32, lsn & 0xFFFFFFFF, xid, n, n))
+            frames.append(_hpub(row if kind == b"insert" else tx, rid, last,
+                                xid, kind, lsn, body))
+            last = rid
+            lsn += 72
+            n += 1
+        xid += 1
+    t0, u0, s0 = bench_drain._usage()
+    pub = RawPublisher(url)
+    pub.create_stream(stream, prefix + ".>")
+    for f in frames:
+        pub.add(f)
+    pub.finish()
+    bench_drain._report(t0, u0, s0, messages=pub.acked, errors=pub.errors)
+
+
+def child_wire(dsn, slot, end, url, stream, prefix):
+    """The slot into JetStream with the least work per change: our Reader
+    (decode=False, as raw), one frame per message built with one bytes
+    format (the test_decoding text as body, ids from the begin LSN and an
+    ordinal, the same headers as ours), acks counted; the slot is acked
+    once at the end. What any publisher of this slot can at best do."""
+    from pylogicaldecoding import Reader
+    pub = RawPublisher(url)
+    pub.create_stream(stream, prefix + ".>")
+    row = prefix.encode() + b".public.t"
+    tx = prefix.encode() + b"._tx"
+    slot_b = slot.encode()
+    state = {"begin": 0, "n": 0, "last": None, "xid": 0}
+
+    class Wire(Reader):
+        def event(self, msg):
+            payload = msg.payload.encode()
+            lsn = msg.data_start
+            if payload.startswith(b"BEGIN"):
+                state["begin"], state["n"] = lsn, 0
+                state["xid"] = int(payload[6:])
+                subject, kind = tx, b"begin"
+            elif payload.startswith(b"COMMIT"):
+                subject, kind = tx, b"commit"
+            elif payload.startswith(b"table"):
+                subject, kind = row, b"insert"
+            else:
+                return
+            rid = b"%s:%X:%d" % (slot_b, state["begin"], state["n"])
+            state["n"] += 1
+            pub.add(_hpub(subject, rid, state["last"], state["xid"], kind,
+                          lsn, payload))
+            state["last"] = rid
+
+    t0, u0, s0 = bench_drain._usage()
+    r = Wire(dsn, slot=slot, create_slot=False, confirm_keepalives=False,
+             decode=False)
+    r.start(until_lsn=end)
+    pub.finish()
+    r.close()
+    bench_drain._report(t0, u0, s0, messages=pub.acked, errors=pub.errors)
+
+
 # -- the parent ----------------------------------------------------------------
 
 def proc_cpu(pid):
@@ -83,15 +280,21 @@ def delete_stream(url, stream):
         print("  (could not delete stream %s: %s)" % (stream, e))
 
 
-def run_js(b, slot, end, url, replicas, nats_pids, n):
+def run_js(b, slot, end, url, replicas, nats_pids, n, kind="js",
+           changes=0):
     stream = "BENCH%d" % n
-    cmd = [sys.executable, os.path.abspath(__file__), "--child", "js",
-           b.dsn, slot, str(end), url, stream, stream.lower(),
-           str(replicas)]
+    if kind == "js":
+        args = [b.dsn, slot, str(end), url, stream, stream.lower(),
+                str(replicas)]
+    elif kind == "wire":
+        args = [b.dsn, slot, str(end), url, stream, stream.lower()]
+    else:
+        args = [url, stream, stream.lower(), str(changes)]
+    cmd = [sys.executable, os.path.abspath(__file__), "--child", kind] + args
     c0 = sum(proc_cpu(p) for p in nats_pids)
     t0 = time.monotonic()
     proc = bench_drain.spawn(cmd)
-    out, wall, ru = bench_drain.finish(proc, t0, "publisher R%d" % replicas)
+    out, wall, ru = bench_drain.finish(proc, t0, "publisher %s" % kind)
     res = json.loads(out.strip().splitlines()[-1])
     res["nats_cpu"] = sum(proc_cpu(p) for p in nats_pids) - c0
     res["cpu"] = res["user"] + res["sys"]
@@ -106,10 +309,14 @@ def med(values):
 def main():
     if len(sys.argv) > 1 and sys.argv[1] == "--child":
         kind = sys.argv[2]
+        a = sys.argv[3:]
         if kind == "js":
-            a = sys.argv[3:]
             return child_js(a[0], a[1], int(a[2]), a[3], a[4], a[5],
                             int(a[6]))
+        if kind == "nats":
+            return child_nats(a[0], a[1], a[2], int(a[3]))
+        if kind == "wire":
+            return child_wire(a[0], a[1], int(a[2]), a[3], a[4], a[5])
         return bench_drain.run_child(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -135,7 +342,8 @@ def main():
         if 3 in replicas:
             cluster = NatsCluster(3)
             cluster.start()
-        clients = ["raw"] + ["R%d" % r for r in replicas]
+        clients = ["raw"] + (["nats", "wire"] if 1 in replicas else []) + [
+            "R%d" % r for r in replicas]
         slots = {c: b.new_slots(a.reps) for c in clients}
         t = time.monotonic()
         end = b.backlog(a.changes)
@@ -150,6 +358,13 @@ def main():
                 if c == "raw":
                     r = b.drain("ours", slot, end)
                     r["nats_cpu"] = 0.0
+                elif c in ("nats", "wire"):
+                    n += 1
+                    r = run_js(b, slot, end, single.url, 1, [single.pid], n,
+                               kind=c, changes=a.changes)
+                    if r.get("errors"):
+                        raise RuntimeError("%s: %d refused publishes"
+                                           % (c, r["errors"]))
                 else:
                     n += 1
                     if c == "R1":
@@ -188,6 +403,9 @@ def main():
                 verdict = " (goal >= %.1f: %s)" % (goal,
                                                    "PASS" if passed else "FAIL")
             print("changes/s %s/raw: %.3f%s" % (c, ratio, verdict))
+        if "wire" in rate and "R1" in rate:
+            print("changes/s R1/wire (how near the ceiling): %.3f"
+                  % (rate["R1"] / rate["wire"]))
         info = bench_drain.machine_info()
         print("machine: %s, %s cores, Python %s; load average at the end: "
               "%s (shared with other work: noisy)" % (
