@@ -43,8 +43,10 @@ import base64
 import datetime as _dt
 import decimal
 import json
+import json.encoder as _jenc
 import math
 import time as _time
+from typing import Any, Dict, Tuple
 
 from . import _core
 from . import changes as _changes
@@ -53,7 +55,7 @@ from ._version import __version__
 __all__ = [
     "UNCHANGED_MARKER", "DEBEZIUM_UNAVAILABLE", "KINDS", "jsonable",
     "change_to_json", "change_to_debezium", "read_to_json",
-    "read_to_debezium", "dumps", "Formatter",
+    "read_to_debezium", "dumps", "json_text", "Formatter",
 ]
 
 #: What an unchanged TOAST value (`pylogicaldecoding.UNCHANGED`) becomes in
@@ -396,11 +398,75 @@ def read_to_debezium(schema, table, row, *, lsn=None, name=None, db=None,
     }
 
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
+                            allow_nan=False)
+
+
 def dumps(record):
     """The compact JSON text of a record (one line, no trailing newline,
     non-ASCII kept as is)."""
-    return json.dumps(record, ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False)
+    return _ENCODER.encode(record)
+
+
+# The C encoder of the json module, made once (json.dumps makes one per
+# call): for values `jsonable` leaves as they are.
+try:
+    _encode = getattr(_jenc, "c_make_encoder")(
+        None, None, _jenc.encode_basestring, None, ":", ",", False, False,
+        False)
+except (AttributeError, TypeError):          # no C accelerator
+    _encode = None
+
+# Values that `jsonable` returns unchanged and the encoder writes as
+# json.dumps does (floats are not: NaN and infinities are converted).
+_NATIVE = frozenset((int, str, bool, type(None)))
+_ROW_KINDS = {_changes.Insert: "insert", _changes.Update: "update",
+              _changes.Delete: "delete"}
+
+
+def _row_text(row, unchanged):
+    if row is None:
+        return "null"
+    for v in row.values():
+        if type(v) not in _NATIVE:
+            row = {k: jsonable(v, unchanged) for k, v in row.items()}
+            break
+    return "".join(_encode(row, 0))
+
+
+def json_text(change, *, lsn=None, xid=None, commit_time=None,
+              unchanged=UNCHANGED_MARKER):
+    """``dumps(change_to_json(change, ...))``, the same text, made faster
+    for inserts, updates and deletes (the hot path of the JetStream sink):
+    no intermediate dict, the row encoded by the json module's C encoder
+    once its values are converted by `jsonable`."""
+    kind = _ROW_KINDS.get(type(change))
+    if kind is None or _encode is None:
+        return dumps(change_to_json(change, lsn=lsn, xid=xid,
+                                    commit_time=commit_time,
+                                    unchanged=unchanged))
+    clsn = change.lsn or lsn
+    cxid = change.xid
+    if cxid is None:
+        cxid = xid
+    key = (kind, change.schema, change.table)
+    head = _heads.get(key)
+    if head is None:
+        head = ',"kind":"%s","schema":%s,"table":%s,"new":' % (
+            kind, "".join(_encode(change.schema, 0)),
+            "".join(_encode(change.table, 0)))
+        if len(_heads) < 10000:
+            _heads[key] = head
+    return '{"lsn":%s,"xid":%s%s%s,"old":%s,"commit_time":%s}' % (
+        '"%s"' % _core.format_lsn(clsn) if clsn else "null",
+        cxid if type(cxid) is int else "".join(_encode(jsonable(cxid), 0)),
+        head, _row_text(change.new, unchanged),
+        _row_text(change.old, unchanged),
+        "".join(_encode(jsonable(commit_time), 0)))
+
+
+# (kind, schema, table) -> the middle of the record
+_heads: Dict[Tuple[str, Any, Any], str] = {}
 
 
 class Formatter:

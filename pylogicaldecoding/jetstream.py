@@ -68,6 +68,7 @@ import asyncio
 import collections
 import json
 import logging
+import re
 import time
 
 from . import formats
@@ -110,8 +111,11 @@ class Retry(Exception):
 
 Record = collections.namedtuple("Record", "id subject body headers")
 Record.__doc__ = """One unit the sink stores: ``id`` (stable across
-resends), ``subject`` (where it goes), ``body`` (bytes), ``headers`` (a dict
-of str, or None)."""
+resends), ``subject`` (where it goes), ``body`` (bytes), ``headers``. Only
+the sink that made a record reads its fields (the hand-off shows ``id`` in
+messages): their types are the sink's choice. `JetStreamSink` keeps them
+ready for the wire: ``id`` and ``subject`` as bytes, ``headers`` as the
+NATS header lines (bytes, ``Name: value\\r\\n`` each)."""
 
 
 class Sink:
@@ -162,6 +166,13 @@ class Sink:
 
 _TX_END = (_changes.Commit, _changes.CommitPrepared, _changes.RollbackPrepared,
            _changes.StreamCommit, _changes.StreamAbort)
+
+
+def _show(rid):
+    """A record id for a message (ids may be bytes)."""
+    if isinstance(rid, bytes):
+        return rid.decode("utf-8", "replace")
+    return rid
 
 
 def _is_ack_point(change):
@@ -341,7 +352,7 @@ class Handoff:
                 if not fut.done():
                     if not await self._recover(
                             Retry("no confirmation of %s within %s s"
-                                  % (record.id, self.ack_timeout))):
+                                  % (_show(record.id), self.ack_timeout))):
                         return
                 continue
             exc = fut.exception() if not fut.cancelled() else Retry("cancelled")
@@ -353,7 +364,7 @@ class Handoff:
                         logger.warning(
                             "%s was stored at position %d, before a record "
                             "published earlier (%d): out of order after a "
-                            "resend", record.id, pos, self._last_pos)
+                            "resend", _show(record.id), pos, self._last_pos)
                     else:
                         self._last_pos = pos
                 pending.popleft()
@@ -485,6 +496,38 @@ def _subject_matches(pattern, subject):
     return len(p) == len(t)
 
 
+_ROW_KINDS = {_changes.Insert: b"insert", _changes.Update: b"update",
+              _changes.Delete: b"delete"}
+
+# JetStream's acknowledgement of a stored message (anything else is read
+# with json)
+_ACK_RE = re.compile(rb'\{"stream":"[^"\\]*","seq":(\d+)(,"duplicate":true)?\}\Z')
+
+_CLIENT_CLASS = None
+
+
+def _client_class():
+    """nats-py's Client, with the answers to our publishes taken straight
+    from its parser: no message object, queue and task per answer."""
+    global _CLIENT_CLASS
+    if _CLIENT_CLASS is None:
+        from nats.aio.client import Client
+
+        class _Client(Client):
+            _pld_acks = None        # (subscription id, callback)
+
+            async def _process_msg(self, sid, subject, reply, data, headers):
+                acks = self._pld_acks
+                if acks is not None and sid == acks[0]:
+                    acks[1](subject, data, headers)
+                    return
+                await super()._process_msg(sid, subject, reply, data,
+                                           headers)
+
+        _CLIENT_CLASS = _Client
+    return _CLIENT_CLASS
+
+
 def _import_nats():
     try:
         import nats
@@ -575,6 +618,10 @@ class JetStreamSink(Sink):
                 or subject_prefix.startswith(".") or subject_prefix.endswith("."):
             raise SinkError("bad subject prefix %r" % (subject_prefix,))
         self.prefix = subject_prefix
+        if not isinstance(slot, str) or not slot or any(
+                c.isspace() or ord(c) < 32 or ord(c) == 127 for c in slot):
+            raise SinkError("bad slot name %r (the first part of every "
+                            "message id)" % (slot,))
         self.slot = slot
         if format not in formats.Formatter.FORMATS:
             raise SinkError("format must be one of %s, not %r"
@@ -599,7 +646,13 @@ class JetStreamSink(Sink):
         self._confirmed = (0, None)     # (token, record id) last stored
         self._futures = {}
         self._token = 0
-        self._inbox = None
+        self._inbox_b = b""
+        self._inbox_len = 0
+        self._loop = None
+        self._slot_b = slot.encode("utf-8")
+        self._tx_subject = (self.prefix + "._tx").encode("utf-8")
+        self._msg_subject = (self.prefix + "._msg").encode("utf-8")
+        self._tx_prefix = self._tx_xid = self._tx_time = b""
 
     def __repr__(self):
         return "<JetStreamSink %s stream=%s prefix=%s>" % (
@@ -627,18 +680,21 @@ class JetStreamSink(Sink):
         try:
             # reconnects forever once connected; the first connection is
             # bounded by our own timeout (nats-py would retry forever too)
-            self.nc = await asyncio.wait_for(nats.connect(
+            self.nc = _client_class()()
+            await asyncio.wait_for(self.nc.connect(
                 self.servers, connect_timeout=self.connect_timeout,
                 allow_reconnect=True, max_reconnect_attempts=-1,
                 reconnect_time_wait=0.2, error_cb=error_cb,
                 name="pylogicaldecoding slot %s" % self.slot),
                 self.connect_timeout * len(self.servers) + 1)
         except asyncio.TimeoutError:
+            await self._drop_client()
             why = errors[-1] if errors else "no answer within %s s" % (
                 self.connect_timeout * len(self.servers) + 1)
             raise SinkUnavailable("cannot connect to NATS at %s: %s"
                                   % (shown, why)) from None
         except Exception as e:
+            await self._drop_client()
             why = errors[-1] if errors else e
             raise SinkUnavailable("cannot connect to NATS at %s: %s"
                                   % (shown, why or type(why).__name__)) from None
@@ -648,8 +704,20 @@ class JetStreamSink(Sink):
         except BaseException:
             await self.close()
             raise
-        self._inbox = self.nc.new_inbox()
-        await self.nc.subscribe(self._inbox + ".*", cb=self._on_ack)
+        self._loop = asyncio.get_running_loop()
+        inbox = self.nc.new_inbox()
+        self._inbox_b = (inbox + ".").encode()
+        self._inbox_len = len(self._inbox_b)
+        sub = await self.nc.subscribe(inbox + ".*")
+        self.nc._pld_acks = (sub._id, self._on_ack)
+
+    async def _drop_client(self):
+        nc, self.nc = self.nc, None
+        if nc is not None and not nc.is_closed:
+            try:
+                await asyncio.wait_for(nc.close(), 5)
+            except Exception:
+                pass
 
     async def _stream_info(self, js):
         import nats.js.errors as jserr
@@ -735,8 +803,8 @@ class JetStreamSink(Sink):
         key = (schema, table)
         s = self._subject_cache.get(key)
         if s is None:
-            s = "%s.%s.%s" % (self.prefix, subject_token(schema or ""),
-                              subject_token(table or ""))
+            s = ("%s.%s.%s" % (self.prefix, subject_token(schema or ""),
+                               subject_token(table or ""))).encode("utf-8")
             if len(self._subject_cache) < 100000:
                 self._subject_cache[key] = s
         return s
@@ -746,6 +814,21 @@ class JetStreamSink(Sink):
         change = msg.change
         if change is None:
             return []
+        kind = _ROW_KINDS.get(type(change))
+        if kind is not None and self._tx_n and self.format == "json":
+            # the hot path: a row of a transaction
+            lsn = msg.data_start or change.lsn
+            body = formats.json_text(
+                change, lsn=msg.data_start, xid=self._xid,
+                commit_time=self._commit_time,
+                unchanged=formats.UNCHANGED_MARKER).encode("utf-8")
+            rid = b"%s%d" % (self._tx_prefix, self._tx_n)
+            self._tx_n += 1
+            return [Record(rid, self._subject(change.schema, change.table),
+                           body, b"Nats-Msg-Id: %s\r\n%sPld-Kind: %s\r\n%s%s" % (
+                               rid, self._tx_xid, kind,
+                               b"Pld-Lsn: %s\r\n" % format_lsn(lsn).encode()
+                               if lsn else b"", self._tx_time))]
         items = change if isinstance(change, list) else [change]
         out = []
         for c in items:
@@ -759,15 +842,17 @@ class JetStreamSink(Sink):
             self._tx_n = 0
             self._xid = change.xid
             self._commit_time = getattr(change, "commit_time", None)
-            body = formats.change_to_json(change, lsn=msg.data_start)
-            return [self._record(self.prefix + "._tx", body, change, lsn)]
+            body = formats.dumps(formats.change_to_json(
+                change, lsn=msg.data_start))
+            return [self._record(self._tx_subject, body, change, lsn)]
         if isinstance(change, _TX_END):
             commit_time = getattr(change, "commit_time", None)
-            body = formats.change_to_json(change, lsn=msg.data_start,
-                                          xid=self._xid)
-            rec = self._record(self.prefix + "._tx", body, change, lsn,
+            body = formats.dumps(formats.change_to_json(
+                change, lsn=msg.data_start, xid=self._xid))
+            rec = self._record(self._tx_subject, body, change, lsn,
                                commit_time=commit_time, xid=self._xid)
             self._tx_begin = self._xid = self._commit_time = None
+            self._tx_n = 0
             return [rec]
         if isinstance(change, (_changes.StreamStart, _changes.StreamStop)):
             # changes of a transaction still in progress, maybe aborted
@@ -780,7 +865,7 @@ class JetStreamSink(Sink):
                                _changes.Origin)):
             return []
         if self.format == "json":
-            bodies = [formats.change_to_json(
+            bodies = [formats.json_text(
                 change, lsn=msg.data_start, xid=self._xid,
                 commit_time=self._commit_time,
                 unchanged=formats.UNCHANGED_MARKER)]
@@ -792,7 +877,7 @@ class JetStreamSink(Sink):
         out = []
         for body in bodies:
             if isinstance(change, _changes.Message):
-                subject = self.prefix + "._msg"
+                subject = self._msg_subject
             elif isinstance(change, _changes.Truncate):
                 if self.format == "json":
                     schema, table = (change.tables[0] if change.tables
@@ -803,102 +888,124 @@ class JetStreamSink(Sink):
                 subject = self._subject(schema, table)
             else:
                 subject = self._subject(change.schema, change.table)
+            if not isinstance(body, str):
+                body = formats.dumps(body)
             out.append(self._record(subject, body, change, lsn, xid=self._xid,
                                     commit_time=self._commit_time))
         return out
 
     def _record(self, subject, body, change, lsn, *, xid=None,
                 commit_time=None):
+        """A record: its id, subject, body (text) and header lines (bytes:
+        ``Name: value\r\n`` each, in the order of the class doc)."""
         if self._tx_begin is not None:
             if self._tx_n == 0:
-                # per transaction: the id prefix and the header strings
-                self._tx_prefix = "%s:%X:" % (self.slot, self._tx_begin)
-                self._tx_headers = {}
+                # per transaction: the id prefix and the xid header
+                self._tx_prefix = b"%s:%X:" % (self._slot_b, self._tx_begin)
                 if xid is None:
                     xid = getattr(change, "xid", None)
-                if xid is not None:
-                    self._tx_headers["Pld-Xid"] = str(xid)
-                if commit_time is not None:
-                    self._tx_headers["Pld-Commit-Time"] = commit_time.isoformat()
-            rid = self._tx_prefix + str(self._tx_n)
+                self._tx_xid = (b"Pld-Xid: %s\r\n" % str(xid).encode()
+                                if xid is not None else b"")
+                self._tx_time = (
+                    b"Pld-Commit-Time: %s\r\n"
+                    % self._commit_time.isoformat().encode()
+                    if self._commit_time is not None else b"")
+            rid = b"%s%d" % (self._tx_prefix, self._tx_n)
             self._tx_n += 1
-            headers = {"Nats-Msg-Id": rid}
-            headers.update(self._tx_headers)
+            headers = b"Nats-Msg-Id: %s\r\n%s" % (rid, self._tx_xid)
         else:
-            rid = "%s:%X:m" % (self.slot, lsn or 0)
-            headers = {"Nats-Msg-Id": rid}
+            rid = b"%s:%X:m" % (self._slot_b, lsn or 0)
+            headers = b"Nats-Msg-Id: %s\r\n" % rid
             if xid is None:
                 xid = getattr(change, "xid", None)
             if xid is not None:
-                headers["Pld-Xid"] = str(xid)
-        headers["Pld-Kind"] = formats.kind_of(change)
+                headers += b"Pld-Xid: %s\r\n" % str(xid).encode()
+        headers += b"Pld-Kind: %s\r\n" % formats.kind_of(change).encode()
         if lsn:
-            headers["Pld-Lsn"] = format_lsn(lsn)
-        if commit_time is not None and "Pld-Commit-Time" not in headers:
-            headers["Pld-Commit-Time"] = commit_time.isoformat()
-        return Record(rid, subject, formats.dumps(body).encode("utf-8"),
-                      headers)
+            headers += b"Pld-Lsn: %s\r\n" % format_lsn(lsn).encode()
+        if commit_time is not None:
+            headers += b"Pld-Commit-Time: %s\r\n" % (
+                commit_time.isoformat().encode())
+        return Record(rid, subject, body.encode("utf-8"), headers)
 
     # -- publishing ----------------------------------------------------------
 
     async def publish(self, record):
         """Publish ``record`` with its reply inbox; the future resolves on
-        JetStream's acknowledgement."""
-        fut = asyncio.get_running_loop().create_future()
-        if self.nc is None:
+        JetStream's acknowledgement.
+
+        The frame (HPUB, RFC-822 style headers, body) is made here and
+        queued on nats-py's connection as its own publish() does, without
+        its per-call checks (our subjects and header values are made
+        valid); the acknowledgements come to `_on_ack` straight from
+        nats-py's parser (`_Client`)."""
+        fut = self._loop.create_future()
+        nc = self.nc
+        if nc is None or nc.is_closed or not nc.is_connected:
             fut.set_exception(Retry("not connected"))
             return fut
-        self._token += 1
-        token = self._token
-        self._futures[token] = (fut, record.id)
         headers = record.headers
         if self.ordered:
-            headers = dict(headers)
             if self._last_id is not None:
-                headers["Nats-Expected-Last-Msg-Id"] = self._last_id
+                headers = b"%sNats-Expected-Last-Msg-Id: %s\r\n" % (
+                    headers, self._last_id)
             self._last_id = record.id
+        body = record.body
+        hlen = len(headers) + 12        # NATS/1.0\r\n ... \r\n
+        total = hlen + len(body)
+        if total > nc.max_payload:
+            fut.set_exception(SinkError(
+                "cannot publish %s on %s: %d bytes, more than the server's "
+                "max_payload (%d)" % (record.id.decode(),
+                                      record.subject.decode(), total,
+                                      nc.max_payload)))
+            return fut
+        self._token = token = self._token + 1
+        self._futures[token] = (fut, record.id)
         try:
-            await self.nc.publish(record.subject, record.body,
-                                  reply="%s.%d" % (self._inbox, token),
-                                  headers=headers)
+            await nc._send_command(
+                b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+                    record.subject, self._inbox_b, token, hlen, total,
+                    headers, body))
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
         except Exception as e:
             self._futures.pop(token, None)
             if not fut.done():
-                import nats.errors
-                if isinstance(e, (nats.errors.MaxPayloadError,
-                                  nats.errors.BadSubjectError,
-                                  nats.errors.BadHeaderError)):
-                    fut.set_exception(SinkError(
-                        "cannot publish %s on %s: %s" % (
-                            record.id, record.subject,
-                            str(e) or type(e).__name__)))
-                else:
-                    fut.set_exception(Retry("publish failed: %s" % (
-                        str(e) or type(e).__name__)))
+                fut.set_exception(Retry("publish failed: %s" % (
+                    str(e) or type(e).__name__)))
         return fut
 
-    async def _on_ack(self, msg):
+    def _on_ack(self, subject, data, headers):
+        """One answer on the inbox (called by nats-py's parser)."""
         try:
-            token = int(msg.subject.rsplit(".", 1)[1])
-        except (ValueError, IndexError):
+            token = int(subject[self._inbox_len:])
+        except ValueError:
             return
         entry = self._futures.pop(token, None)
         if entry is None or entry[0].done():
             return                  # an answer from before a reset
         fut, rid = entry
-        headers = msg.headers or {}
-        status = headers.get("Status")
-        if status is not None and not msg.data:
+        m = _ACK_RE.match(data)
+        if m is not None:           # the usual answer: stored
+            if m.group(2):
+                self.duplicates += 1
+            if token > self._confirmed[0]:
+                self._confirmed = (token, rid)
+            fut.set_result(int(m.group(1)))
+            return
+        if headers and headers[8:9] == b" " and not data:
             # 503: no stream takes the subject now (no leader, election)
+            status = headers[9:12].decode("ascii", "replace")
             fut.set_exception(Retry("JetStream answered status %s%s" % (
                 status, " (no responders: no stream leader?)"
                 if status == "503" else "")))
             return
         try:
-            ack = json.loads(msg.data)
+            ack = json.loads(data)
         except ValueError:
             fut.set_exception(SinkError("bad JetStream acknowledgement: %r"
-                                        % msg.data[:200]))
+                                        % data[:200]))
             return
         err = ack.get("error")
         if err is None:

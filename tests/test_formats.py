@@ -92,6 +92,56 @@ def test_json_rows():
         "delete", None, None, None, {"id": 1})
 
 
+class IntLike(int):
+    pass
+
+
+class StrLike(str):
+    pass
+
+
+# every kind of value a row can hold, and the odd ones a custom converter
+# could return (subclasses, non-string keys, NaN inside a list)
+ODD_VALUES = [
+    None, True, False, 0, -(2 ** 63), 2 ** 80, 1.5, -0.0, float("nan"),
+    float("inf"), float("-inf"), "", "é\n\"\\\x00\u2028", StrLike("s"),
+    IntLike(7), Decimal("1.10"), Decimal("NaN"), b"\x00\xff", bytearray(b"a"),
+    dt.date(2024, 2, 29), T0, dt.time(1, 2), dt.timedelta(seconds=-1),
+    uuid.UUID("a0eebc99-9c0b-4ef8-bb6d-6bb9bd380a11"),
+    ipaddress.ip_network("10.0.0.0/8"), pld.UNCHANGED,
+    [1, [2.5, float("nan")], None], (1, "a"), {"a": {"b": [True]}},
+    {1: "int key", None: "none key", True: "bool key"}, object,
+]
+
+
+@pytest.mark.parametrize("cls", [pld.Insert, pld.Update, pld.Delete])
+def test_json_text_is_the_same_text_as_dumps(cls):
+    """The JetStream sink's fast path writes exactly what --format json
+    prints, for every kind of value, context and missing field."""
+    rows = [None, {}, {"id": 1, "data": "row 1"}] + [
+        {"id": 1, "v": v} for v in ODD_VALUES]
+    for new in rows:
+        for old in (None, {"id": 0}, new):
+            for lsn, xid, ctx_lsn, ctx_xid, when in [
+                    (None, None, None, None, None),
+                    (0x16B3748, 731, 0x1000, 5, T0),
+                    (None, None, 0x100000010, 9, None),
+                    (0, 0, 0, 0, dt.datetime(2024, 1, 1))]:
+                ch = cls("pub lic", "ta\"ble\u00e9", new, old, lsn, xid)
+                for unchanged in (formats.UNCHANGED_MARKER, None):
+                    want = formats.dumps(formats.change_to_json(
+                        ch, lsn=ctx_lsn, xid=ctx_xid, commit_time=when,
+                        unchanged=unchanged))
+                    got = formats.json_text(
+                        ch, lsn=ctx_lsn, xid=ctx_xid, commit_time=when,
+                        unchanged=unchanged)
+                    assert got == want
+    # other changes take the general path, with the same result
+    begin = pld.Begin(731, 0x10, T0, 0x30)
+    assert formats.json_text(begin, lsn=0x10) == formats.dumps(
+        formats.change_to_json(begin, lsn=0x10))
+
+
 def test_json_every_change_class():
     """Every change class has a kind and gives strict JSON."""
     rel = pld.Relation(16384, "public", "t", "d",
