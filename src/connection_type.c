@@ -2,6 +2,7 @@
 
 #include "connection.h"
 
+#include <fcntl.h>
 #include <stddef.h>
 #include <unistd.h>
 
@@ -19,11 +20,23 @@ connection_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     if (!(self = (connectionObject *)type->tp_alloc(type, 0))) {
         return NULL;
     }
+    self->wakeup_fds[0] = self->wakeup_fds[1] = -1;
     if (pthread_mutex_init(&self->lock, NULL) != 0) {
-        Py_TYPE(self)->tp_free((PyObject *)self);
+        Py_DECREF(self);
         PyErr_SetString(PyExc_OSError, "cannot create the connection lock");
         return NULL;
     }
+    self->lock_ok = 1;
+    if (pipe(self->wakeup_fds) < 0) {
+        self->wakeup_fds[0] = self->wakeup_fds[1] = -1;
+        PyErr_SetFromErrno(PyExc_OSError);
+        Py_DECREF(self);
+        return NULL;
+    }
+    fcntl(self->wakeup_fds[0], F_SETFL, O_NONBLOCK);
+    fcntl(self->wakeup_fds[1], F_SETFL, O_NONBLOCK);
+    fcntl(self->wakeup_fds[0], F_SETFD, FD_CLOEXEC);
+    fcntl(self->wakeup_fds[1], F_SETFD, FD_CLOEXEC);
     return (PyObject *)self;
 }
 
@@ -38,7 +51,9 @@ connection_dealloc(connectionObject *self)
         /* else: inherited across fork(), leaked rather than closed */
         self->pgconn = NULL;
     }
-    pthread_mutex_destroy(&self->lock);
+    if (self->wakeup_fds[0] >= 0) { close(self->wakeup_fds[0]); }
+    if (self->wakeup_fds[1] >= 0) { close(self->wakeup_fds[1]); }
+    if (self->lock_ok) { pthread_mutex_destroy(&self->lock); }
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 

@@ -79,7 +79,7 @@ exit:
  * The message is the server's, without severity prefix; it never holds
  * the connection string (libpq does not put passwords in its messages). */
 void
-pq_raise(readerObject *self, PGresult *res, PyObject *cls)
+pq_raise(connectionObject *conn, PGresult *res, PyObject *cls)
 {
     const char *code = NULL, *text = NULL;
     PyObject *msg = NULL;
@@ -88,8 +88,8 @@ pq_raise(readerObject *self, PGresult *res, PyObject *cls)
         code = PQresultErrorField(res, PG_DIAG_SQLSTATE);
         text = PQresultErrorMessage(res);
     }
-    if ((!text || !*text) && self && self->conn->pgconn) {
-        text = PQerrorMessage(self->conn->pgconn);
+    if ((!text || !*text) && conn && conn->pgconn) {
+        text = PQerrorMessage(conn->pgconn);
     }
     if (!text || !*text) { text = "unknown error (no message from libpq)"; }
 
@@ -97,8 +97,8 @@ pq_raise(readerObject *self, PGresult *res, PyObject *cls)
     /* No SQLSTATE: libpq's own error on an open connection (a failed send
      * or receive, a broken protocol): the connection is not usable, even
      * when libpq has not marked it bad yet. */
-    if (!cls && self && self->conn->pgconn
-            && (!code || PQstatus(self->conn->pgconn) == CONNECTION_BAD)) {
+    if (!cls && conn && conn->pgconn
+            && (!code || PQstatus(conn->pgconn) == CONNECTION_BAD)) {
         cls = pld_ConnectionLost;
     }
     if (!cls) { cls = code ? pld_DatabaseError : pld_OperationalError; }
@@ -118,18 +118,18 @@ pq_raise_message(PyObject *cls, const char *text)
 }
 
 RAISES_NEG int
-pq_check_open(readerObject *self)
+pq_check_open(connectionObject *conn)
 {
-    if (!self->conn->pgconn) {
+    if (!conn->pgconn) {
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return -1;
     }
-    if (self->conn->connecting) {
+    if (conn->connecting) {
         PyErr_SetString(pld_InterfaceError,
             "the connection is still being opened");
         return -1;
     }
-    if (self->conn->cmd_running) {
+    if (conn->cmd_running) {
         PyErr_SetString(pld_InterfaceError,
             "a command is running on the connection (non-blocking path)");
         return -1;
@@ -138,38 +138,38 @@ pq_check_open(readerObject *self)
 }
 
 RAISES_NEG int
-pq_connect(readerObject *self, const char *const *keys,
+pq_connect(connectionObject *conn, const char *const *keys,
            const char *const *values)
 {
-    PGconn *conn;
+    PGconn *pgconn;
 
     Py_BEGIN_ALLOW_THREADS
-    conn = PQconnectdbParams(keys, values, 0);
+    pgconn = PQconnectdbParams(keys, values, 0);
     Py_END_ALLOW_THREADS
 
-    if (!conn) {
+    if (!pgconn) {
         PyErr_NoMemory();
         return -1;
     }
-    if (PQstatus(conn) != CONNECTION_OK) {
-        pq_raise_message(pld_OperationalError, PQerrorMessage(conn));
-        PQfinish(conn);
+    if (PQstatus(pgconn) != CONNECTION_OK) {
+        pq_raise_message(pld_OperationalError, PQerrorMessage(pgconn));
+        PQfinish(pgconn);
         return -1;
     }
-    if (PQsetnonblocking(conn, 1) != 0) {
-        pq_raise_message(pld_OperationalError, PQerrorMessage(conn));
-        PQfinish(conn);
+    if (PQsetnonblocking(pgconn, 1) != 0) {
+        pq_raise_message(pld_OperationalError, PQerrorMessage(pgconn));
+        PQfinish(pgconn);
         return -1;
     }
-    self->conn->pgconn = conn;
-    self->conn->owner_pid = getpid();
+    conn->pgconn = pgconn;
+    conn->owner_pid = getpid();
     return 0;
 }
 
 int
-pq_in_child(readerObject *self)
+pq_in_child(connectionObject *conn)
 {
-    return self->conn->pgconn && self->conn->owner_pid != getpid();
+    return conn->pgconn && conn->owner_pid != getpid();
 }
 
 /* Free a connection inherited across fork() without a word on its socket,
@@ -195,38 +195,56 @@ forget_inherited(PGconn *conn)
 }
 
 /* Close the connection. The lock must not be held. In a child process
- * (after fork()) the connection is freed without sending Terminate. */
+ * (after fork()) the connection is freed without sending Terminate. A
+ * stream on the connection is closed with pq_close_stream(). */
 void
-pq_close(readerObject *self)
+pq_close(connectionObject *conn)
 {
-    PGconn *conn;
+    PGconn *pgconn;
 
-    if (!self->conn->pgconn) { return; }
-    if (pq_in_child(self)) {
-        /* no LOCK(): another thread of the parent may have held it at
-         * fork() time, and no other thread exists here */
-        conn = self->conn->pgconn;
-        self->conn->pgconn = NULL;
-        self->copying = 0;
-        self->out_pending = 0;
-        self->conn->connecting = self->conn->cmd_running = self->ending_copy = 0;
-        PQclear(self->conn->cmd_result);
-        self->conn->cmd_result = NULL;
-        forget_inherited(conn);
+    if (!conn->pgconn) { return; }
+    if (pq_in_child(conn)) {
+        /* no CONN_LOCK(): another thread of the parent may have held it
+         * at fork() time, and no other thread exists here */
+        pgconn = conn->pgconn;
+        conn->pgconn = NULL;
+        conn->connecting = conn->cmd_running = conn->cmd_copy = 0;
+        PQclear(conn->cmd_result);
+        conn->cmd_result = NULL;
+        forget_inherited(pgconn);
         return;
     }
-    LOCK(self);
-    conn = self->conn->pgconn;
-    self->conn->pgconn = NULL;
-    self->copying = 0;
-    self->out_pending = 0;
-    UNLOCK(self);
-    self->conn->connecting = self->conn->cmd_running = self->ending_copy = 0;
-    PQclear(self->conn->cmd_result);
-    self->conn->cmd_result = NULL;
+    CONN_LOCK(conn);
+    pgconn = conn->pgconn;
+    conn->pgconn = NULL;
+    CONN_UNLOCK(conn);
+    conn->connecting = conn->cmd_running = conn->cmd_copy = 0;
+    PQclear(conn->cmd_result);
+    conn->cmd_result = NULL;
     Py_BEGIN_ALLOW_THREADS
-    PQfinish(conn);
+    PQfinish(pgconn);
     Py_END_ALLOW_THREADS
+}
+
+/* Close the connection a stream runs on: the stream's state is reset
+ * first (under the lock, in the parent: the keepalive thread then leaves
+ * the connection alone), then the connection closed. Lock not held. */
+void
+pq_close_stream(readerObject *self)
+{
+    if (!self->conn->pgconn) { return; }
+    if (pq_in_child(self->conn)) {
+        self->copying = 0;      /* no LOCK(): see pq_close() */
+        self->out_pending = 0;
+    }
+    else {
+        LOCK(self);
+        self->copying = 0;
+        self->out_pending = 0;
+        UNLOCK(self);
+    }
+    self->ending_copy = 0;
+    pq_close(self->conn);
 }
 
 /* Seconds left until deadline (monotonic; negative deadline: none, -1). */
@@ -240,13 +258,18 @@ time_left(double deadline)
 }
 
 /* Wait until the socket is ready, the wakeup pipe is written, a signal
- * arrives or the timeout (seconds; negative: none) expires. While a status
- * update is only partly written (out_pending), writability wakes us too.
+ * arrives or the timeout (seconds; negative: none) expires.
+ *
+ * The wake-up pipe is the connection's rather than the stream's: every
+ * wait on the socket, a command's included, must end when the stream's
+ * stop() (or ack()) calls pq_wake_up(), and a command runs on the
+ * connection alone. psycopg2 has no such pipe: its waits are the
+ * caller's (select() in Python, wait callbacks).
  *
  * The GIL is released while waiting; the caller must not hold the lock.
  * poll(), not select(): the socket may be above FD_SETSIZE. */
 RAISES_NEG int
-pq_wait(readerObject *self, int for_write, double timeout)
+pq_wait(connectionObject *conn, int for_write, double timeout)
 {
     struct pollfd fds[2];
     nfds_t n = 1;
@@ -255,20 +278,17 @@ pq_wait(readerObject *self, int for_write, double timeout)
     /* A signal that came while we ran C code since the last check would
      * not interrupt the poll(): serve it now. */
     if (PyErr_CheckSignals() < 0) { return -1; }
-    if (pq_check_open(self) < 0) { return -1; }
-    if ((fd = PQsocket(self->conn->pgconn)) < 0) {
+    if (pq_check_open(conn) < 0) { return -1; }
+    if ((fd = PQsocket(conn->pgconn)) < 0) {
         pq_raise_message(pld_ConnectionLost,
             "the connection has no socket (it was lost)");
         return -1;
     }
-    LOCK(self);
-    if (self->out_pending) { for_write = 1; }
-    UNLOCK(self);
     fds[0].fd = fd;
     fds[0].events = for_write ? (POLLIN | POLLOUT) : POLLIN;
     fds[0].revents = 0;
-    if (self->wakeup_fds[0] >= 0) {
-        fds[1].fd = self->wakeup_fds[0];
+    if (conn->wakeup_fds[0] >= 0) {
+        fds[1].fd = conn->wakeup_fds[0];
         fds[1].events = POLLIN;
         fds[1].revents = 0;
         n = 2;
@@ -324,10 +344,32 @@ pq_wait(readerObject *self, int for_write, double timeout)
     if (rv == 0) { return PQ_WAIT_TIMEOUT; }
     if (n == 2 && fds[1].revents) {
         char buf[64];
-        while (read(self->wakeup_fds[0], buf, sizeof(buf)) > 0) {}
+        while (read(conn->wakeup_fds[0], buf, sizeof(buf)) > 0) {}
         return PQ_WAIT_WAKEUP;
     }
     return PQ_WAIT_READY;
+}
+
+/* End the current (or the next) pq_wait() on the connection early.
+ * Async-signal-safe, no GIL or lock needed. */
+void
+pq_wake_up(connectionObject *conn)
+{
+    if (conn->wakeup_fds[1] >= 0) {
+        ssize_t n = write(conn->wakeup_fds[1], "x", 1);
+        (void)n;    /* a full pipe already wakes the loop */
+    }
+}
+
+/* pq_wait() for a stream: while a status update is only partly written
+ * (out_pending), writability wakes us too. */
+RAISES_NEG int
+pq_stream_wait(readerObject *self, int for_write, double timeout)
+{
+    LOCK(self);
+    if (self->out_pending) { for_write = 1; }
+    UNLOCK(self);
+    return pq_wait(self->conn, for_write, timeout);
 }
 
 /* Batching: while the server streams faster than one wake-up per message
@@ -341,13 +383,13 @@ pq_wait(readerObject *self, int for_write, double timeout)
 #define PQ_BATCH_BYTES 16384
 
 int
-pq_set_batching(readerObject *self, int on)
+pq_set_batching(connectionObject *conn, int on)
 {
     int fd, kernel = 0;
     struct sockaddr_storage addr;
     socklen_t len = sizeof(addr);
 
-    if (!self->conn->pgconn || (fd = PQsocket(self->conn->pgconn)) < 0) {
+    if (!conn->pgconn || (fd = PQsocket(conn->pgconn)) < 0) {
         return 0;
     }
 #ifdef SO_RCVLOWAT
@@ -395,25 +437,27 @@ status_sent(readerObject *self)
 }
 
 /* Write everything libpq has queued, waiting for the socket to take it
- * until deadline (monotonic seconds, negative: none). Return 0 when all is
- * written, 1 on timeout (nothing raised), -1 with an exception set. */
+ * until deadline (monotonic seconds, negative: none). stream: the stream
+ * on the connection, if any (a status update it queued counts as sent once
+ * written), or NULL. Return 0 when all is written, 1 on timeout (nothing
+ * raised), -1 with an exception set. */
 static RAISES_NEG int
-flush_all(readerObject *self, double deadline)
+flush_all(connectionObject *conn, readerObject *stream, double deadline)
 {
     int rv, w;
     double left;
 
     for (;;) {
-        LOCK(self);
-        rv = PQflush(self->conn->pgconn);
-        if (rv == 0 && self->out_pending) { status_sent(self); }
-        UNLOCK(self);
+        CONN_LOCK(conn);
+        rv = PQflush(conn->pgconn);
+        if (rv == 0 && stream && stream->out_pending) { status_sent(stream); }
+        CONN_UNLOCK(conn);
         if (rv != 1) { break; }
         if ((left = time_left(deadline)) == 0.0) { return 1; }
-        if ((w = pq_wait(self, 1, left)) < 0) { return -1; }
+        if ((w = pq_wait(conn, 1, left)) < 0) { return -1; }
     }
     if (rv < 0) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(conn, NULL, NULL);
         return -1;
     }
     return 0;
@@ -430,7 +474,7 @@ pq_consume_input(readerObject *self)
     }
     UNLOCK(self);
     if (!ok) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(self->conn, NULL, NULL);
         return -1;
     }
     return 0;
@@ -438,25 +482,39 @@ pq_consume_input(readerObject *self)
 
 /* Wait for the next result of a command without blocking the process
  * (signals are served while waiting), until deadline (monotonic seconds,
- * negative: none). *res is NULL when there is none. Return 1 on timeout
- * (nothing raised). */
+ * negative: none). stream: as for flush_all(). *res is NULL when there is
+ * none. Return 1 on timeout (nothing raised). */
 static RAISES_NEG int
-get_result(readerObject *self, PGresult **res, double deadline)
+get_result(connectionObject *conn, readerObject *stream, PGresult **res,
+           double deadline)
 {
-    int busy;
+    int busy, ok;
     double left;
 
     *res = NULL;
     for (;;) {
-        LOCK(self);
-        if (!(busy = PQisBusy(self->conn->pgconn))) {
-            *res = PQgetResult(self->conn->pgconn);
+        CONN_LOCK(conn);
+        if (!(busy = PQisBusy(conn->pgconn))) {
+            *res = PQgetResult(conn->pgconn);
         }
-        UNLOCK(self);
+        CONN_UNLOCK(conn);
         if (!busy) { return 0; }
         if ((left = time_left(deadline)) == 0.0) { return 1; }
-        if (pq_wait(self, 0, left) < 0) { return -1; }
-        if (pq_consume_input(self) < 0) { return -1; }
+        if ((stream ? pq_stream_wait(stream, 0, left)
+                    : pq_wait(conn, 0, left)) < 0) {
+            return -1;
+        }
+        if (stream) {
+            if (pq_consume_input(stream) < 0) { return -1; }
+            continue;
+        }
+        CONN_LOCK(conn);
+        ok = PQconsumeInput(conn->pgconn);
+        CONN_UNLOCK(conn);
+        if (!ok) {
+            pq_raise(conn, NULL, NULL);
+            return -1;
+        }
     }
 }
 
@@ -468,28 +526,49 @@ raise_no_answer(double timeout)
         "closed", timeout);
 }
 
+/* Refuse a command while another command or a COPY BOTH stream is in
+ * progress on the connection (libpq would refuse it too, as a broken
+ * connection). */
+static RAISES_NEG int
+check_idle(connectionObject *conn)
+{
+    PGTransactionStatusType st;
+
+    CONN_LOCK(conn);
+    st = PQtransactionStatus(conn->pgconn);
+    CONN_UNLOCK(conn);
+    if (st == PQTRANS_ACTIVE) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot run a command while the stream (or another command) "
+            "is running on the connection");
+        return -1;
+    }
+    return 0;
+}
+
 /* Send a command and return its last result, with every earlier one
  * discarded; NULL with an exception set on failure. timeout: seconds,
  * negative for none. */
 static PGresult *
-send_command(readerObject *self, const char *command, double timeout)
+send_command(connectionObject *conn, const char *command, double timeout)
 {
     PGresult *res = NULL, *next = NULL;
     double deadline = timeout < 0 ? -1.0 : wire_monotonic() + timeout;
     int rv;
 
-    if (pq_check_open(self) < 0) { return NULL; }
-    LOCK(self);
-    rv = PQsendQuery(self->conn->pgconn, command);
-    UNLOCK(self);
+    if (pq_check_open(conn) < 0) { return NULL; }
+    if (check_idle(conn) < 0) { return NULL; }
+    CONN_LOCK(conn);
+    rv = PQsendQuery(conn->pgconn, command);
+    CONN_UNLOCK(conn);
     if (!rv) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(conn, NULL, NULL);
         return NULL;
     }
-    if ((rv = flush_all(self, deadline)) < 0) { goto error; }
+    if ((rv = flush_all(conn, NULL, deadline)) < 0) { goto error; }
     if (rv > 0) { raise_no_answer(timeout); goto error; }
     for (;;) {
-        if ((rv = get_result(self, &next, deadline)) < 0) { goto error; }
+        if ((rv = get_result(conn, NULL, &next, deadline)) < 0) { goto error; }
         if (rv > 0) { raise_no_answer(timeout); goto error; }
         if (!next) { break; }
         PQclear(res);
@@ -498,7 +577,7 @@ send_command(readerObject *self, const char *command, double timeout)
         if (PQresultStatus(res) == PGRES_COPY_BOTH) { break; }
     }
     if (!res) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(conn, NULL, NULL);
     }
     return res;
 
@@ -506,7 +585,7 @@ error:
     PQclear(res);
     /* Interrupted in the middle of a command: the connection state is
      * unknown, close it rather than leave it half used. */
-    pq_close(self);
+    pq_close(conn);
     return NULL;
 }
 
@@ -555,17 +634,12 @@ exit:
 /* Run a command (replication command or SQL) with the simple query
  * protocol; return (column names, rows of str or None). */
 PyObject *
-pq_execute(readerObject *self, const char *command, double timeout)
+pq_execute(connectionObject *conn, const char *command, double timeout)
 {
     PGresult *res = NULL;
     PyObject *rv = NULL;
 
-    if (self->copying) {
-        PyErr_SetString(pld_ProgrammingError,
-            "cannot run a command while the stream is running");
-        return NULL;
-    }
-    if (!(res = send_command(self, command, timeout))) { goto exit; }
+    if (!(res = send_command(conn, command, timeout))) { goto exit; }
     switch (PQresultStatus(res)) {
     case PGRES_TUPLES_OK:
     case PGRES_COMMAND_OK:
@@ -577,12 +651,12 @@ pq_execute(readerObject *self, const char *command, double timeout)
     case PGRES_COPY_OUT:
         PQclear(res);
         res = NULL;
-        pq_close(self);
+        pq_close(conn);
         PyErr_SetString(pld_ProgrammingError,
             "the command started a COPY: use the streaming methods");
         break;
     default:
-        pq_raise(self, res, NULL);
+        pq_raise(conn, res, NULL);
         break;
     }
 
@@ -602,10 +676,10 @@ pq_start_copy(readerObject *self, const char *command, double timeout)
         PyErr_SetString(pld_ProgrammingError, "the stream is already running");
         return -1;
     }
-    if (!(res = send_command(self, command, timeout))) { goto exit; }
+    if (!(res = send_command(self->conn, command, timeout))) { goto exit; }
     if (PQresultStatus(res) != PGRES_COPY_BOTH) {
         if (PQresultStatus(res) == PGRES_FATAL_ERROR) {
-            pq_raise(self, res, NULL);
+            pq_raise(self->conn, res, NULL);
         }
         else {
             PyErr_Format(pld_OperationalError,
@@ -623,6 +697,19 @@ pq_start_copy(readerObject *self, const char *command, double timeout)
 exit:
     PQclear(res);
     return rv;
+}
+
+/* The connection entered COPY BOTH for the stream (the non-blocking
+ * path: pq_poll_result() gave True for a command sent with copy=1). */
+void
+pq_copy_started(readerObject *self)
+{
+    LOCK(self);
+    self->copying = 1;
+    self->out_pending = 0;
+    self->last_status = wire_monotonic();
+    UNLOCK(self);
+    self->stop_requested = 0;
 }
 
 /* COPY BOTH has ended (copying already cleared): collect the command's
@@ -646,7 +733,9 @@ copy_ended(readerObject *self, double deadline)
             if (busy) { break; }
         }
         else {
-            if ((g = get_result(self, &res, deadline)) < 0) { return -1; }
+            if ((g = get_result(self->conn, self, &res, deadline)) < 0) {
+                return -1;
+            }
             if (g > 0) { return 1; }
         }
         if (!res) { break; }
@@ -657,10 +746,12 @@ copy_ended(readerObject *self, double deadline)
             ok = PQputCopyEnd(self->conn->pgconn, NULL) >= 0;
             UNLOCK(self);
             if (!ok) {
-                pq_raise(self, NULL, NULL);
+                pq_raise(self->conn, NULL, NULL);
                 return -1;
             }
-            if ((g = flush_all(self, deadline)) != 0) { return g; }
+            if ((g = flush_all(self->conn, self, deadline)) != 0) {
+                return g;
+            }
             continue;
         }
         if (PQresultStatus(res) == PGRES_COPY_OUT
@@ -672,7 +763,7 @@ copy_ended(readerObject *self, double deadline)
         }
         if (rv == 0 && PQresultStatus(res) != PGRES_COMMAND_OK
                 && PQresultStatus(res) != PGRES_TUPLES_OK) {
-            pq_raise(self, res, NULL);
+            pq_raise(self->conn, res, NULL);
             rv = -1;
         }
         PQclear(res);
@@ -693,7 +784,7 @@ stream_ended(readerObject *self)
     int rv = copy_ended(self, wire_monotonic() + timeout);
 
     if (rv < 0) { return -1; }
-    if (rv > 0) { pq_close(self); }
+    if (rv > 0) { pq_close_stream(self); }
     return PQ_MSG_END;
 }
 
@@ -740,7 +831,7 @@ pq_read_message(readerObject *self, PyObject **msg)
         if (len < 0) {
             self->copying = 0;
             UNLOCK(self);
-            pq_raise(self, NULL, NULL);
+            pq_raise(self->conn, NULL, NULL);
             return -1;
         }
 
@@ -805,7 +896,7 @@ pq_read_message(readerObject *self, PyObject **msg)
             UNLOCK(self);
             PQfreemem(buf);
             if (failed) {
-                pq_raise(self, NULL, NULL);
+                pq_raise(self->conn, NULL, NULL);
                 return -1;
             }
             continue;
@@ -880,7 +971,7 @@ pq_send_status(readerObject *self, int reply)
     }
     UNLOCK(self);
     if (rv < 0) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(self->conn, NULL, NULL);
         return -1;
     }
     return 0;
@@ -906,7 +997,7 @@ pq_send_status_if_due(readerObject *self, double now)
     if (rv < 0) { self->copying = 0; }
     UNLOCK(self);
     if (rv < 0) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(self->conn, NULL, NULL);
         return -1;
     }
     return 0;
@@ -924,12 +1015,12 @@ send_status_written(readerObject *self, double deadline)
     LOCK(self);
     pending = self->out_pending;
     UNLOCK(self);
-    if (pending && (rv = flush_all(self, deadline)) != 0) { return rv; }
+    if (pending && (rv = flush_all(self->conn, self, deadline)) != 0) { return rv; }
     if (pq_send_status(self, 0) < 0) { return -1; }
     LOCK(self);
     pending = self->out_pending;
     UNLOCK(self);
-    return pending ? flush_all(self, deadline) : 0;
+    return pending ? flush_all(self->conn, self, deadline) : 0;
 }
 
 /* Before closing: send the acked position and write it out within
@@ -939,7 +1030,7 @@ send_status_written(readerObject *self, double deadline)
 RAISES_NEG int
 pq_final_status(readerObject *self, double timeout)
 {
-    if (!self->conn->pgconn || pq_in_child(self) || !self->copying
+    if (!self->conn->pgconn || pq_in_child(self->conn) || !self->copying
             || PQstatus(self->conn->pgconn) != CONNECTION_OK) {
         return 0;
     }
@@ -968,10 +1059,10 @@ pq_end_copy(readerObject *self, double timeout)
     if ((rv = PQputCopyEnd(self->conn->pgconn, NULL)) < 0) { self->copying = 0; }
     UNLOCK(self);
     if (rv < 0) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(self->conn, NULL, NULL);
         return -1;
     }
-    if ((rv = flush_all(self, deadline)) != 0) { return rv; }
+    if ((rv = flush_all(self->conn, self, deadline)) != 0) { return rv; }
     for (;;) {
         LOCK(self);
         len = PQgetCopyData(self->conn->pgconn, &buf, 1);
@@ -983,11 +1074,11 @@ pq_end_copy(readerObject *self, double timeout)
         }
         if (len == -1) { break; }
         if (len < -1) {
-            pq_raise(self, NULL, NULL);
+            pq_raise(self->conn, NULL, NULL);
             return -1;
         }
         if ((left = time_left(deadline)) == 0.0) { return 1; }
-        if ((w = pq_wait(self, 0, left)) < 0) { return -1; }
+        if ((w = pq_stream_wait(self, 0, left)) < 0) { return -1; }
         if (w == PQ_WAIT_READY && pq_consume_input(self) < 0) {
             return -1;
         }
@@ -1005,23 +1096,23 @@ pq_end_copy(readerObject *self, double timeout)
 /* Start connecting (PQconnectStartParams); continue with pq_connect_poll()
  * after waiting for the socket to be writable. */
 RAISES_NEG int
-pq_connect_start(readerObject *self, const char *const *keys,
+pq_connect_start(connectionObject *conn, const char *const *keys,
                  const char *const *values)
 {
-    PGconn *conn;
+    PGconn *pgconn;
 
-    if (!(conn = PQconnectStartParams(keys, values, 0))) {
+    if (!(pgconn = PQconnectStartParams(keys, values, 0))) {
         PyErr_NoMemory();
         return -1;
     }
-    if (PQstatus(conn) == CONNECTION_BAD) {
-        pq_raise_message(pld_OperationalError, PQerrorMessage(conn));
-        PQfinish(conn);
+    if (PQstatus(pgconn) == CONNECTION_BAD) {
+        pq_raise_message(pld_OperationalError, PQerrorMessage(pgconn));
+        PQfinish(pgconn);
         return -1;
     }
-    self->conn->pgconn = conn;
-    self->conn->owner_pid = getpid();
-    self->conn->connecting = 1;
+    conn->pgconn = pgconn;
+    conn->owner_pid = getpid();
+    conn->connecting = 1;
     return 0;
 }
 
@@ -1029,32 +1120,53 @@ pq_connect_start(readerObject *self, const char *const *keys,
  * wait for. On failure the connection is closed. The socket may change
  * between two steps (libpq tries the next address): ask for it again. */
 RAISES_NEG int
-pq_connect_poll(readerObject *self)
+pq_connect_poll(connectionObject *conn)
 {
-    if (!self->conn->pgconn || !self->conn->connecting) {
+    if (!conn->pgconn || !conn->connecting) {
         PyErr_SetString(pld_InterfaceError, "no connection is being opened");
         return -1;
     }
-    switch (PQconnectPoll(self->conn->pgconn)) {
+    switch (PQconnectPoll(conn->pgconn)) {
     case PGRES_POLLING_READING:
         return PQ_POLL_READ;
     case PGRES_POLLING_WRITING:
         return PQ_POLL_WRITE;
     case PGRES_POLLING_OK:
-        if (PQsetnonblocking(self->conn->pgconn, 1) != 0) { break; }
-        self->conn->connecting = 0;
+        if (PQsetnonblocking(conn->pgconn, 1) != 0) { break; }
+        conn->connecting = 0;
         return PQ_POLL_OK;
     default:
         break;
     }
-    pq_raise_message(pld_OperationalError, PQerrorMessage(self->conn->pgconn));
-    pq_close(self);
+    pq_raise_message(pld_OperationalError, PQerrorMessage(conn->pgconn));
+    pq_close(conn);
     return -1;
 }
 
 /* PQflush(): 1 if data remains to send (wait until writable), 0 if not. */
 RAISES_NEG int
-pq_flush(readerObject *self)
+pq_flush(connectionObject *conn)
+{
+    int rv;
+
+    if (!conn->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return -1;
+    }
+    CONN_LOCK(conn);    /* the keepalive thread may be sending */
+    rv = PQflush(conn->pgconn);
+    CONN_UNLOCK(conn);
+    if (rv < 0) {
+        pq_raise(conn, NULL, NULL);
+        return -1;
+    }
+    return rv;
+}
+
+/* pq_flush() for a stream: a status update queued in libpq counts as sent
+ * once all written. */
+RAISES_NEG int
+pq_stream_flush(readerObject *self)
 {
     int rv;
 
@@ -1068,7 +1180,7 @@ pq_flush(readerObject *self)
     }
     UNLOCK(self);
     if (rv < 0) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(self->conn, NULL, NULL);
         return -1;
     }
     return rv;
@@ -1078,53 +1190,47 @@ pq_flush(readerObject *self)
  * copy: the command must start COPY BOTH (START_REPLICATION). Return 1 if
  * the command is not all sent yet (pq_flush() when writable). */
 RAISES_NEG int
-pq_send_query(readerObject *self, const char *command, int copy)
+pq_send_query(connectionObject *conn, const char *command, int copy)
 {
-    if (pq_check_open(self) < 0) { return -1; }
-    if (self->copying) {
-        PyErr_SetString(pld_ProgrammingError,
-            "cannot run a command while the stream is running");
+    if (pq_check_open(conn) < 0) { return -1; }
+    if (check_idle(conn) < 0) { return -1; }
+    if (!PQsendQuery(conn->pgconn, command)) {
+        pq_raise(conn, NULL, NULL);
         return -1;
     }
-    if (!PQsendQuery(self->conn->pgconn, command)) {
-        pq_raise(self, NULL, NULL);
-        return -1;
-    }
-    self->conn->cmd_running = 1;
-    self->conn->cmd_copy = copy;
-    return pq_flush(self);
+    conn->cmd_running = 1;
+    conn->cmd_copy = copy;
+    return pq_flush(conn);
 }
 
 /* The final result of a command as Python: (names, rows), or True for
- * the start of COPY BOTH. */
+ * the start of COPY BOTH (the stream then takes over the connection:
+ * pq_copy_started()). */
 static PyObject *
-command_result(readerObject *self, PGresult *res)
+command_result(connectionObject *conn, PGresult *res)
 {
     ExecStatusType st;
 
     if (!res) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(conn, NULL, NULL);
         return NULL;
     }
     st = PQresultStatus(res);
-    if (st == PGRES_COPY_BOTH && self->conn->cmd_copy) {
-        self->copying = 1;
-        self->stop_requested = 0;
-        self->last_status = wire_monotonic();
+    if (st == PGRES_COPY_BOTH && conn->cmd_copy) {
         Py_RETURN_TRUE;
     }
     if (st == PGRES_COPY_BOTH || st == PGRES_COPY_IN || st == PGRES_COPY_OUT) {
-        pq_close(self);
+        pq_close(conn);
         PyErr_SetString(pld_ProgrammingError,
             "the command started a COPY: use the streaming methods");
         return NULL;
     }
     if (st == PGRES_FATAL_ERROR || st == PGRES_BAD_RESPONSE
             || st == PGRES_NONFATAL_ERROR) {
-        pq_raise(self, res, NULL);
+        pq_raise(conn, res, NULL);
         return NULL;
     }
-    if (self->conn->cmd_copy) {
+    if (conn->cmd_copy) {
         PyErr_Format(pld_OperationalError,
             "the server did not start streaming (result %s)",
             PQresStatus(st));
@@ -1137,32 +1243,32 @@ command_result(readerObject *self, PGresult *res)
  * 0 if more must arrive (wait until readable), 1 with *out set when the
  * command is done. On a broken connection it is closed. */
 RAISES_NEG int
-pq_poll_result(readerObject *self, PyObject **out)
+pq_poll_result(connectionObject *conn, PyObject **out)
 {
     PGresult *next, *res;
 
     *out = NULL;
-    if (!self->conn->pgconn || !self->conn->cmd_running) {
+    if (!conn->pgconn || !conn->cmd_running) {
         PyErr_SetString(pld_InterfaceError, "no command is running");
         return -1;
     }
-    if (!PQconsumeInput(self->conn->pgconn)) {
-        pq_raise(self, NULL, NULL);
-        pq_close(self);
+    if (!PQconsumeInput(conn->pgconn)) {
+        pq_raise(conn, NULL, NULL);
+        pq_close(conn);
         return -1;
     }
     for (;;) {
-        if (PQisBusy(self->conn->pgconn)) { return 0; }
-        if (!(next = PQgetResult(self->conn->pgconn))) { break; }
-        PQclear(self->conn->cmd_result);
-        self->conn->cmd_result = next;
+        if (PQisBusy(conn->pgconn)) { return 0; }
+        if (!(next = PQgetResult(conn->pgconn))) { break; }
+        PQclear(conn->cmd_result);
+        conn->cmd_result = next;
         /* COPY BOTH: no further result comes until the copy ends */
         if (PQresultStatus(next) == PGRES_COPY_BOTH) { break; }
     }
-    self->conn->cmd_running = 0;
-    res = self->conn->cmd_result;
-    self->conn->cmd_result = NULL;
-    *out = command_result(self, res);
+    conn->cmd_running = 0;
+    res = conn->cmd_result;
+    conn->cmd_result = NULL;
+    *out = command_result(conn, res);
     PQclear(res);
     return *out ? 1 : -1;
 }
@@ -1190,11 +1296,11 @@ pq_end_copy_start(readerObject *self)
     if (rv < 0) { self->copying = 0; }
     UNLOCK(self);
     if (rv < 0) {
-        pq_raise(self, NULL, NULL);
+        pq_raise(self->conn, NULL, NULL);
         return -1;
     }
     self->ending_copy = 1;
-    return pq_flush(self);
+    return pq_stream_flush(self);
 }
 
 /* Discard what the server still streams and collect the end of the
@@ -1238,7 +1344,7 @@ pq_end_copy_poll(readerObject *self)
     self->ending_copy = 0;
     if ((res = self->conn->cmd_result)) {
         self->conn->cmd_result = NULL;
-        pq_raise(self, res, NULL);
+        pq_raise(self->conn, res, NULL);
         PQclear(res);
         return -1;
     }
@@ -1246,7 +1352,7 @@ pq_end_copy_poll(readerObject *self)
 
 error:
     self->copying = self->ending_copy = 0;
-    pq_raise(self, NULL, NULL);
+    pq_raise(self->conn, NULL, NULL);
     return -1;
 }
 

@@ -12,32 +12,11 @@
 
 extern HIDDEN PyTypeObject readerType;
 
-/* The lock rule (psycopg2's): the connection lock serialises libpq between
- * the Python side and the keepalive thread, and guards the positions.
- *
- * - Never block on the lock while holding the GIL: LOCK() tries it, and
- *   if another thread has it, releases the GIL before waiting for it.
- *   (The keepalive thread, which never takes the GIL, uses plain locking.)
- * - While holding the lock: never wait on the socket (poll()), never call
- *   into Python (no callback, no signal handler, no object created or
- *   released: that may run the GC and finalizers, which may touch the
- *   reader), never run a blocking libpq call. Only non-blocking libpq
- *   calls and plain C state changes happen under it; errors are raised
- *   after UNLOCK().
- *
- * Then whoever holds the lock releases it without needing anything that
- * a thread waiting for it holds: no deadlock between the lock and the GIL,
- * and a signal handler or finalizer touching the reader cannot deadlock
- * its own thread. */
-#define LOCK(self) do { \
-    if (pthread_mutex_trylock(&(self)->conn->lock) != 0) { \
-        Py_BEGIN_ALLOW_THREADS \
-        pthread_mutex_lock(&(self)->conn->lock); \
-        Py_END_ALLOW_THREADS \
-    } \
-} while (0)
-#define LOCK_NOGIL(self) pthread_mutex_lock(&(self)->conn->lock)
-#define UNLOCK(self) pthread_mutex_unlock(&(self)->conn->lock)
+/* The lock rule: see connection.h. The stream's positions are guarded by
+ * its connection's lock. */
+#define LOCK(self) CONN_LOCK((self)->conn)
+#define LOCK_NOGIL(self) CONN_LOCK_NOGIL((self)->conn)
+#define UNLOCK(self) CONN_UNLOCK((self)->conn)
 
 typedef struct {
     PyObject_HEAD
@@ -54,8 +33,8 @@ typedef struct {
     int copying;                /* inside COPY BOTH */
     int streaming;              /* inside _stream() */
     volatile sig_atomic_t stop_requested;
-    int polling;                /* waiting in poll(): ack() must wake us */
-    int wakeup_fds[2];          /* self-pipe: stop()/ack() from elsewhere */
+    int polling;                /* waiting in poll(): ack() must wake us
+                                 * (through conn's wake-up pipe) */
 
     int binary;                 /* payloads as bytes rather than str */
     PyObject *decoder;          /* decoder(msg) -> change, or NULL */

@@ -7,7 +7,6 @@
 #include "wire.h"
 
 #include <errno.h>
-#include <fcntl.h>
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
@@ -50,15 +49,6 @@ lsn_from_object(PyObject *obj, lsn_t *out)
         "an LSN must be an int or a str like '16/B374D848', got %s",
         Py_TYPE(obj)->tp_name);
     return -1;
-}
-
-static void
-wake_up(readerObject *self)
-{
-    if (self->wakeup_fds[1] >= 0) {
-        ssize_t n = write(self->wakeup_fds[1], "x", 1);
-        (void)n;    /* a full pipe already wakes the loop */
-    }
 }
 
 /* Count a decoded commit and keep it (for stats()); GIL held. */
@@ -225,7 +215,7 @@ ka_stop(readerObject *self)
 static void
 batch_reset(readerObject *self)
 {
-    if (self->batching) { (void)pq_set_batching(self, 0); }
+    if (self->batching) { (void)pq_set_batching(self->conn, 0); }
     self->batching = self->batch_quick = self->batch_pauses = 0;
     self->batch_seen = self->messages;
     self->batch_last = 0.0;
@@ -247,21 +237,21 @@ batch_before_wait(readerObject *self, double now, double *pause)
     if (self->backlog_end < BATCH_AHEAD
             || self->delivered_max > self->backlog_end - BATCH_AHEAD) {
         /* not known to be ahead: live, or the backlog's last bytes */
-        if (self->batching) { (void)pq_set_batching(self, 0); }
+        if (self->batching) { (void)pq_set_batching(self->conn, 0); }
         self->batching = self->batch_quick = self->batch_pauses = 0;
         return -1.0;
     }
     if (self->batching) {
         if (got < BATCH_MIN) {
             self->batching = self->batch_quick = self->batch_pauses = 0;
-            (void)pq_set_batching(self, 0);
+            (void)pq_set_batching(self->conn, 0);
             return -1.0;
         }
     }
     else if (got > 0 && gap < BATCH_GAP) {
         if (++self->batch_quick < BATCH_AFTER) { return -1.0; }
         self->batching = 1;
-        self->batch_pauses = !pq_set_batching(self, 1);
+        self->batch_pauses = !pq_set_batching(self->conn, 1);
     }
     else {
         self->batch_quick = 0;
@@ -406,7 +396,7 @@ stream_loop(readerObject *self)
         LOCK(self);
         self->polling = 1;
         UNLOCK(self);
-        w = pq_wait(self, 0, wait);
+        w = pq_stream_wait(self, 0, wait);
         LOCK(self);
         self->polling = 0;
         UNLOCK(self);
@@ -436,7 +426,7 @@ abort_stream(readerObject *self)
         /* a signal handler raised while writing: the original error wins */
         PyErr_Clear();
     }
-    pq_close(self);
+    pq_close_stream(self);
     PyErr_Restore(type, value, tb);
 }
 
@@ -457,7 +447,7 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|O", kwlist, &ountil)) {
         return NULL;
     }
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     if (!self->copying) {
         PyErr_SetString(pld_ProgrammingError,
             "the stream is not started: call start_copy() first");
@@ -484,7 +474,7 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
         /* stop(): confirm the acks, then end the copy politely */
         int e = pq_end_copy(self, END_COPY_TIMEOUT);
         if (e < 0) { rv = -1; }
-        else if (e > 0) { pq_close(self); }
+        else if (e > 0) { pq_close_stream(self); }
     }
     else if (rv == 1) {
         PyErr_SetString(pld_ConnectionLost,
@@ -544,8 +534,8 @@ connect_params(readerObject *self, PyObject *args, int start)
             goto exit;
         }
     }
-    if ((start ? pq_connect_start(self, ckeys, cvalues)
-            : pq_connect(self, ckeys, cvalues)) < 0) {
+    if ((start ? pq_connect_start(self->conn, ckeys, cvalues)
+            : pq_connect(self->conn, ckeys, cvalues)) < 0) {
         goto exit;
     }
     self->received_lsn = self->delivered_max = 0;
@@ -608,8 +598,13 @@ reader_execute(readerObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
-    if (pq_check_open(self) < 0) { return NULL; }
-    return pq_execute(self, command, timeout);
+    if (pq_check_open(self->conn) < 0) { return NULL; }
+    if (self->copying) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot run a command while the stream is running");
+        return NULL;
+    }
+    return pq_execute(self->conn, command, timeout);
 }
 
 #define start_copy_doc \
@@ -632,7 +627,7 @@ reader_start_copy(readerObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     self->stop_requested = 0;
     if (pq_start_copy(self, command, timeout) < 0) { return NULL; }
     LOCK(self);
@@ -655,7 +650,7 @@ reader_read_message(readerObject *self, PyObject *dummy)
     PyObject *msg = NULL;
     int rv, attempt;
 
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     if (!self->copying) {
         PyErr_SetString(pld_ProgrammingError, "the stream is not started");
         return NULL;
@@ -725,7 +720,7 @@ reader_send_feedback(readerObject *self, PyObject *args, PyObject *kwargs)
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|p", kwlist, &reply)) {
         return NULL;
     }
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     if (!self->copying) {
         PyErr_SetString(pld_ProgrammingError, "the stream is not started");
         return NULL;
@@ -756,14 +751,14 @@ reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
         return NULL;
     }
     if (!self->conn->pgconn || !self->copying) { Py_RETURN_TRUE; }
-    if (pq_in_child(self)) {
+    if (pq_in_child(self->conn)) {
         PyErr_SetString(pld_InterfaceError, "the connection belongs to "
             "the parent process (opened before fork())");
         return NULL;
     }
     if ((rv = pq_end_copy(self, timeout)) < 0) { return NULL; }
     if (rv > 0) {
-        pq_close(self);
+        pq_close_stream(self);
         Py_RETURN_FALSE;
     }
     Py_RETURN_TRUE;
@@ -819,7 +814,7 @@ reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
         wake = self->polling;
     }
     UNLOCK(self);
-    if (wake) { wake_up(self); }
+    if (wake) { pq_wake_up(self->conn); }
     Py_RETURN_NONE;
 }
 
@@ -832,7 +827,7 @@ static PyObject *
 reader_stop(readerObject *self, PyObject *dummy)
 {
     self->stop_requested = 1;
-    wake_up(self);
+    pq_wake_up(self->conn);
     Py_RETURN_NONE;
 }
 
@@ -853,7 +848,7 @@ reader_close(readerObject *self, PyObject *dummy)
     }
     ka_stop(self);      /* the non-blocking path runs it outside _stream() */
     rv = pq_final_status(self, END_COPY_TIMEOUT);
-    pq_close(self);
+    pq_close_stream(self);
     if (rv < 0) { return NULL; }
     Py_RETURN_NONE;
 }
@@ -906,7 +901,7 @@ static PyObject *
 reader_connect_poll(readerObject *self, PyObject *dummy)
 {
     int rv;
-    if ((rv = pq_connect_poll(self)) < 0) { return NULL; }
+    if ((rv = pq_connect_poll(self->conn)) < 0) { return NULL; }
     return PyLong_FromLong(rv);
 }
 
@@ -927,7 +922,13 @@ reader_send_query(readerObject *self, PyObject *args, PyObject *kwargs)
                                      &command, &copy)) {
         return NULL;
     }
-    if ((rv = pq_send_query(self, command, copy)) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
+    if (self->copying) {
+        PyErr_SetString(pld_ProgrammingError,
+            "cannot run a command while the stream is running");
+        return NULL;
+    }
+    if ((rv = pq_send_query(self->conn, command, copy)) < 0) { return NULL; }
     return PyBool_FromLong(rv);
 }
 
@@ -939,7 +940,7 @@ static PyObject *
 reader_flush(readerObject *self, PyObject *dummy)
 {
     int rv;
-    if ((rv = pq_flush(self)) < 0) { return NULL; }
+    if ((rv = pq_stream_flush(self)) < 0) { return NULL; }
     return PyBool_FromLong(rv);
 }
 
@@ -954,8 +955,9 @@ reader_poll_result(readerObject *self, PyObject *dummy)
 {
     PyObject *out = NULL;
     int rv;
-    if ((rv = pq_poll_result(self, &out)) < 0) { return NULL; }
+    if ((rv = pq_poll_result(self->conn, &out)) < 0) { return NULL; }
     if (rv == 0) { Py_RETURN_NONE; }
+    if (out == Py_True) { pq_copy_started(self); }
     return out;
 }
 
@@ -999,7 +1001,7 @@ static PyObject *
 reader_liveness_before(readerObject *self, PyObject *dummy)
 {
     double wait = -1.0;
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     if (liveness_before_wait(self, wire_monotonic(), &wait) < 0) {
         return NULL;
     }
@@ -1061,7 +1063,7 @@ reader_set_batching(readerObject *self, PyObject *args)
         PyErr_SetString(pld_InterfaceError, "the connection is closed");
         return NULL;
     }
-    if (on) { (void)pq_set_batching(self, 1); }
+    if (on) { (void)pq_set_batching(self->conn, 1); }
     else {
         self->batching = 1;     /* batch_reset() sets the socket back */
         batch_reset(self);
@@ -1122,14 +1124,14 @@ streaming_get(readerObject *self, void *closure)
 static PyObject *
 server_version_get(readerObject *self, void *closure)
 {
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     return PyLong_FromLong(PQserverVersion(self->conn->pgconn));
 }
 
 static PyObject *
 backend_pid_get(readerObject *self, void *closure)
 {
-    if (pq_check_open(self) < 0) { return NULL; }
+    if (pq_check_open(self->conn) < 0) { return NULL; }
     return PyLong_FromLong(PQbackendPID(self->conn->pgconn));
 }
 
@@ -1347,7 +1349,6 @@ reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
     readerObject *self;
 
     if (!(self = (readerObject *)type->tp_alloc(type, 0))) { return NULL; }
-    self->wakeup_fds[0] = self->wakeup_fds[1] = -1;
     self->status_interval = 10.0;
     self->keepalive_interval = 5.0;
     self->confirm_keepalives = 1;
@@ -1355,15 +1356,6 @@ reader_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
         Py_DECREF(self);
         return NULL;
     }
-    if (pipe(self->wakeup_fds) < 0) {
-        PyErr_SetFromErrno(PyExc_OSError);
-        Py_DECREF(self);
-        return NULL;
-    }
-    fcntl(self->wakeup_fds[0], F_SETFL, O_NONBLOCK);
-    fcntl(self->wakeup_fds[1], F_SETFL, O_NONBLOCK);
-    fcntl(self->wakeup_fds[0], F_SETFD, FD_CLOEXEC);
-    fcntl(self->wakeup_fds[1], F_SETFD, FD_CLOEXEC);
     return (PyObject *)self;
 }
 
@@ -1388,7 +1380,7 @@ reader_dealloc(readerObject *self)
 {
     PyObject_GC_UnTrack(self);
     if (self->weakreflist) { PyObject_ClearWeakRefs((PyObject *)self); }
-    if (self->conn && pq_in_child(self)) {
+    if (self->conn && pq_in_child(self->conn)) {
         /* forked: the keepalive thread is the parent's, not ours */
         self->ka_running = 0;
     }
@@ -1396,12 +1388,10 @@ reader_dealloc(readerObject *self)
     Py_CLEAR(self->decoder);
     Py_CLEAR(self->last_commit);
     if (self->conn) {
-        pq_close(self);     /* in a child: without a word to the server */
+        pq_close_stream(self);     /* in a child: without a word to the server */
         PQclear(self->conn->cmd_result);
         self->conn->cmd_result = NULL;
     }
-    if (self->wakeup_fds[0] >= 0) { close(self->wakeup_fds[0]); }
-    if (self->wakeup_fds[1] >= 0) { close(self->wakeup_fds[1]); }
     if (self->sync_ok) { pthread_cond_destroy(&self->cond); }
     Py_CLEAR(self->conn);
     Py_TYPE(self)->tp_free((PyObject *)self);
