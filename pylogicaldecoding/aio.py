@@ -18,6 +18,7 @@ import asyncio
 import collections
 import inspect
 import logging
+import select
 import time
 from typing import (Any, AsyncIterable, AsyncIterator, Dict, List,
                     Optional, Tuple, Union)
@@ -54,6 +55,87 @@ _NOTHING = object()     # no message read yet
 def _resolve(fut, value):
     if not fut.done():
         fut.set_result(value)
+
+
+class _Watch:
+    """The stream's waits for its socket: the hot path of a live stream,
+    a wait every few messages. Registering the socket with the loop and
+    removing it again for every wait (two epoll_ctl() calls, and a poll
+    handle made and closed under uvloop) cost more than the rest of the
+    wait, so the reader callback stays registered from one wait to the
+    next, and so does a timer that is due early enough.
+
+    While nobody waits (the consumer works on a message) a readable socket
+    would call `_readable()` at every turn of the loop: it then removes
+    itself, and the next wait registers again (the socket is read only as
+    fast as the consumer asks: backpressure). Under asyncio's own loop the
+    callback can also come once more for data the woken task has read
+    meanwhile: a poll() without waiting tells.
+
+    `AsyncReader._unwatch()` removes it before anything else waits on the
+    socket and before the connection closes (its fd may then be reused)."""
+
+    __slots__ = ("loop", "fd", "fut", "watching", "timer", "when", "poll")
+
+    def __init__(self, loop, fd):
+        self.loop = loop
+        self.fd = fd
+        self.fut = None             # the wait in progress
+        self.watching = False       # _readable() is registered
+        self.timer = None           # a pending call of _timeout()
+        self.when = 0.0             # ... due then (loop time)
+        self.poll = select.poll()
+        self.poll.register(fd, select.POLLIN)
+
+    def _readable(self):
+        fut = self.fut
+        if fut is None:
+            self.loop.remove_reader(self.fd)
+            self.watching = False
+        elif self.poll.poll(0):
+            self.fut = None
+            if not fut.done():
+                fut.set_result(_READY)
+
+    def _timeout(self):
+        self.timer = None
+        fut = self.fut
+        if fut is not None:
+            self.fut = None
+            if not fut.done():
+                fut.set_result(_TIMEOUT)
+
+    def wait(self, fut, timeout):
+        """Make ``fut`` the wait in progress: resolved with _READY when the
+        socket is readable, _TIMEOUT after at most ``timeout`` seconds (a
+        timer kept from an earlier wait may end it sooner)."""
+        loop = self.loop
+        self.fut = fut
+        if not self.watching:
+            loop.add_reader(self.fd, self._readable)
+            self.watching = True
+        if timeout <= 0:
+            timeout = 0
+        elif timeout < LOOP_RESOLUTION:
+            timeout = LOOP_RESOLUTION
+        when = loop.time() + timeout
+        timer = self.timer
+        if timer is None or self.when > when:
+            if timer is not None:
+                timer.cancel()
+            self.timer = loop.call_at(when, self._timeout)
+            self.when = when
+
+    def close(self):
+        """Unregister from the loop."""
+        self.fut = None
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.watching:
+            self.watching = False
+            if not self.loop.is_closed():
+                self.loop.remove_reader(self.fd)
 
 
 class AsyncReader:
@@ -116,6 +198,7 @@ class AsyncReader:
         self._iter = None           # the AsyncIter of the current stream
         self._loop = None
         self._waiter = None
+        self._watch = None          # _Watch: the stream's waits
         self._busy = None           # what runs on the connection now
         self._idle = None           # asyncio.Event: nothing runs
         self._streamed = False      # this connection has run a stream
@@ -239,6 +322,7 @@ class AsyncReader:
         if write:
             loop.add_writer(fd, _resolve, fut, _READY)
         else:
+            self._unwatch()
             loop.add_reader(fd, _resolve, fut, _READY)
         handle = None
         if timeout is not None:
@@ -262,6 +346,45 @@ class AsyncReader:
                 loop.remove_writer(fd)
             else:
                 loop.remove_reader(fd)
+
+    async def _stream_wait(self, timeout):
+        """`_wait()` for the stream's idle waits (stoppable), through the
+        `_Watch` of the connection."""
+        loop = asyncio.get_running_loop()
+        fd = self._core.fileno()
+        watch = self._watch
+        if watch is None or watch.loop is not loop or watch.fd != fd:
+            self._unwatch()
+            self._loop = loop
+            watch = self._watch = _Watch(loop, fd)
+        if self._stop_flag:
+            return _WAKEUP
+        fut = loop.create_future()
+        self._waiter = fut
+        watch.wait(fut, timeout)
+        try:
+            return await fut
+        finally:
+            self._waiter = None
+            watch.fut = None
+
+    def _unwatch(self):
+        """Take the stream's socket out of the loop (see `_Watch`)."""
+        watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.close()
+
+    def _close_core(self):
+        """Close the connection (after `_unwatch()`: its fd number is free
+        once closed)."""
+        self._unwatch()
+        self._core.close()
+
+    def __del__(self):
+        try:
+            self._unwatch()
+        except Exception:
+            pass
 
     async def _flush(self):
         while self._core._flush():
@@ -313,7 +436,7 @@ class AsyncReader:
                         "connection timeout expired (connect_timeout=%s)"
                         % self._params.get("connect_timeout"))
         except BaseException:
-            core.close()
+            self._close_core()
             raise
         self._streamed = False
         try:
@@ -321,7 +444,7 @@ class AsyncReader:
                 rules.check_server(core.server_version), self._command)
             await rules.run_async(rules.note_server(self), self._command)
         except BaseException:
-            core.close()
+            self._close_core()
             raise
         rules.log_connected(self._params, core.server_version,
                             core.backend_pid)
@@ -346,7 +469,7 @@ class AsyncReader:
             if pending is not None:
                 # interrupted in the middle (cancelled, the connection
                 # broken): the state is unknown, close rather than reuse
-                core.close()
+                self._close_core()
             raise
 
     async def execute(self, command: str) -> Tuple[
@@ -537,7 +660,7 @@ class AsyncReader:
             if self._core.copying and not self._core.closed:
                 await self._end_stream()
         finally:
-            self._core.close()
+            self._close_core()
             rules.close_decoder(self._core.decoder)
 
     async def _abort(self):
@@ -550,7 +673,7 @@ class AsyncReader:
         except BaseException:
             pass
         finally:
-            self._core.close()
+            self._close_core()
 
     async def __aenter__(self):
         return self
@@ -559,7 +682,7 @@ class AsyncReader:
         try:
             await self.close()
         except BaseException:
-            self._core.close()
+            self._close_core()
             if exc[0] is None:
                 raise
 
@@ -572,7 +695,7 @@ class AsyncReader:
                 raise InterfaceError(
                     "a temporary slot streams once: it disappears with "
                     "the connection that a new stream needs")
-            core.close()
+            self._close_core()
         await self.connect()
         server_version = core.server_version
         if self.create_slot_if_missing or self.temporary:
@@ -614,6 +737,7 @@ class AsyncReader:
     async def _end_stream(self):
         """CopyDone, wait for the server to end the stream (bounded)."""
         core = self._core
+        self._unwatch()
         try:
             core._set_batching(False)
             if core._end_copy_start():
@@ -622,10 +746,10 @@ class AsyncReader:
             while not core._end_copy_poll():
                 left = deadline - time.monotonic()
                 if left <= 0 or await self._wait(False, left) == _TIMEOUT:
-                    core.close()
+                    self._close_core()
                     return
         except BaseException:
-            core.close()
+            self._close_core()
             raise
 
     async def _next(self, stream, first=_NOTHING):
@@ -690,7 +814,7 @@ class AsyncReader:
                     e, streamed_once=self._streamed_once,
                     stream_started=self._stream_started,
                     stopping=self._stop_flag)
-                core.close()
+                self._close_core()
                 if delay is None:
                     raise
                 self.reconnections += 1
@@ -702,7 +826,7 @@ class AsyncReader:
             except Exception:
                 # as Reader: the acked position is sent, the connection
                 # closed (the slot released), the error raised
-                core.close()
+                self._close_core()
                 raise
             # cancelled (or Ctrl-C) while waiting: the stream is intact;
             # `async with` or close() ends it with CopyDone
@@ -740,7 +864,7 @@ class AsyncReader:
             if pause and wait > 0:
                 # a Unix socket: let the backlog accumulate
                 await asyncio.sleep(max(pause, LOOP_RESOLUTION))
-        ready = await self._wait(False, wait, stoppable=True) == _READY
+        ready = await self._stream_wait(wait) == _READY
         core._liveness_after(ready)
         stream.it.yielded = time.monotonic()
 
