@@ -25,6 +25,7 @@ SOURCES = [
     "src/wire.c",
     "src/change_type.c",
     "src/convert.c",
+    "src/convert_json.c",
     "src/decode_test_decoding.c",
     "src/decode_pgoutput.c",
     "src/snapshot_type.c",

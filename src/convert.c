@@ -7,6 +7,7 @@
 #include <math.h>
 #include <string.h>
 #include <datetime.h>
+#include <structmember.h>
 
 /* The function objects of _core, by kind: decoders compare identities. */
 static PyObject *conv_objects[CONV_NKINDS];
@@ -33,8 +34,8 @@ bad_value(const char *what, const char *s, Py_ssize_t len)
     return NULL;
 }
 
-static PyObject *
-parse_int(const char *s, Py_ssize_t len)
+PyObject *
+convert_int(const char *s, Py_ssize_t len)
 {
     Py_ssize_t i = 0;
     int neg = 0;
@@ -184,8 +185,8 @@ fast_float(const char *s, Py_ssize_t len, double *out)
 #define fast_float(s, len, out) 0
 #endif
 
-static PyObject *
-parse_float(const char *s, Py_ssize_t len)
+PyObject *
+convert_float(const char *s, Py_ssize_t len)
 {
     char buf[80], *end = NULL;
     double d;
@@ -489,8 +490,8 @@ bin_float(const char *s, Py_ssize_t len)
 
 /* UTF-8 text as str: ASCII text (most values) is checked eight bytes at a
  * time and copied; anything else goes to the UTF-8 decoder. */
-static PyObject *
-utf8_str(const char *s, Py_ssize_t len)
+PyObject *
+convert_utf8(const char *s, Py_ssize_t len)
 {
     PyObject *rv;
     Py_ssize_t i = 0;
@@ -521,7 +522,7 @@ parse_decimal(const char *s, Py_ssize_t len)
     PyTypeObject *type = (PyTypeObject *)conv_objects[CONV_DECIMAL];
     PyObject *arg, *args, *rv;
 
-    if (!(arg = utf8_str(s, len))) { return NULL; }
+    if (!(arg = convert_utf8(s, len))) { return NULL; }
     if (type->tp_init != PyBaseObject_Type.tp_init) {
         /* a pure-Python decimal module: the normal call */
         rv = PyObject_CallOneArg((PyObject *)type, arg);
@@ -556,46 +557,81 @@ parse_decimal(const char *s, Py_ssize_t len)
 
 /* uuid.UUID(str) for the canonical form PostgreSQL prints: the object is
  * made as UUID.__init__ makes it (object.__new__, then the `int` and
- * `is_safe` slots); any other form goes to UUID() itself. */
+ * `is_safe` slots); any other form goes to UUID() itself. The slots are
+ * written through their member offsets when uuid.UUID has them as plain
+ * __slots__ (found at init), else through object.__setattr__. */
 static PyObject *uuid_safe_unknown = NULL;   /* uuid.SafeUUID.unknown */
 static PyObject *uuid_int_name = NULL;
 static PyObject *uuid_is_safe_name = NULL;
+static Py_ssize_t uuid_int_offset = 0;       /* 0: unknown */
+static Py_ssize_t uuid_is_safe_offset = 0;
+
+/* hex digit value + 1, 0 for anything else */
+static const unsigned char hex_plus1[256] = {
+    ['0'] = 1, ['1'] = 2, ['2'] = 3, ['3'] = 4, ['4'] = 5, ['5'] = 6,
+    ['6'] = 7, ['7'] = 8, ['8'] = 9, ['9'] = 10,
+    ['a'] = 11, ['b'] = 12, ['c'] = 13, ['d'] = 14, ['e'] = 15, ['f'] = 16,
+    ['A'] = 11, ['B'] = 12, ['C'] = 13, ['D'] = 14, ['E'] = 15, ['F'] = 16,
+};
+
+/* The offset of the object slot `name` of `type` (a member descriptor of
+ * __slots__), or 0. */
+static Py_ssize_t
+slot_offset(PyTypeObject *type, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(type->tp_dict, name);
+    PyMemberDef *m;
+
+    if (!d || Py_TYPE(d) != &PyMemberDescr_Type) { return 0; }
+    m = ((PyMemberDescrObject *)d)->d_member;
+    if (m->type != T_OBJECT_EX || (m->flags & READONLY) || m->offset <= 0
+            || m->offset + (Py_ssize_t)sizeof(PyObject *)
+                > type->tp_basicsize) {
+        return 0;
+    }
+    return m->offset;
+}
 
 static PyObject *
 parse_uuid(PyObject *conv, const char *s, Py_ssize_t len)
 {
     PyTypeObject *type = (PyTypeObject *)conv;
     unsigned char b[16];
-    PyObject *value = NULL, *u = NULL, *args = NULL, *arg;
+    PyObject *value = NULL, *u = NULL, *arg;
+    const unsigned char *p = (const unsigned char *)s;
+    unsigned int bad = 0;
     Py_ssize_t i, n = 0;
 
-    if (len != 36 || !uuid_safe_unknown || type->tp_new != PyBaseObject_Type.tp_new) {
+    if (len != 36 || !uuid_safe_unknown
+            || type->tp_new != PyBaseObject_Type.tp_new
+            || p[8] != '-' || p[13] != '-' || p[18] != '-' || p[23] != '-') {
         goto fallback;
     }
-    for (i = 0; i < 36; ) {
-        int hi, lo;
-        if (i == 8 || i == 13 || i == 18 || i == 23) {
-            if (s[i] != '-') { goto fallback; }
-            i++;
-            continue;
-        }
-        if ((hi = hexval(s[i])) < 0 || (lo = hexval(s[i + 1])) < 0) {
-            goto fallback;
-        }
-        b[n++] = (unsigned char)(hi * 16 + lo);
-        i += 2;
+    for (i = 0; i < 36; i += 2) {
+        unsigned int hi, lo;
+        if (i == 8 || i == 13 || i == 18 || i == 23) { i--; continue; }
+        hi = hex_plus1[p[i]];
+        lo = hex_plus1[p[i + 1]];
+        bad |= (hi == 0) | (lo == 0);
+        b[n++] = (unsigned char)(((hi - 1) << 4) | ((lo - 1) & 0xF));
     }
+    if (bad) { goto fallback; }
     if (!(value = _PyLong_FromByteArray(b, 16, 0, 0))) { return NULL; }
-    if (!(args = PyTuple_New(0))) { goto exit; }
-    if (!(u = PyBaseObject_Type.tp_new(type, args, NULL))) { goto exit; }
-    if (PyObject_GenericSetAttr(u, uuid_int_name, value) < 0
+    if (!(u = type->tp_alloc(type, 0))) { goto exit; }
+    if (uuid_int_offset && uuid_is_safe_offset) {
+        /* fresh object: the slots are NULL */
+        *(PyObject **)((char *)u + uuid_int_offset) = value;
+        value = NULL;
+        Py_INCREF(uuid_safe_unknown);
+        *(PyObject **)((char *)u + uuid_is_safe_offset) = uuid_safe_unknown;
+    }
+    else if (PyObject_GenericSetAttr(u, uuid_int_name, value) < 0
             || PyObject_GenericSetAttr(u, uuid_is_safe_name,
                                        uuid_safe_unknown) < 0) {
         Py_CLEAR(u);
     }
 exit:
     Py_XDECREF(value);
-    Py_XDECREF(args);
     return u;
 
 fallback:
@@ -615,6 +651,7 @@ parse_json(PyObject *conv, const char *s, Py_ssize_t len)
 {
     PyObject *arg, *res = NULL, *rv = NULL, *start = NULL;
 
+    if ((rv = convert_json_fast(s, len))) { return rv; }
     if (!(arg = PyUnicode_DecodeUTF8(s, len, "strict"))) { return NULL; }
     if (json_scan_once && len > 0) {
         if (!(start = PyLong_FromLong(0))) { goto exit; }
@@ -645,12 +682,12 @@ convert_value(PyObject *conv, enum conv_kind kind, const char *s,
     PyObject *arg, *rv;
 
     switch (kind) {
-    case CONV_INT: return parse_int(s, len);
-    case CONV_FLOAT: return parse_float(s, len);
+    case CONV_INT: return convert_int(s, len);
+    case CONV_FLOAT: return convert_float(s, len);
     case CONV_BOOL: return parse_bool(s, len);
     case CONV_TEXT:
     case CONV_TEXT_BIN:
-        return utf8_str(s, len);
+        return convert_utf8(s, len);
     case CONV_BYTEA: return parse_bytea(s, len);
     case CONV_DATE:
     case CONV_TIMESTAMP:
@@ -799,6 +836,10 @@ convert_init(PyObject *module)
         uuid_int_name = PyUnicode_InternFromString("int");
         uuid_is_safe_name = PyUnicode_InternFromString("is_safe");
         if (!uuid_int_name || !uuid_is_safe_name) { return -1; }
+        uuid_int_offset = slot_offset(
+            (PyTypeObject *)conv_objects[CONV_UUID], "int");
+        uuid_is_safe_offset = slot_offset(
+            (PyTypeObject *)conv_objects[CONV_UUID], "is_safe");
     }
     if (!conv_objects[CONV_JSON]) {
         PyObject *mod = PyImport_ImportModule("json"), *dec = NULL;

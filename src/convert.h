@@ -43,4 +43,16 @@ HIDDEN PyObject *convert_value(PyObject *conv, enum conv_kind kind,
                                const char *s, Py_ssize_t len,
                                int binary) RAISES;
 
+/* Text-form helpers shared with convert_json.c: a decimal integer, a
+ * float (as float(str) reads it), UTF-8 text as str. */
+HIDDEN PyObject *convert_int(const char *s, Py_ssize_t len) RAISES;
+HIDDEN PyObject *convert_float(const char *s, Py_ssize_t len) RAISES;
+HIDDEN PyObject *convert_utf8(const char *s, Py_ssize_t len) RAISES;
+
+/* json.loads(s) for the JSON the server prints, in C (convert_json.c):
+ * the value, or NULL when this parser does not take the text (a syntax
+ * it leaves to json.loads, an error): then the caller calls json.loads,
+ * which gives the same value or raises its own error. Never raises. */
+HIDDEN PyObject *convert_json_fast(const char *s, Py_ssize_t len);
+
 #endif /* PLD_CONVERT_H */

@@ -15,6 +15,7 @@ import pytest
 
 import pylogicaldecoding as pld
 from pylogicaldecoding import _core
+from pylogicaldecoding import commands
 from pylogicaldecoding import snapshot as snapmod
 
 import snapshot_support as ss
@@ -545,6 +546,116 @@ def test_copyconnection_uuid_and_json_fast_paths(dsn):
     (r,) = conn.read(10)
     assert r.new["u"] == uuid.UUID("12345678-1234-5678-1234-567812345678")
     conn.close()
+
+
+JSON_TEXTS = [
+    '{}', '[]', '""', '0', '-0', '1', '-1', '12345678901234567890123',
+    '1.5', '-0.0', '1e5', '1E+5', '2.5e-3', '1e400', '-1e400', '0.1',
+    '123456789012345678901234567890.5', '9007199254740993.0', 'true',
+    'false', 'null', ' {"a" : 1 , "b":[ 1 ,2 ] }\n', '\t[1]\r\n',
+    '{"a": 1, "a": 2}', '{"b": 1, "a": 2, "b": 3}',
+    '"\\" \\\\ \\/ \\b \\f \\n \\r \\t"', '"\\u0041\\u00e9\\u20ac"',
+    '"\\ud83d\\ude00 \\uD83D\\uDE00"', '"\\ud800"', '"\\udc00x"',
+    '"\\ud800\\u0041"', '"caf\u00e9 \u20ac \U0001f600"',
+    '{"caf\u00e9": {"\\u00e9": "\\n"}}', '[[[[[[[[[[]]]]]]]]]]',
+    '[' * 300 + ']' * 300, 'NaN', '[Infinity, -Infinity]',
+    '{"id": 1, "tag": "x"}', '[1.0, 2, 3.25, -4e-7, 0e0, 0.0e+0]',
+]
+
+
+def same(a, b):
+    """Equal, with the same types all the way down (1 is not 1.0 or
+    True) and the same key order."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same, a, b))
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
+def random_json(rnd, depth=0):
+    kind = rnd.randrange(9 if depth < 4 else 6)
+    if kind == 0:
+        return rnd.randrange(-10 ** rnd.randrange(1, 25), 10 ** 20)
+    if kind == 1:
+        return rnd.choice([0.0, -0.0, 1e300, 5e-324]) if rnd.random() < 0.2 \
+            else rnd.uniform(-1e6, 1e6) * 10 ** rnd.randrange(-30, 30)
+    if kind == 2:
+        return rnd.choice([True, False, None])
+    if kind in (3, 4, 5):
+        return "".join(rnd.choice('ab"\\/\n\t\x01\x7f\u00e9\u20ac\U0001f600 ')
+                       for _ in range(rnd.randrange(0, 12)))
+    if kind in (6, 7):
+        return {rnd.choice(["id", "tag", "key%d" % rnd.randrange(20),
+                            "k\u00e9", 'q"\\', "", "x" * 50]):
+                random_json(rnd, depth + 1) for _ in range(rnd.randrange(5))}
+    return [random_json(rnd, depth + 1) for _ in range(rnd.randrange(5))]
+
+
+def read_all(conn):
+    out = []
+    while True:
+        batch = conn.read(1000)
+        if not batch:
+            return out
+        out.extend(batch)
+
+
+def test_copyconnection_json_equals_json_loads(dsn, sql, schema):
+    """The C JSON parser gives exactly json.loads's value (types, key
+    order, duplicate keys, escapes, surrogates, big and odd numbers,
+    whitespace); texts it leaves to json.loads give json.loads's value or
+    its error."""
+    import json
+    rnd = random.Random(11)
+    texts = list(JSON_TEXTS)
+    for _ in range(400):
+        v = random_json(rnd)
+        texts.append(json.dumps(v, ensure_ascii=rnd.random() < 0.5,
+                                separators=rnd.choice([(",", ":"),
+                                                       (", ", ": ")])))
+    sql('CREATE SCHEMA "%s"' % schema)
+    sql('CREATE TABLE "%s".js (i int, j text)' % schema)
+    conn = copyconn(dsn)
+    conn.execute('INSERT INTO "%s".js VALUES %s' % (schema, ", ".join(
+        "(%d, %s)" % (i, commands.quote_literal(t))
+        for i, t in enumerate(texts))))
+    conn.copy_start('COPY (SELECT j FROM "%s".js ORDER BY i) TO STDOUT'
+                    % schema, ["j"], [json.loads], False, "s", "t")
+    got = [m.new["j"] for m in read_all(conn)]
+    assert len(got) == len(texts)
+    for text, value in zip(texts, got):
+        assert same(value, json.loads(text)), text
+    # and jsonb's own output of them
+    conn.copy_start('COPY (SELECT j::jsonb FROM "%s".js WHERE j NOT IN'
+                    " ('NaN', '[Infinity, -Infinity]', '\"\\ud800\"',"
+                    " '\"\\udc00x\"', '\"\\ud800\\u0041\"') ORDER BY i) TO"
+                    " STDOUT" % schema, ["j"], [json.loads], False, "s", "t")
+    got = [m.new["j"] for m in read_all(conn)]
+    _, rows = conn.execute(
+        'SELECT j::jsonb::text FROM "%s".js WHERE j NOT IN (\'NaN\','
+        " '[Infinity, -Infinity]', '\"\\ud800\"', '\"\\udc00x\"',"
+        " '\"\\ud800\\u0041\"') ORDER BY i" % schema)
+    assert len(got) == len(rows) > 400
+    for (text,), value in zip(rows, got):
+        assert same(value, json.loads(text)), text
+    conn.close()
+    for bad in ['{"a": 1,}', '[1 2]', '01', '{"a" 1}', '"\x01"', '[1]]',
+                '"\\x"', '{"a": tru}', '-', '1.', '"abc']:
+        with pytest.raises(ValueError) as ref:
+            json.loads(bad)
+        conn = copyconn(dsn)
+        conn.copy_start("COPY (SELECT %s) TO STDOUT"
+                        % commands.quote_literal(bad), ["j"],
+                        [json.loads], False, "s", "t")
+        with pytest.raises(pld.DecodingError) as err:
+            conn.read(10)
+        assert str(ref.value) in str(err.value), bad
+        conn.close()
 
 
 def hashlib_md5(text):
