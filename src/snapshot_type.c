@@ -636,25 +636,28 @@ error:
 }
 
 #define read_doc \
-"read(max_rows=1000, data_start=None, payload=None) -> list\n\n" \
+"read(max_rows=1000, data_start=None, payload=None, wait=True) -> list\n\n" \
 "The next rows of the running COPY as SnapshotRow changes (at most\n" \
 "`max_rows`; waits only when none is buffered). With `data_start` (an\n" \
 "LSN) each row comes as a stream Message with that position, `payload`\n" \
-"(str or bytes) and `change` set. An empty list: the copy is over."
+"(str or bytes) and `change` set. An empty list: the copy is over.\n" \
+"With wait=False it never waits: an empty list while `copying` is still\n" \
+"true means no row has arrived yet (wait for fileno() to be readable)."
 
 static PyObject *
 copyconn_read(copyconnObject *self, PyObject *args, PyObject *kwargs)
 {
-    static char *kwlist[] = {"max_rows", "data_start", "payload", NULL};
+    static char *kwlist[] = {"max_rows", "data_start", "payload", "wait",
+                             NULL};
     Py_ssize_t max_rows = 1000;
     PyObject *ods = Py_None, *payload = Py_None, *out = NULL;
     PGresult *res = NULL, *err = NULL;
     lsn_t data_start = 0;
     char *buf = NULL;
-    int r;
+    int r, wait = 1, consumed = 0;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|nOO", kwlist,
-                                     &max_rows, &ods, &payload)) {
+    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "|nOOp", kwlist,
+                                     &max_rows, &ods, &payload, &wait)) {
         return NULL;
     }
     if (ods != Py_None) {
@@ -683,6 +686,15 @@ copyconn_read(copyconnObject *self, PyObject *args, PyObject *kwargs)
         }
         if (r == 0) {
             if (PyList_GET_SIZE(out) > 0) { break; }
+            if (!wait) {
+                /* once: read what the socket holds, without waiting */
+                if (consumed++) { break; }
+                if (!PQconsumeInput(self->pgconn)) {
+                    raise_pq(self, NULL);
+                    goto error;
+                }
+                continue;
+            }
             if (wait_input(self) < 0) { goto error; }
             continue;
         }
@@ -744,6 +756,24 @@ copyconn_close(copyconnObject *self, PyObject *dummy)
         Py_END_ALLOW_THREADS
     }
     Py_RETURN_NONE;
+}
+
+#define fileno_doc "fileno() -> int\n\nThe connection's socket (for poll())."
+
+static PyObject *
+copyconn_fileno(copyconnObject *self, PyObject *dummy)
+{
+    int fd;
+
+    if (!self->pgconn) {
+        PyErr_SetString(pld_InterfaceError, "the connection is closed");
+        return NULL;
+    }
+    if ((fd = PQsocket(self->pgconn)) < 0) {
+        raise_pq(self, NULL);
+        return NULL;
+    }
+    return PyLong_FromLong(fd);
 }
 
 static PyObject *
@@ -811,6 +841,7 @@ static PyMethodDef copyconn_methods[] = {
     {"read", (PyCFunction)(void (*)(void))copyconn_read, METH_VARARGS | METH_KEYWORDS,
         read_doc},
     {"close", (PyCFunction)copyconn_close, METH_NOARGS, close_doc},
+    {"fileno", (PyCFunction)copyconn_fileno, METH_NOARGS, fileno_doc},
     {NULL}
 };
 
