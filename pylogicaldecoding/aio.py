@@ -70,7 +70,8 @@ class _Watch:
     itself, and the next wait registers again (the socket is read only as
     fast as the consumer asks: backpressure). Under asyncio's own loop the
     callback can also come once more for data the woken task has read
-    meanwhile: a poll() without waiting tells.
+    meanwhile (uvloop wakes the task before it polls again): a poll()
+    without waiting tells.
 
     `AsyncReader._unwatch()` removes it before anything else waits on the
     socket and before the connection closes (its fd may then be reused)."""
@@ -80,19 +81,23 @@ class _Watch:
     def __init__(self, loop, fd):
         self.loop = loop
         self.fd = fd
+        # only asyncio's own loops (selector_events) call a reader callback
+        # again in the turn that wakes its task
+        self.poll = None
+        if isinstance(loop, asyncio.BaseEventLoop):
+            self.poll = select.poll()
+            self.poll.register(fd, select.POLLIN)
         self.fut = None             # the wait in progress
         self.watching = False       # _readable() is registered
         self.timer = None           # a pending call of _timeout()
         self.when = 0.0             # ... due then (loop time)
-        self.poll = select.poll()
-        self.poll.register(fd, select.POLLIN)
 
     def _readable(self):
         fut = self.fut
         if fut is None:
             self.loop.remove_reader(self.fd)
             self.watching = False
-        elif self.poll.poll(0):
+        elif self.poll is None or self.poll.poll(0):
             self.fut = None
             if not fut.done():
                 fut.set_result(_READY)
@@ -346,27 +351,6 @@ class AsyncReader:
                 loop.remove_writer(fd)
             else:
                 loop.remove_reader(fd)
-
-    async def _stream_wait(self, timeout):
-        """`_wait()` for the stream's idle waits (stoppable), through the
-        `_Watch` of the connection."""
-        loop = asyncio.get_running_loop()
-        fd = self._core.fileno()
-        watch = self._watch
-        if watch is None or watch.loop is not loop or watch.fd != fd:
-            self._unwatch()
-            self._loop = loop
-            watch = self._watch = _Watch(loop, fd)
-        if self._stop_flag:
-            return _WAKEUP
-        fut = loop.create_future()
-        self._waiter = fut
-        watch.wait(fut, timeout)
-        try:
-            return await fut
-        finally:
-            self._waiter = None
-            watch.fut = None
 
     def _unwatch(self):
         """Take the stream's socket out of the loop (see `_Watch`)."""
@@ -864,7 +848,23 @@ class AsyncReader:
             if pause and wait > 0:
                 # a Unix socket: let the backlog accumulate
                 await asyncio.sleep(max(pause, LOOP_RESOLUTION))
-        ready = await self._stream_wait(wait) == _READY
+        # as _wait(stoppable=True), through the connection's _Watch
+        loop = asyncio.get_running_loop()
+        fd = core.fileno()
+        watch = self._watch
+        if watch is None or watch.loop is not loop or watch.fd != fd:
+            self._unwatch()
+            self._loop = loop
+            watch = self._watch = _Watch(loop, fd)
+        ready = False
+        if not self._stop_flag:
+            fut = self._waiter = loop.create_future()
+            watch.wait(fut, wait)
+            try:
+                ready = await fut is _READY
+            finally:
+                self._waiter = None
+                watch.fut = None
         core._liveness_after(ready)
         stream.it.yielded = time.monotonic()
 
