@@ -168,6 +168,14 @@ _TX_END = (_changes.Commit, _changes.CommitPrepared, _changes.RollbackPrepared,
            _changes.StreamCommit, _changes.StreamAbort)
 
 
+def _fail(fut, exc):
+    """Fail a future the hand-off may have let go of (it sends the record
+    again, or stopped at an earlier error): without asyncio's "exception
+    was never retrieved" report."""
+    fut.set_exception(exc)
+    fut.exception()
+
+
 def _show(rid):
     """A record id for a message (ids may be bytes)."""
     if isinstance(rid, bytes):
@@ -611,7 +619,7 @@ class JetStreamSink(Sink):
     def __init__(self, url, *, stream="PLD", subject_prefix="pld", slot,
                  format="json", create_stream=False, replicas=1,
                  duplicate_window=120.0, ordered=None, connect_timeout=5.0,
-                 open_timeout=30.0, name=None, db=None):
+                 open_timeout=30.0, name=None, db=None, answer_every=256):
         self.servers = parse_servers(url)
         self.stream = stream
         if not subject_prefix or any(c in subject_prefix for c in " *>\t\r\n") \
@@ -623,6 +631,9 @@ class JetStreamSink(Sink):
             raise SinkError("bad slot name %r (the first part of every "
                             "message id)" % (slot,))
         self.slot = slot
+        if not isinstance(answer_every, int) or answer_every < 1:
+            raise SinkError("answer_every must be a positive int, not %r"
+                            % (answer_every,))
         if format not in formats.Formatter.FORMATS:
             raise SinkError("format must be one of %s, not %r"
                             % (", ".join(formats.Formatter.FORMATS), format))
@@ -644,7 +655,13 @@ class JetStreamSink(Sink):
         self._commit_time = None
         self._last_id = None        # predecessor for Expected-Last-Msg-Id
         self._confirmed = (0, None)     # (token, record id) last stored
-        self._futures = {}
+        self._futures = {}          # token -> (future, id, answer asked)
+        self._unanswered = collections.deque()  # tokens, no answer asked
+        self._last_unanswered = None    # what a probe publishes again
+        self._probing = False
+        self._careful_to = 0            # after a reset: an answer each
+        self._gen_start = 0             # the last token before the reset
+        self.answer_every = answer_every
         self._token = 0
         self._inbox_b = b""
         self._inbox_len = 0
@@ -931,14 +948,15 @@ class JetStreamSink(Sink):
     # -- publishing ----------------------------------------------------------
 
     async def publish(self, record):
-        """Publish ``record`` with its reply inbox; the future resolves on
-        JetStream's acknowledgement.
+        """Publish ``record``; the future resolves on JetStream's
+        acknowledgement of it or, on an ordered stream, of a later record
+        (see "Answers" in the class doc).
 
-        The frame (HPUB, RFC-822 style headers, body) is made here and
-        queued on nats-py's connection as its own publish() does, without
-        its per-call checks (our subjects and header values are made
-        valid); the acknowledgements come to `_on_ack` straight from
-        nats-py's parser (`_Client`)."""
+        The frame (HPUB, header lines, body) is made here and queued on
+        nats-py's connection as its own publish() does, without its
+        per-call checks (our subjects and header values are made valid);
+        the answers come to `_on_ack` straight from nats-py's parser
+        (`_Client`)."""
         fut = self._loop.create_future()
         nc = self.nc
         if nc is None or nc.is_closed or not nc.is_connected:
@@ -956,17 +974,30 @@ class JetStreamSink(Sink):
         if total > nc.max_payload:
             fut.set_exception(SinkError(
                 "cannot publish %s on %s: %d bytes, more than the server's "
-                "max_payload (%d)" % (record.id.decode(),
+                "max_payload (%d)" % (_show(record.id),
                                       record.subject.decode(), total,
                                       nc.max_payload)))
             return fut
         self._token = token = self._token + 1
-        self._futures[token] = (fut, record.id)
+        answer = (not self.ordered or token <= self._careful_to
+                  or token % self.answer_every == 0)
+        self._futures[token] = (fut, record.id, answer)
+        if answer:
+            frame = b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+                record.subject, self._inbox_b, token, hlen, total, headers,
+                body)
+        else:
+            frame = b"HPUB %s %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+                record.subject, hlen, total, headers, body)
+            self._unanswered.append(token)
+            self._last_unanswered = (token, record.subject, hlen, total,
+                                     headers, body)
+            if not self._probing:
+                # once the hand-off yields: ask about the last record
+                self._probing = True
+                self._loop.create_task(self._probe())
         try:
-            await nc._send_command(
-                b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
-                    record.subject, self._inbox_b, token, hlen, total,
-                    headers, body))
+            await nc._send_command(frame)
             if nc._flush_queue is not None and nc._flush_queue.empty():
                 await nc._flush_pending()
         except Exception as e:
@@ -975,6 +1006,28 @@ class JetStreamSink(Sink):
                 fut.set_exception(Retry("publish failed: %s" % (
                     str(e) or type(e).__name__)))
         return fut
+
+    async def _probe(self):
+        """Publish the last record again, asking for an answer: JetStream
+        drops it as a duplicate (or stores it, if the first copy was lost)
+        and its answer confirms every record before it (the chain of
+        ``Nats-Expected-Last-Msg-Id``)."""
+        self._probing = False
+        last, nc = self._last_unanswered, self.nc
+        if last is None or last[0] != self._token or nc is None \
+                or last[0] not in self._futures or not nc.is_connected:
+            return      # a later record asks, or a reset came
+        token, subject, hlen, total, headers, body = last
+        self._last_unanswered = None
+        try:
+            await nc._send_command(
+                b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+                    subject, self._inbox_b, token, hlen, total, headers,
+                    body))
+            if nc._flush_queue is not None and nc._flush_queue.empty():
+                await nc._flush_pending()
+        except Exception as e:
+            logger.debug("probe of %d failed: %s", token, e)   # times out
 
     def _on_ack(self, subject, data, headers):
         """One answer on the inbox (called by nats-py's parser)."""
@@ -985,34 +1038,33 @@ class JetStreamSink(Sink):
         entry = self._futures.pop(token, None)
         if entry is None or entry[0].done():
             return                  # an answer from before a reset
-        fut, rid = entry
+        fut, rid, answered = entry
         m = _ACK_RE.match(data)
         if m is not None:           # the usual answer: stored
-            if m.group(2):
-                self.duplicates += 1
-            if token > self._confirmed[0]:
-                self._confirmed = (token, rid)
+            if m.group(2) and answered:
+                self.duplicates += 1        # (a probe's copy is one)
+            self._stored(token, rid)
             fut.set_result(int(m.group(1)))
             return
         if headers and headers[8:9] == b" " and not data:
             # 503: no stream takes the subject now (no leader, election)
             status = headers[9:12].decode("ascii", "replace")
-            fut.set_exception(Retry("JetStream answered status %s%s" % (
-                status, " (no responders: no stream leader?)"
-                if status == "503" else "")))
+            self._refused(token, fut, Retry(
+                "JetStream answered status %s%s" % (
+                    status, " (no responders: no stream leader?)"
+                    if status == "503" else "")))
             return
         try:
             ack = json.loads(data)
         except ValueError:
-            fut.set_exception(SinkError("bad JetStream acknowledgement: %r"
-                                        % data[:200]))
+            self._refused(token, fut, SinkError(
+                "bad JetStream acknowledgement: %r" % data[:200]))
             return
         err = ack.get("error")
         if err is None:
-            if ack.get("duplicate"):
+            if ack.get("duplicate") and answered:
                 self.duplicates += 1
-            if token > self._confirmed[0]:
-                self._confirmed = (token, rid)
+            self._stored(token, rid)
             fut.set_result(ack.get("seq"))
             return
         code, err_code = err.get("code"), err.get("err_code")
@@ -1021,22 +1073,56 @@ class JetStreamSink(Sink):
         # 10070 wrong last msg id: a predecessor was lost; 503/504 and
         # 10008 (stream temporarily unavailable) are transient
         if err_code == 10070 or code in (503, 504) or err_code == 10008:
-            fut.set_exception(Retry(text))
+            self._refused(token, fut, Retry(text))
         else:
-            fut.set_exception(SinkError(text))
+            self._refused(token, fut, SinkError(text))
+
+    def _stored(self, token, rid):
+        """Record ``token`` is stored: on an ordered stream, so is every
+        record published before it."""
+        if token > self._confirmed[0]:
+            self._confirmed = (token, rid)
+        un = self._unanswered
+        while un and un[0] <= token:
+            entry = self._futures.pop(un.popleft(), None)
+            if entry is not None and not entry[0].done():
+                entry[0].set_result(None)
+
+    def _refused(self, token, fut, exc):
+        """Record ``token`` is not stored; records published before it
+        without an answer of their own may not be either: they are sent
+        again (Retry)."""
+        un = self._unanswered
+        while un and un[0] < token:
+            entry = self._futures.pop(un.popleft(), None)
+            if entry is not None and not entry[0].done():
+                _fail(entry[0], Retry(
+                    "not confirmed: a later message was refused"))
+        if un and un[0] == token:
+            un.popleft()
+        _fail(fut, exc)
 
     def _fail_all(self, exc):
         futures, self._futures = self._futures, {}
-        for fut, _ in futures.values():
-            if not fut.done():
-                fut.set_exception(exc)
+        self._unanswered.clear()
+        self._last_unanswered = None
+        for entry in futures.values():
+            if not entry[0].done():
+                _fail(entry[0], exc)
 
     async def reset(self):
         """Forget what is in flight (late answers are ignored), wait until
         the connection is up; the next record published expects the last
-        one stored as its predecessor."""
+        one stored as its predecessor, and every record asks for an answer
+        until one published after the reset is stored (so that a record
+        JetStream refuses gets its own error)."""
         self._fail_all(Retry("reset"))
         self._last_id = self._confirmed[1]
+        # the hand-off sends again every record not confirmed: the records
+        # of this generation past the last one stored
+        unconfirmed = self._token - max(self._confirmed[0], self._gen_start)
+        self._careful_to = self._token + max(unconfirmed, 1)
+        self._gen_start = self._token
         if self.nc is None or self.nc.is_closed:
             raise SinkUnavailable("the NATS connection is closed")
         if not self.nc.is_connected:
