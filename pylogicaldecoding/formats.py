@@ -401,21 +401,26 @@ def read_to_debezium(schema, table, row, *, lsn=None, name=None, db=None,
 _ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"),
                             allow_nan=False)
 
+# The C encoder of the json module with _ENCODER's settings, made once
+# (json.dumps and JSONEncoder.encode make one per call); without the check
+# for circular references, which records never have.
+try:
+    _encode = getattr(_jenc, "c_make_encoder")(
+        None, _ENCODER.default, _jenc.encode_basestring, None, ":", ",",
+        False, False, False)
+except (AttributeError, TypeError):          # no C accelerator
+    _encode = None
+
 
 def dumps(record):
     """The compact JSON text of a record (one line, no trailing newline,
     non-ASCII kept as is)."""
+    if _encode is not None and type(record) is dict:
+        try:
+            return "".join(_encode(record, 0))
+        except RecursionError:
+            pass        # a circular reference: json says so
     return _ENCODER.encode(record)
-
-
-# The C encoder of the json module, made once (json.dumps makes one per
-# call): for values `jsonable` leaves as they are.
-try:
-    _encode = getattr(_jenc, "c_make_encoder")(
-        None, None, _jenc.encode_basestring, None, ":", ",", False, False,
-        False)
-except (AttributeError, TypeError):          # no C accelerator
-    _encode = None
 
 # Values that `jsonable` returns unchanged and the encoder writes as
 # json.dumps does (floats are not: NaN and infinities are converted).

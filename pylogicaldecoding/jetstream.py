@@ -60,6 +60,19 @@ streams (``ordered=None`` chooses by the stream's replicas): nats-server
 2.15 replicas that restart fail to catch up on such messages ("last msgid
 mismatch").
 
+The same chain lets the sink ask JetStream for fewer answers on such a
+stream: a message stored after its expected predecessor proves that every
+message before it is stored. Most messages go without a reply subject;
+every ``answer_every``-th message asks for an answer, and so does the last
+one of each burst (published again, with a reply subject, when the
+hand-off yields to the event loop: JetStream drops the copy as a
+duplicate, or stores it if the first was lost, and answers). A message
+lost or refused in between breaks the chain: the next answer is "wrong
+last msg id", and everything not confirmed is sent again, this time with
+an answer per message until the resend is done, so that a message
+JetStream refuses for good fails with its own error. On replicated
+streams every message asks for its answer.
+
 nats-py is an optional dependency: ``pip install
 'pylogicaldecoding[jetstream]'``.
 """
@@ -183,6 +196,11 @@ def _show(rid):
     return rid
 
 
+def _resolve(fut):
+    if not fut.done():
+        fut.set_result(None)
+
+
 def _is_ack_point(change):
     """True after the messages where acking is safe: the end of a
     transaction, or a non-transactional logical message."""
@@ -237,6 +255,8 @@ class Handoff:
         self._space = asyncio.Event()
         self._work = asyncio.Event()
         self._lock = asyncio.Lock()      # publishing vs. resending
+        self._publishing = False        # the read loop is in publish()
+        self._published = None          # a future _recover waits on
         self._reading_done = False
         self._busy = False
         self._stop = False
@@ -278,23 +298,36 @@ class Handoff:
 
     async def _read_loop(self):
         sink, pending = self.sink, self._pending
+        records, publish = sink.records, sink.publish
+        lock, now, timeout = self._lock, time.monotonic, self.ack_timeout
         try:
             async for msg in self.source:
                 if self._stop:
                     break
                 self._busy = True
-                for record in sink.records(msg):
+                for record in records(msg):
                     while self._inflight >= self.window and not self._stop:
                         self._space.clear()
                         await self._space.wait()
-                    async with self._lock:
-                        fut = await sink.publish(record)
-                        pending.append([record, fut,
-                                        time.monotonic() + self.ack_timeout])
-                        self._inflight += 1
-                        self.published += 1
+                    while lock.locked():        # a resend: wait for its end
+                        async with lock:
+                            pass
+                    # publish() may wait: a resend starting meanwhile waits
+                    # for it (_recover), so that records stay in order
+                    self._publishing = True
+                    try:
+                        fut = await publish(record)
+                        pending.append([record, fut, now() + timeout])
+                    finally:
+                        self._publishing = False
+                        if self._published is not None:
+                            _resolve(self._published)
+                    self._inflight += 1
+                    self.published += 1
                     self._work.set()
-                if msg.change is not None and _is_ack_point(msg.change):
+                change = msg.change
+                if change is not None and type(change) not in _ROW_KINDS \
+                        and _is_ack_point(change):
                     pending.append(msg.data_start)
                     self._work.set()
                 self._busy = False
@@ -365,19 +398,33 @@ class Handoff:
                 continue
             exc = fut.exception() if not fut.cancelled() else Retry("cancelled")
             if exc is None:
-                pos = fut.result()
-                if isinstance(pos, int):
-                    if pos < self._last_pos:
-                        self.reorders += 1
-                        logger.warning(
-                            "%s was stored at position %d, before a record "
-                            "published earlier (%d): out of order after a "
-                            "resend", _show(record.id), pos, self._last_pos)
-                    else:
-                        self._last_pos = pos
-                pending.popleft()
-                self._inflight -= 1
-                self.confirmed += 1
+                # every confirmed record at the head, at once
+                n = 0
+                while True:
+                    pos = fut.result()
+                    if isinstance(pos, int):
+                        if pos < self._last_pos:
+                            self.reorders += 1
+                            logger.warning(
+                                "%s was stored at position %d, before a "
+                                "record published earlier (%d): out of order "
+                                "after a resend", _show(head[0].id), pos,
+                                self._last_pos)
+                        else:
+                            self._last_pos = pos
+                    pending.popleft()
+                    n += 1
+                    if not pending:
+                        break
+                    head = pending[0]
+                    if type(head) is not list:
+                        break
+                    fut = head[1]
+                    if not fut.done() or fut.cancelled() \
+                            or fut.exception() is not None:
+                        break
+                self._inflight -= n
+                self.confirmed += n
                 self._last_progress = time.monotonic()
                 self._space.set()
                 continue
@@ -431,6 +478,10 @@ class Handoff:
         `stop()` was called meanwhile: what was stored is already acked, and
         nothing more is (the slot sends the rest again next time)."""
         async with self._lock:
+            while self._publishing:     # let the publish in progress end
+                self._published = asyncio.get_running_loop().create_future()
+                await self._published
+            self._published = None
             self.retries += 1
             logger.warning("sink: %s; sending again %d records", why,
                            self._inflight)
@@ -609,6 +660,14 @@ class JetStreamSink(Sink):
         not answer (no leader yet, an election).
     :param name, db: Debezium's ``source.name`` (default: the slot) and
         ``source.db``.
+    :param answer_every: on an ordered stream, ask for an answer at least
+        every this many messages (see "answers" in the module doc); a
+        smaller value than the hand-off's window keeps the window moving
+        within a burst. 1: an answer per message.
+
+    ``duplicates`` counts the messages JetStream answered as duplicates
+    (on an ordered stream, only messages that asked for an answer are
+    known: the answer is per burst).
 
     Headers of every message: ``Nats-Msg-Id``, ``Pld-Lsn`` (the change's
     LSN, "X/Y"), ``Pld-Xid``, ``Pld-Commit-Time`` (ISO 8601; on rows only
@@ -950,7 +1009,7 @@ class JetStreamSink(Sink):
     async def publish(self, record):
         """Publish ``record``; the future resolves on JetStream's
         acknowledgement of it or, on an ordered stream, of a later record
-        (see "Answers" in the class doc).
+        (see "answers" in the module doc).
 
         The frame (HPUB, header lines, body) is made here and queued on
         nats-py's connection as its own publish() does, without its
