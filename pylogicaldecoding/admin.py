@@ -72,7 +72,7 @@ class AdminConnection(_core.ReaderBase):
             return
         keys = list(self._params)
         try:
-            self._connect(keys, [self._params[k] for k in keys])
+            self.connection.connect(keys, [self._params[k] for k in keys])
         except OperationalError as e:
             if type(e) is not OperationalError:
                 raise
@@ -82,7 +82,7 @@ class AdminConnection(_core.ReaderBase):
         """Run a command (connecting first); return ``(names, rows)`` with
         every value a str or None."""
         self.connect()
-        return super().execute(command)
+        return self.connection.execute(command)
 
     def __enter__(self):
         return self

@@ -401,14 +401,15 @@ class AsyncReader:
         timeout = _connect_timeout(self._params)
         deadline = None if timeout is None else time.monotonic() + timeout
         core = self._core
+        conn = core.connection
         try:
-            core._connect_start(keys, [self._params[k] for k in keys])
+            conn.connect_start(keys, [self._params[k] for k in keys])
         except OperationalError as e:
             raise rules.connect_error(e) from None
         try:
             while True:
                 try:
-                    state = core._connect_poll()
+                    state = conn.connect_poll()
                 except OperationalError as e:
                     raise rules.connect_error(e) from None
                 if state == 0:
@@ -434,16 +435,24 @@ class AsyncReader:
                             core.backend_pid)
 
     async def _command(self, command, copy=False):
-        """Run one command on the open connection, without blocking."""
+        """Run one command on the open connection, without blocking (copy:
+        START_REPLICATION, which hands the connection to the stream)."""
         core = self._core
-        pending = core._send_query(command, copy)
+        conn = core.connection
+        if copy:
+            pending = core._start_copy_send(command)
+            poll = core._start_copy_poll
+        else:
+            pending = conn.send_query(command)
+            poll = conn.poll_result
         try:
             if pending:
-                await self._flush()
+                while conn.flush():
+                    await self._wait(write=True)
             while True:
                 await self._wait()
                 try:
-                    result = core._poll_result()
+                    result = poll()
                 except Exception:
                     pending = None      # the command is over (or closed)
                     raise

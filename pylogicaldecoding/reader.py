@@ -182,7 +182,7 @@ class Reader(_core.ReaderBase):
             return
         keys = list(self._params)
         try:
-            self._connect(keys, [self._params[k] for k in keys])
+            self.connection.connect(keys, [self._params[k] for k in keys])
         except OperationalError as e:
             raise rules.connect_error(e) from None
         self._streamed = False

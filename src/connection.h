@@ -41,6 +41,18 @@ typedef struct {
     int cmd_running;            /* a command sent by send_query() runs */
     int cmd_copy;               /* ... and is expected to start COPY BOTH */
     PGresult *cmd_result;       /* the last result of the running command */
+
+    /* The stream using the connection (its ReaderBase), if any, told when
+     * the connection opens (stream_opened(): GIL held, lock not held) and
+     * closes (stream_closed(): under the lock, or in a forked child
+     * without it), so that the stream's state follows the connection
+     * however it is opened or closed (`reader.connection.close()`
+     * included). Plain C, never calling into Python. Borrowed: the stream
+     * clears it before it goes. psycopg2 has no such link: its cursor
+     * checks `conn->closed` before each use. */
+    void *stream;
+    void (*stream_opened)(void *stream);
+    void (*stream_closed)(void *stream);
 } connectionObject;
 
 /* The lock rule (psycopg2's): the connection lock serialises libpq between
@@ -72,5 +84,6 @@ typedef struct {
 #define CONN_UNLOCK(conn) pthread_mutex_unlock(&(conn)->lock)
 
 HIDDEN RAISES_NEG int connection_init_type(PyObject *module);
+HIDDEN RAISES_NEG int conn_timeout_from_object(PyObject *obj, double *out);
 
 #endif /* PLD_CONNECTION_H */

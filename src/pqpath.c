@@ -163,6 +163,7 @@ pq_connect(connectionObject *conn, const char *const *keys,
     }
     conn->pgconn = pgconn;
     conn->owner_pid = getpid();
+    if (conn->stream_opened) { conn->stream_opened(conn->stream); }
     return 0;
 }
 
@@ -195,8 +196,8 @@ forget_inherited(PGconn *conn)
 }
 
 /* Close the connection. The lock must not be held. In a child process
- * (after fork()) the connection is freed without sending Terminate. A
- * stream on the connection is closed with pq_close_stream(). */
+ * (after fork()) the connection is freed without sending Terminate. The
+ * stream on the connection, if any, is told (stream_closed()). */
 void
 pq_close(connectionObject *conn)
 {
@@ -208,6 +209,7 @@ pq_close(connectionObject *conn)
          * at fork() time, and no other thread exists here */
         pgconn = conn->pgconn;
         conn->pgconn = NULL;
+        if (conn->stream_closed) { conn->stream_closed(conn->stream); }
         conn->connecting = conn->cmd_running = conn->cmd_copy = 0;
         PQclear(conn->cmd_result);
         conn->cmd_result = NULL;
@@ -217,6 +219,7 @@ pq_close(connectionObject *conn)
     CONN_LOCK(conn);
     pgconn = conn->pgconn;
     conn->pgconn = NULL;
+    if (conn->stream_closed) { conn->stream_closed(conn->stream); }
     CONN_UNLOCK(conn);
     conn->connecting = conn->cmd_running = conn->cmd_copy = 0;
     PQclear(conn->cmd_result);
@@ -224,27 +227,6 @@ pq_close(connectionObject *conn)
     Py_BEGIN_ALLOW_THREADS
     PQfinish(pgconn);
     Py_END_ALLOW_THREADS
-}
-
-/* Close the connection a stream runs on: the stream's state is reset
- * first (under the lock, in the parent: the keepalive thread then leaves
- * the connection alone), then the connection closed. Lock not held. */
-void
-pq_close_stream(readerObject *self)
-{
-    if (!self->conn->pgconn) { return; }
-    if (pq_in_child(self->conn)) {
-        self->copying = 0;      /* no LOCK(): see pq_close() */
-        self->out_pending = 0;
-    }
-    else {
-        LOCK(self);
-        self->copying = 0;
-        self->out_pending = 0;
-        UNLOCK(self);
-    }
-    self->ending_copy = 0;
-    pq_close(self->conn);
 }
 
 /* Seconds left until deadline (monotonic; negative deadline: none, -1). */
@@ -784,7 +766,7 @@ stream_ended(readerObject *self)
     int rv = copy_ended(self, wire_monotonic() + timeout);
 
     if (rv < 0) { return -1; }
-    if (rv > 0) { pq_close_stream(self); }
+    if (rv > 0) { pq_close(self->conn); }
     return PQ_MSG_END;
 }
 
@@ -1113,6 +1095,7 @@ pq_connect_start(connectionObject *conn, const char *const *keys,
     conn->pgconn = pgconn;
     conn->owner_pid = getpid();
     conn->connecting = 1;
+    if (conn->stream_opened) { conn->stream_opened(conn->stream); }
     return 0;
 }
 

@@ -54,7 +54,6 @@ HIDDEN RAISES_NEG int pq_poll_result(connectionObject *conn, PyObject **out);
 
 /* -- the replication stream on a connection (psycopg2: pqpath.c on a
  * replicationCursorObject) -- */
-HIDDEN void pq_close_stream(readerObject *self);
 HIDDEN RAISES_NEG int pq_stream_wait(readerObject *self, int for_write,
                                      double timeout);
 HIDDEN RAISES_NEG int pq_start_copy(readerObject *self, const char *command,

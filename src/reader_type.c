@@ -1,4 +1,4 @@
-/* reader_type.c - the Reader base type: owns the connection and the hot loop */
+/* reader_type.c - the Reader base type: the replication stream on a Connection, its hot loop */
 
 #include "reader.h"
 #include "message.h"
@@ -426,7 +426,7 @@ abort_stream(readerObject *self)
         /* a signal handler raised while writing: the original error wins */
         PyErr_Clear();
     }
-    pq_close_stream(self);
+    pq_close(self->conn);
     PyErr_Restore(type, value, tb);
 }
 
@@ -474,7 +474,7 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
         /* stop(): confirm the acks, then end the copy politely */
         int e = pq_end_copy(self, END_COPY_TIMEOUT);
         if (e < 0) { rv = -1; }
-        else if (e > 0) { pq_close_stream(self); }
+        else if (e > 0) { pq_close(self->conn); }
     }
     else if (rv == 1) {
         PyErr_SetString(pld_ConnectionLost,
@@ -493,97 +493,10 @@ reader_stream(readerObject *self, PyObject *args, PyObject *kwargs)
 
 /* -- methods -- */
 
-#define connect_doc \
-"_connect(keywords, values)\n\n" \
-"Open the connection with `PQconnectdbParams()`; the two sequences of str\n" \
-"are the conninfo already merged by the Python layer."
-
-static PyObject *
-connect_params(readerObject *self, PyObject *args, int start)
-{
-    PyObject *okeys, *ovalues, *keys = NULL, *values = NULL, *rv = NULL;
-    const char **ckeys = NULL, **cvalues = NULL;
-    Py_ssize_t n, i;
-
-    if (!PyArg_ParseTuple(args, "OO", &okeys, &ovalues)) { return NULL; }
-    if (self->conn->pgconn) {
-        PyErr_SetString(pld_ProgrammingError, "the connection is already open");
-        return NULL;
-    }
-    if (!(keys = PySequence_Fast(okeys, "keywords must be a sequence"))) {
-        goto exit;
-    }
-    if (!(values = PySequence_Fast(ovalues, "values must be a sequence"))) {
-        goto exit;
-    }
-    n = PySequence_Fast_GET_SIZE(keys);
-    if (n != PySequence_Fast_GET_SIZE(values)) {
-        PyErr_SetString(PyExc_ValueError, "keywords and values differ in length");
-        goto exit;
-    }
-    ckeys = PyMem_Calloc(n + 1, sizeof(char *));
-    cvalues = PyMem_Calloc(n + 1, sizeof(char *));
-    if (!ckeys || !cvalues) {
-        PyErr_NoMemory();
-        goto exit;
-    }
-    for (i = 0; i < n; i++) {
-        if (!(ckeys[i] = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(keys, i)))
-            || !(cvalues[i] = PyUnicode_AsUTF8(
-                    PySequence_Fast_GET_ITEM(values, i)))) {
-            goto exit;
-        }
-    }
-    if ((start ? pq_connect_start(self->conn, ckeys, cvalues)
-            : pq_connect(self->conn, ckeys, cvalues)) < 0) {
-        goto exit;
-    }
-    self->received_lsn = self->delivered_max = 0;
-    self->unacked = 0;
-    self->server_wal_end = 0;
-    rv = Py_None;
-    Py_INCREF(rv);
-
-exit:
-    PyMem_Free(ckeys);
-    PyMem_Free(cvalues);
-    Py_XDECREF(keys);
-    Py_XDECREF(values);
-    return rv;
-}
-
-static PyObject *
-reader_connect(readerObject *self, PyObject *args)
-{
-    return connect_params(self, args, 0);
-}
-
-/* A command's timeout argument: None (wait as long as it takes, signals
- * served) or seconds >= 0; -1 for None. */
-static RAISES_NEG int
-timeout_from_object(PyObject *obj, double *out)
-{
-    if (obj == Py_None) {
-        *out = -1.0;
-        return 0;
-    }
-    *out = PyFloat_AsDouble(obj);
-    if (*out == -1.0 && PyErr_Occurred()) { return -1; }
-    if (!(*out >= 0.0)) {
-        PyErr_Format(PyExc_ValueError,
-            "timeout must be None or at least 0 seconds, got %R", obj);
-        return -1;
-    }
-    return 0;
-}
-
 #define execute_doc \
 "execute(command, timeout=None) -> (names, rows)\n\n" \
-"Run a replication command or SQL statement with the simple query\n" \
-"protocol; rows are tuples of str (None for NULL). Not while streaming.\n" \
-"`timeout`: seconds to wait for the whole answer (None: as long as it\n" \
-"takes; a signal still interrupts); past it the connection is closed and\n" \
-"ConnectionLost raised."
+"`Connection.execute()` on `connection`, refused while streaming (kept\n" \
+"for the callers of the reader's own method)."
 
 static PyObject *
 reader_execute(readerObject *self, PyObject *args, PyObject *kwargs)
@@ -597,7 +510,7 @@ reader_execute(readerObject *self, PyObject *args, PyObject *kwargs)
             &command, &otimeout)) {
         return NULL;
     }
-    if (timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
+    if (conn_timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
     if (pq_check_open(self->conn) < 0) { return NULL; }
     if (self->copying) {
         PyErr_SetString(pld_ProgrammingError,
@@ -626,7 +539,7 @@ reader_start_copy(readerObject *self, PyObject *args, PyObject *kwargs)
             &command, &otimeout)) {
         return NULL;
     }
-    if (timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
+    if (conn_timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
     if (pq_check_open(self->conn) < 0) { return NULL; }
     self->stop_requested = 0;
     if (pq_start_copy(self, command, timeout) < 0) { return NULL; }
@@ -758,7 +671,7 @@ reader_end_copy(readerObject *self, PyObject *args, PyObject *kwargs)
     }
     if ((rv = pq_end_copy(self, timeout)) < 0) { return NULL; }
     if (rv > 0) {
-        pq_close_stream(self);
+        pq_close(self->conn);
         Py_RETURN_FALSE;
     }
     Py_RETURN_TRUE;
@@ -848,7 +761,7 @@ reader_close(readerObject *self, PyObject *dummy)
     }
     ka_stop(self);      /* the non-blocking path runs it outside _stream() */
     rv = pq_final_status(self, END_COPY_TIMEOUT);
-    pq_close_stream(self);
+    pq_close(self->conn);
     if (rv < 0) { return NULL; }
     Py_RETURN_NONE;
 }
@@ -880,61 +793,55 @@ reader_fileno(readerObject *self, PyObject *dummy)
  * The caller's event loop waits on `fileno()` for what each call asks for;
  * no call here waits. See pylogicaldecoding/aio.py. */
 
-#define connect_start_doc \
-"_connect_start(keywords, values)\n\n" \
-"Start opening the connection (`PQconnectStartParams()`); then wait until\n" \
-"`fileno()` is writable and call `_connect_poll()` until it returns 0."
+#define start_copy_send_doc \
+"_start_copy_send(command) -> bool\n\n" \
+"`start_copy()` without waiting: send START_REPLICATION; then call\n" \
+"`_start_copy_poll()` as `fileno()` becomes readable. True: the command\n" \
+"is not all sent yet, call `connection.flush()` when writable."
 
 static PyObject *
-reader_connect_start(readerObject *self, PyObject *args)
+reader_start_copy_send(readerObject *self, PyObject *args)
 {
-    return connect_params(self, args, 1);
-}
-
-#define connect_poll_doc \
-"_connect_poll() -> int\n\n" \
-"One step of `PQconnectPoll()`: 0 when connected, 1 to wait until\n" \
-"`fileno()` is readable, 2 until it is writable (the socket may change\n" \
-"between steps). On failure, close and raise OperationalError."
-
-static PyObject *
-reader_connect_poll(readerObject *self, PyObject *dummy)
-{
-    int rv;
-    if ((rv = pq_connect_poll(self->conn)) < 0) { return NULL; }
-    return PyLong_FromLong(rv);
-}
-
-#define send_query_doc \
-"_send_query(command, copy=False) -> bool\n\n" \
-"Send a command without waiting for it; collect its result with\n" \
-"`_poll_result()`. `copy`: the command starts COPY BOTH. Return True if\n" \
-"it is not all sent yet: call `_flush()` when `fileno()` is writable."
-
-static PyObject *
-reader_send_query(readerObject *self, PyObject *args, PyObject *kwargs)
-{
-    static char *kwlist[] = {"command", "copy", NULL};
     const char *command;
-    int copy = 0, rv;
+    int rv;
 
-    if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|p", kwlist,
-                                     &command, &copy)) {
-        return NULL;
-    }
+    if (!PyArg_ParseTuple(args, "s", &command)) { return NULL; }
     if (pq_check_open(self->conn) < 0) { return NULL; }
     if (self->copying) {
-        PyErr_SetString(pld_ProgrammingError,
-            "cannot run a command while the stream is running");
+        PyErr_SetString(pld_ProgrammingError, "the stream is already running");
         return NULL;
     }
-    if ((rv = pq_send_query(self->conn, command, copy)) < 0) { return NULL; }
+    if ((rv = pq_send_query(self->conn, command, 1)) < 0) { return NULL; }
     return PyBool_FromLong(rv);
+}
+
+#define start_copy_poll_doc \
+"_start_copy_poll() -> None or True\n\n" \
+"Read what arrived for the command sent by `_start_copy_send()`: None if\n" \
+"more must arrive (wait until `fileno()` is readable), True once the COPY\n" \
+"BOTH stream has started."
+
+static PyObject *
+reader_start_copy_poll(readerObject *self, PyObject *dummy)
+{
+    PyObject *out = NULL;
+    int rv;
+
+    if (self->conn->cmd_running && !self->conn->cmd_copy) {
+        PyErr_SetString(pld_ProgrammingError, "the command running is not "
+            "START_REPLICATION: use connection.poll_result()");
+        return NULL;
+    }
+    if ((rv = pq_poll_result(self->conn, &out)) < 0) { return NULL; }
+    if (rv == 0) { Py_RETURN_NONE; }
+    if (out == Py_True) { pq_copy_started(self); }
+    return out;
 }
 
 #define flush_doc \
 "_flush() -> bool\n\n" \
-"Send what libpq holds (`PQflush()`); True if data remains to send."
+"`connection.flush()` for the stream: a status update queued in libpq\n" \
+"counts as sent once all written. True if data remains to send."
 
 static PyObject *
 reader_flush(readerObject *self, PyObject *dummy)
@@ -942,23 +849,6 @@ reader_flush(readerObject *self, PyObject *dummy)
     int rv;
     if ((rv = pq_stream_flush(self)) < 0) { return NULL; }
     return PyBool_FromLong(rv);
-}
-
-#define poll_result_doc \
-"_poll_result() -> None, (names, rows) or True\n\n" \
-"Read what arrived for the command sent by `_send_query()`: None if more\n" \
-"must arrive (wait until `fileno()` is readable), else its result as\n" \
-"`execute()` returns it, or True once COPY BOTH has started."
-
-static PyObject *
-reader_poll_result(readerObject *self, PyObject *dummy)
-{
-    PyObject *out = NULL;
-    int rv;
-    if ((rv = pq_poll_result(self->conn, &out)) < 0) { return NULL; }
-    if (rv == 0) { Py_RETURN_NONE; }
-    if (out == Py_True) { pq_copy_started(self); }
-    return out;
 }
 
 #define end_copy_start_doc \
@@ -1312,6 +1202,29 @@ keepalive_interval_set(readerObject *self, PyObject *value, void *closure)
 
 /* -- object life -- */
 
+/* The connection's hooks (see connection.h): a new connection starts a
+ * new stream's positions; a closed one has no stream. */
+static void
+stream_opened(void *stream)
+{
+    readerObject *self = (readerObject *)stream;
+
+    self->received_lsn = self->delivered_max = 0;
+    self->unacked = 0;
+    self->server_wal_end = 0;
+}
+
+/* Lock held (or a forked child): plain C only. */
+static void
+stream_closed(void *stream)
+{
+    readerObject *self = (readerObject *)stream;
+
+    self->copying = 0;
+    self->out_pending = 0;
+    self->ending_copy = 0;
+}
+
 /* The connection (which has the lock) and the keepalive thread's
  * condition; raise on failure. */
 static RAISES_NEG int
@@ -1324,6 +1237,9 @@ sync_init(readerObject *self)
             (PyObject *)&connectionType))) {
         return -1;
     }
+    self->conn->stream = self;
+    self->conn->stream_opened = stream_opened;
+    self->conn->stream_closed = stream_closed;
     if ((err = pthread_condattr_init(&attr))) { goto fail; }
 #ifndef __APPLE__
     if ((err = pthread_condattr_setclock(&attr, KA_CLOCK))) {
@@ -1388,18 +1304,22 @@ reader_dealloc(readerObject *self)
     Py_CLEAR(self->decoder);
     Py_CLEAR(self->last_commit);
     if (self->conn) {
-        pq_close_stream(self);     /* in a child: without a word to the server */
+        pq_close(self->conn);     /* in a child: without a word to the server */
         PQclear(self->conn->cmd_result);
         self->conn->cmd_result = NULL;
     }
     if (self->sync_ok) { pthread_cond_destroy(&self->cond); }
+    if (self->conn) {
+        /* reader.connection may outlive us */
+        self->conn->stream_opened = self->conn->stream_closed = NULL;
+        self->conn->stream = NULL;
+    }
     Py_CLEAR(self->conn);
     Py_TYPE(self)->tp_free((PyObject *)self);
 }
 
 
 static struct PyMethodDef reader_methods[] = {
-    {"_connect", (PyCFunction)reader_connect, METH_VARARGS, connect_doc},
     {"execute", (PyCFunction)(void (*)(void))reader_execute,
         METH_VARARGS | METH_KEYWORDS, execute_doc},
     {"start_copy", (PyCFunction)(void (*)(void))reader_start_copy,
@@ -1417,15 +1337,11 @@ static struct PyMethodDef reader_methods[] = {
     {"stop", (PyCFunction)reader_stop, METH_NOARGS, stop_doc},
     {"close", (PyCFunction)reader_close, METH_NOARGS, close_doc},
     {"fileno", (PyCFunction)reader_fileno, METH_NOARGS, fileno_doc},
-    {"_connect_start", (PyCFunction)reader_connect_start, METH_VARARGS,
-        connect_start_doc},
-    {"_connect_poll", (PyCFunction)reader_connect_poll, METH_NOARGS,
-        connect_poll_doc},
-    {"_send_query", (PyCFunction)(void (*)(void))reader_send_query,
-        METH_VARARGS | METH_KEYWORDS, send_query_doc},
+    {"_start_copy_send", (PyCFunction)reader_start_copy_send, METH_VARARGS,
+        start_copy_send_doc},
+    {"_start_copy_poll", (PyCFunction)reader_start_copy_poll, METH_NOARGS,
+        start_copy_poll_doc},
     {"_flush", (PyCFunction)reader_flush, METH_NOARGS, flush_doc},
-    {"_poll_result", (PyCFunction)reader_poll_result, METH_NOARGS,
-        poll_result_doc},
     {"_end_copy_start", (PyCFunction)reader_end_copy_start, METH_NOARGS,
         end_copy_start_doc},
     {"_end_copy_poll", (PyCFunction)reader_end_copy_poll, METH_NOARGS,

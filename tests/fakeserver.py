@@ -77,7 +77,7 @@ class FakeWalSender:
 
     def connect(self, reader):
         keys = list(self.conninfo)
-        reader._connect(keys, [self.conninfo[k] for k in keys])
+        reader.connection.connect(keys, [self.conninfo[k] for k in keys])
 
     def status_updates(self):
         """The standby status updates received, as tuples

@@ -856,8 +856,9 @@ def test_silent_network_is_detected(pg_server, dsn, sql, slot_name, table):
 # -- the non-blocking primitives of the C core, used directly --
 
 def test_core_non_blocking_primitives(pg_server):
-    """_connect_start/_connect_poll, _send_query/_poll_result and the
-    Connection object, driven with select() as the event loop does."""
+    """Connection.connect_start/connect_poll, send_query/poll_result and
+    flush on a reader's connection, driven with select() as the event loop
+    does."""
     import select
     from pylogicaldecoding import _core
     params = dict(pg_server.dsn_params)
@@ -868,36 +869,36 @@ def test_core_non_blocking_primitives(pg_server):
     assert isinstance(conn, _core.Connection)
     assert conn.status == "closed" and conn.owner_pid is None
     with pytest.raises(pld.InterfaceError):
-        r._poll_result()                     # no command running
-    r._connect_start(keys, [str(params[k]) for k in keys])
+        conn.poll_result()                   # no command running
+    conn.connect_start(keys, [str(params[k]) for k in keys])
     assert conn.status == "connecting" and r.closed is False
     with pytest.raises(pld.InterfaceError, match="being opened"):
         r.execute("SELECT 1")
     deadline = time.monotonic() + 30
     state = 2
     while state:
-        fd = r.fileno()
+        fd = conn.fileno()
         rl, wl = ([fd], []) if state == 1 else ([], [fd])
         select.select(rl, wl, [], 1.0)
         assert time.monotonic() < deadline
-        state = r._connect_poll()
+        state = conn.connect_poll()
     assert conn.status == "ready" and conn.owner_pid == os.getpid()
-    if r._send_query("SELECT 41 + 1 AS answer"):
-        while r._flush():
-            select.select([], [r.fileno()], [], 1.0)
+    if conn.send_query("SELECT 41 + 1 AS answer"):
+        while conn.flush():
+            select.select([], [conn.fileno()], [], 1.0)
     assert conn.status == "command"
     with pytest.raises(pld.InterfaceError, match="command is running"):
         r.execute("SELECT 1")                # the blocking path refuses
     result = None
     while result is None:
-        select.select([r.fileno()], [], [], 1.0)
-        result = r._poll_result()
+        select.select([conn.fileno()], [], [], 1.0)
+        result = conn.poll_result()
         assert time.monotonic() < deadline
     assert result == (("answer",), [("42",)]) and conn.status == "ready"
-    r._send_query("SELECT * FROM no_such_table")
+    conn.send_query("SELECT * FROM no_such_table")
     with pytest.raises(pld.DatabaseError, match="no_such_table"):
-        while r._poll_result() is None:
-            select.select([r.fileno()], [], [], 1.0)
+        while conn.poll_result() is None:
+            select.select([conn.fileno()], [], [], 1.0)
     assert r.execute("SELECT 1")[1] == [("1",)]  # still usable
     r.close()
     assert conn.status == "closed" and r.closed

@@ -327,7 +327,7 @@ def test_primitives_on_real_server(dsn, sql, slot_name, table):
     params = core.conninfo_parse(dsn)
     params["replication"] = "database"
     r = core.ReaderBase()
-    r._connect(list(params), list(params.values()))
+    r.connection.connect(list(params), list(params.values()))
     names, rows = r.execute("IDENTIFY_SYSTEM")
     assert names == ("systemid", "timeline", "xlogpos", "dbname")
     r.execute('CREATE_REPLICATION_SLOT "%s" LOGICAL "test_decoding"'

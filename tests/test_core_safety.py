@@ -382,7 +382,7 @@ def test_forked_child_leaves_the_parents_stream_alone(dsn, sql, slot_name,
     params = core.conninfo_parse(dsn)
     params["replication"] = "database"
     r = core.ReaderBase()
-    r._connect(list(params), list(params.values()))
+    r.connection.connect(list(params), list(params.values()))
     r.execute('CREATE_REPLICATION_SLOT "%s" LOGICAL "test_decoding"'
               " (SNAPSHOT 'nothing')" % slot_name)
     r.start_copy('START_REPLICATION SLOT "%s" LOGICAL 0/0' % slot_name)

@@ -38,7 +38,8 @@ def test_misuse_is_caught():
         f.write("import pylogicaldecoding as pld\n"
                 "r = pld.Reader(slot='s')\n"
                 "r.ack(1.5)\n"
-                "x: str = pld.parse_lsn('0/1')\n")
+                "x: str = pld.parse_lsn('0/1')\n"
+                "r.connection.send_query('SELECT 1', True)\n")
     try:
         code, out = mypy(bad)
     finally:
@@ -46,3 +47,5 @@ def test_misuse_is_caught():
     assert code == 1
     assert 'bad_sample.py:3: error: Argument 1 to "ack"' in out
     assert "bad_sample.py:4: error: Incompatible types in assignment" in out
+    # send_query() has no copy flag: START_REPLICATION is the reader's
+    assert 'bad_sample.py:5: error: Too many arguments for "send_query"' in out

@@ -46,3 +46,16 @@ async def async_main() -> None:
                 r.stop()
         async for msg in r.stream(until_lsn="0/10"):
             pass
+
+
+def connection_primitives(r: pld.Reader) -> int:
+    """The connection under a reader, used through the C core's stub."""
+    conn = r.connection
+    names, rows = conn.execute("IDENTIFY_SYSTEM", timeout=5.0)
+    if conn.send_query("SELECT 1"):
+        conn.flush()
+    result = conn.poll_result()
+    if result is not None:
+        print(result[0], len(rows), names)
+    conn.close()
+    return conn.fileno() + conn.server_version
