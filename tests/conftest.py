@@ -34,6 +34,7 @@ it is not run, and the terminal summary lists it by name with the reason.
 
 import os
 import re
+import signal
 import time
 import uuid
 
@@ -50,7 +51,23 @@ _FEATURES = ("wal2json", "ssl", "root")
 _not_run = []       # (nodeid, reason) of tests the server cannot serve
 
 
+def _children_get_default_signals():
+    """Let the tests' children be stopped by the signals the tests send.
+
+    A shell without job control (``nohup``, ``cmd &`` in a script, some CI
+    runners) starts the suite with SIGINT and SIGHUP ignored, and an ignored
+    signal stays ignored across exec(): the Ctrl-C and hang-up tests' child
+    processes would ignore what they are sent and time out. A Python
+    handler that does nothing keeps this process as unaffected as before,
+    while exec() resets a handled signal to its default in every child.
+    """
+    for signum in (signal.SIGINT, signal.SIGHUP):
+        if signal.getsignal(signum) == signal.SIG_IGN:
+            signal.signal(signum, lambda *args: None)
+
+
 def pytest_configure(config):
+    _children_get_default_signals()
     config.addinivalue_line(
         "markers", "needs(feature): the test needs 'wal2json' or 'ssl' from "
         "the server, or 'root' (see conftest: PLD_TEST_MAY_LACK)")

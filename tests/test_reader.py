@@ -359,8 +359,11 @@ def test_restart_same_reader(dsn, sql, slot_name, table):
 
 def test_idle_reader_survives_wal_sender_timeout(dsn, sql, slot_name, table):
     """No data for several wal_sender_timeouts: still connected."""
+    # until our own row arrives: a transaction of autovacuum's (an ANALYZE
+    # writes pg_statistic) is decoded as an empty BEGIN/COMMIT, and under
+    # load one came during the idle time and ended the run early
     r = Collector(dsn + " options='-c wal_sender_timeout=2s'", slot=slot_name,
-                  until=lambda r: r.commits() == 1)
+                  until=lambda r: any("'late'" in p for p in r.payloads))
     bg = Background(r)
     wait_for(lambda: r.streaming, what="streaming")
     assert r.wal_sender_timeout == 2.0
@@ -368,7 +371,7 @@ def test_idle_reader_survives_wal_sender_timeout(dsn, sql, slot_name, table):
     assert bg.thread.is_alive() and bg.error is None, bg.error
     sql("INSERT INTO %s(data) VALUES('late')" % table)
     assert bg.join() is None
-    assert "'late'" in r.payloads[1]
+    assert any("'late'" in p for p in r.payloads)
     r.close()
 
 
