@@ -34,6 +34,9 @@ typedef struct {
      * stream's stop() and ack(), from a signal handler or another thread)
      * interrupts it, a command's wait included. -1 when not made. */
     int wakeup_fds[2];
+    int waiting;                /* threads in pq_wait() on the socket (GIL
+                                 * held to change it): close() from Python
+                                 * refuses meanwhile */
 
     /* The non-blocking path (asyncio): the event loop waits on the socket,
      * these calls only ever do what can be done without waiting. */

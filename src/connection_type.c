@@ -251,12 +251,20 @@ connection_fileno(connectionObject *self, PyObject *dummy)
 "close()\n\n" \
 "Close the connection; nothing if it is closed. A stream on it ends\n" \
 "without a last status update: close the reader instead, which sends\n" \
-"the acked position first. In a process forked after it was opened, the\n" \
-"connection is freed without a word to the server (the parent's)."
+"the acked position first. Not while another thread waits on the socket\n" \
+"(a command, the stream loop): ProgrammingError. In a process forked\n" \
+"after it was opened, the connection is freed without a word to the\n" \
+"server (the parent's)."
 
 static PyObject *
 connection_close(connectionObject *self, PyObject *dummy)
 {
+    if (self->waiting && !pq_in_child(self)) {
+        PyErr_SetString(pld_ProgrammingError, "another thread is waiting "
+            "on the connection (a command or the stream loop): stop it "
+            "before closing");
+        return NULL;
+    }
     pq_close(self);
     Py_RETURN_NONE;
 }

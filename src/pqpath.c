@@ -298,9 +298,11 @@ pq_wait(connectionObject *conn, int for_write, double timeout)
             pthread_sigmask(SIG_SETMASK, &old, NULL);
             return -1;
         }
+        conn->waiting++;
         Py_BEGIN_ALLOW_THREADS
         rv = ppoll(fds, n, tsp, &old);
         Py_END_ALLOW_THREADS
+        conn->waiting--;
         pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
 #else
@@ -308,9 +310,11 @@ pq_wait(connectionObject *conn, int for_write, double timeout)
     else if (timeout > 86400.0) { ms = 86400000; }
     else { ms = (int)ceil(timeout * 1000.0); }
 
+    conn->waiting++;
     Py_BEGIN_ALLOW_THREADS
     rv = poll(fds, n, ms);
     Py_END_ALLOW_THREADS
+    conn->waiting--;
 #endif
 
     if (rv < 0) {

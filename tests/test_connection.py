@@ -285,3 +285,28 @@ def test_the_stream_follows_its_connection(dsn, sql, slot_name, table):
     assert r.received_lsn == 0 and not r.copying
     assert conn.execute("SELECT 1")[1] == [("1",)]
     r.close()
+
+
+def test_close_refused_while_another_thread_waits_on_the_socket(dsn, sql):
+    """Closing under a thread that waits on the socket would pull the
+    socket from under its poll(): refused, and possible once it is done."""
+    conn = core.Connection()
+    conn.connect(*replication_params(dsn))
+    pid = conn.backend_pid
+    out = []
+    t = threading.Thread(target=lambda: out.append(
+        conn.execute("SELECT pg_sleep(2), 3 AS three", timeout=60)))
+    t.start()
+    # the server runs it: the thread has sent it and waits for the answer
+    deadline = time.monotonic() + 30
+    while not sql("SELECT 1 FROM pg_stat_activity WHERE pid = %s AND "
+                  "query LIKE 'SELECT pg_sleep%%'", pid):
+        assert time.monotonic() < deadline and t.is_alive(), out
+        time.sleep(0.02)
+    time.sleep(0.1)
+    with pytest.raises(pld.ProgrammingError, match="waiting"):
+        conn.close()
+    t.join(60)
+    assert out and out[0][1] == [("", "3")]
+    conn.close()
+    assert conn.closed
