@@ -58,25 +58,33 @@ def child_js(dsn, slot, end, url, stream, prefix, replicas):
 
 
 # The ceilings: the least work a publisher can do. A plain blocking socket
-# speaking the NATS protocol (no client library): HPUB frames with a reply
-# subject and the same headers as ours (Nats-Msg-Id, Nats-Expected-Last-
-# Msg-Id, Pld-Xid, Pld-Kind, Pld-Lsn), written in 64 KiB chunks, at most
-# WINDOW unacknowledged, every PubAck read (counted, errors counted).
+# speaking the NATS protocol (no client library): HPUB frames with the same
+# headers as ours (Nats-Msg-Id, Nats-Expected-Last-Msg-Id, Pld-Xid,
+# Pld-Kind, Pld-Lsn), written in 64 KiB chunks, at most WINDOW messages
+# unconfirmed. Answers as ours on a single-replica stream: a reply subject
+# on every ANSWER_EVERY-th message and on the last one of each chunk (sent
+# again with one); --answer-every 1: every message asks (the errors in the
+# answers are counted; any is a failure of the run).
 
 CEILING_WINDOW = 10000
+ANSWER_EVERY = 256
 
 
 class RawPublisher:
     """A minimal pipelined JetStream publisher on one socket (bench only)."""
 
-    def __init__(self, url, window=CEILING_WINDOW):
+    def __init__(self, url, window=CEILING_WINDOW, answer_every=ANSWER_EVERY):
+        import collections
         import socket
         host, port = url.split(",")[0].split("//")[-1].rsplit(":", 1)
         self.sock = socket.create_connection((host, int(port)))
         self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         self.window = window
+        self.answer_every = answer_every
         self.buf = []
-        self.size = self.sent = self.acked = self.errors = 0
+        self.size = self.n = self.confirmed = self.answers = self.errors = 0
+        self.asked = collections.deque()    # message number per answer
+        self.last = None        # the last message sent without a reply
         self.tail = b""
         self._read_until(b"\r\n")            # INFO
         self.sock.sendall(
@@ -114,20 +122,36 @@ class RawPublisher:
         if "error" in ans:
             raise RuntimeError("cannot create stream %s: %s" % (stream, ans))
 
-    def add(self, frame):
+    def add(self, subject, hdr, body):
+        """One message: its subject, header block, body (bytes)."""
+        self.n += 1
+        if self.n % self.answer_every == 0:
+            frame = b"HPUB %s _R.%d %d %d\r\n%s%s\r\n" % (
+                subject, self.n, len(hdr), len(hdr) + len(body), hdr, body)
+            self.asked.append(self.n)
+            self.last = None
+        else:
+            frame = b"HPUB %s %d %d\r\n%s%s\r\n" % (
+                subject, len(hdr), len(hdr) + len(body), hdr, body)
+            self.last = (subject, hdr, body)
         self.buf.append(frame)
         self.size += len(frame)
         if self.size >= 65536:
             self.flush()
 
     def flush(self):
+        if self.last is not None:
+            subject, hdr, body = self.last
+            self.buf.append(b"HPUB %s _R.%d %d %d\r\n%s%s\r\n" % (
+                subject, self.n, len(hdr), len(hdr) + len(body), hdr, body))
+            self.asked.append(self.n)
+            self.last = None
         if self.buf:
             self.sock.sendall(b"".join(self.buf))
-            self.sent += len(self.buf)
             self.buf, self.size = [], 0
-        self._read_acks(block=self.sent - self.acked > self.window)
+        self._read_answers(block=self.n - self.confirmed > self.window)
 
-    def _read_acks(self, block, until=None):
+    def _read_answers(self, block, until=None):
         sock = self.sock
         sock.setblocking(block)
         try:
@@ -141,14 +165,16 @@ class RawPublisher:
                 data = self.tail + chunk
                 cut = data.rfind(b"\r\n")
                 done, self.tail = data[:cut + 2], data[cut + 2:]
-                self.acked += done.count(b"MSG ")
+                for _ in range(done.count(b"MSG ")):
+                    self.confirmed = self.asked.popleft()
+                    self.answers += 1
                 self.errors += done.count(b'"error"')
                 if b"PING\r\n" in done:
                     sock.sendall(b"PONG\r\n")
                 if until is None:
-                    if self.sent - self.acked <= self.window:
+                    if self.n - self.confirmed <= self.window:
                         return
-                elif self.acked >= until:
+                elif self.confirmed >= until:
                     return
                 sock.setblocking(True)
         finally:
@@ -156,19 +182,17 @@ class RawPublisher:
 
     def finish(self):
         self.flush()
-        if self.acked < self.sent:
-            self._read_acks(block=True, until=self.sent)
+        if self.confirmed < self.n:
+            self._read_answers(block=True, until=self.n)
         self.sock.close()
 
 
-def _hpub(subject, rid, last, xid, kind, lsn, body):
+def _hdr(rid, last, xid, kind, lsn):
     hdr = b"NATS/1.0\r\nNats-Msg-Id: %s\r\n" % rid
     if last is not None:
         hdr += b"Nats-Expected-Last-Msg-Id: %s\r\n" % last
-    hdr += b"Pld-Xid: %d\r\nPld-Kind: %s\r\nPld-Lsn: %X/%X\r\n\r\n" % (
+    return hdr + b"Pld-Xid: %d\r\nPld-Kind: %s\r\nPld-Lsn: %X/%X\r\n\r\n" % (
         xid, kind, lsn >> 32, lsn & 0xFFFFFFFF)
-    return b"HPUB %s _R.%s %d %d\r\n%s%s\r\n" % (
-        subject, rid, len(hdr), len(hdr) + len(body), hdr, body)
 
 
 def backlog_shape(changes):
@@ -177,8 +201,8 @@ def backlog_shape(changes):
     return [big] + [100] * ((changes - big) // 100)
 
 
-def child_nats(url, stream, prefix, changes):
-    """nats-server alone: pre-built frames shaped like R1's (a begin, the
+def child_nats(url, stream, prefix, changes, answer_every):
+    """nats-server alone: pre-built messages shaped like R1's (a begin, the
     rows, a commit per transaction, ~130-byte JSON bodies), published as
     fast as nats-server stores them. No PostgreSQL."""
     frames = []
@@ -196,29 +220,30 @@ def child_nats(url, stream, prefix, changes):
                     b'"public","table":"t","new":{"id":%d,"data":"row %d"},'
                     b'"old":null,"commit_time":null}' % (
                         lsn >> 32, lsn & 0xFFFFFFFF, xid, n, n))
-            frames.append(_hpub(row if kind == b"insert" else tx, rid, last,
-                                xid, kind, lsn, body))
+            frames.append((row if kind == b"insert" else tx,
+                           _hdr(rid, last, xid, kind, lsn), body))
             last = rid
             lsn += 72
             n += 1
         xid += 1
     t0, u0, s0 = bench_drain._usage()
-    pub = RawPublisher(url)
+    pub = RawPublisher(url, answer_every=answer_every)
     pub.create_stream(stream, prefix + ".>")
     for f in frames:
-        pub.add(f)
+        pub.add(*f)
     pub.finish()
-    bench_drain._report(t0, u0, s0, messages=pub.acked, errors=pub.errors)
+    bench_drain._report(t0, u0, s0, messages=pub.n, answers=pub.answers,
+                        errors=pub.errors)
 
 
-def child_wire(dsn, slot, end, url, stream, prefix):
+def child_wire(dsn, slot, end, url, stream, prefix, answer_every):
     """The slot into JetStream with the least work per change: our Reader
     (decode=False, as raw), one frame per message built with one bytes
     format (the test_decoding text as body, ids from the begin LSN and an
     ordinal, the same headers as ours), acks counted; the slot is acked
     once at the end. What any publisher of this slot can at best do."""
     from pylogicaldecoding import Reader
-    pub = RawPublisher(url)
+    pub = RawPublisher(url, answer_every=answer_every)
     pub.create_stream(stream, prefix + ".>")
     row = prefix.encode() + b".public.t"
     tx = prefix.encode() + b"._tx"
@@ -241,8 +266,8 @@ def child_wire(dsn, slot, end, url, stream, prefix):
                 return
             rid = b"%s:%X:%d" % (slot_b, state["begin"], state["n"])
             state["n"] += 1
-            pub.add(_hpub(subject, rid, state["last"], state["xid"], kind,
-                          lsn, payload))
+            pub.add(subject, _hdr(rid, state["last"], state["xid"], kind,
+                                  lsn), payload)
             state["last"] = rid
 
     t0, u0, s0 = bench_drain._usage()
@@ -251,7 +276,8 @@ def child_wire(dsn, slot, end, url, stream, prefix):
     r.start(until_lsn=end)
     pub.finish()
     r.close()
-    bench_drain._report(t0, u0, s0, messages=pub.acked, errors=pub.errors)
+    bench_drain._report(t0, u0, s0, messages=pub.n, answers=pub.answers,
+                        errors=pub.errors)
 
 
 # -- the parent ----------------------------------------------------------------
@@ -281,15 +307,16 @@ def delete_stream(url, stream):
 
 
 def run_js(b, slot, end, url, replicas, nats_pids, n, kind="js",
-           changes=0):
+           changes=0, answer_every=ANSWER_EVERY):
     stream = "BENCH%d" % n
     if kind == "js":
         args = [b.dsn, slot, str(end), url, stream, stream.lower(),
                 str(replicas)]
     elif kind == "wire":
-        args = [b.dsn, slot, str(end), url, stream, stream.lower()]
+        args = [b.dsn, slot, str(end), url, stream, stream.lower(),
+                str(answer_every)]
     else:
-        args = [url, stream, stream.lower(), str(changes)]
+        args = [url, stream, stream.lower(), str(changes), str(answer_every)]
     cmd = [sys.executable, os.path.abspath(__file__), "--child", kind] + args
     c0 = sum(proc_cpu(p) for p in nats_pids)
     t0 = time.monotonic()
@@ -314,9 +341,10 @@ def main():
             return child_js(a[0], a[1], int(a[2]), a[3], a[4], a[5],
                             int(a[6]))
         if kind == "nats":
-            return child_nats(a[0], a[1], a[2], int(a[3]))
+            return child_nats(a[0], a[1], a[2], int(a[3]), int(a[4]))
         if kind == "wire":
-            return child_wire(a[0], a[1], int(a[2]), a[3], a[4], a[5])
+            return child_wire(a[0], a[1], int(a[2]), a[3], a[4], a[5],
+                              int(a[6]))
         return bench_drain.run_child(sys.argv[2:])
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true",
@@ -327,6 +355,11 @@ def main():
                    "quick 3)")
     p.add_argument("--replicas", default="1,3",
                    help="which streams: 1, 3 or 1,3 (default)")
+    p.add_argument("--answer-every", type=int, default=ANSWER_EVERY,
+                   help="the ceilings ask for an answer every N messages "
+                   "and at the end of each 64 KiB chunk (default %d, as "
+                   "our sink on a single-replica stream; 1: every message)"
+                   % ANSWER_EVERY)
     p.add_argument("--json", metavar="PATH", help="also write the results")
     a = p.parse_args()
     a.reps = a.reps or (3 if a.quick else 5)
@@ -361,7 +394,8 @@ def main():
                 elif c in ("nats", "wire"):
                     n += 1
                     r = run_js(b, slot, end, single.url, 1, [single.pid], n,
-                               kind=c, changes=a.changes)
+                               kind=c, changes=a.changes,
+                               answer_every=a.answer_every)
                     if r.get("errors"):
                         raise RuntimeError("%s: %d refused publishes"
                                            % (c, r["errors"]))
