@@ -148,6 +148,9 @@ class Sink:
        position in the destination, an int, or None) when it is stored, after every record published before it, or fails
        with `Retry` (transient) or `SinkError` (fatal). It must not wait
        for the storage itself; the hand-off bounds how many are in flight.
+       A sink may also have ``publish_nowait(record)``: the same without
+       waiting, returning the future, or None when it cannot take the
+       record now (the hand-off then awaits ``publish(record)``).
     4. ``await reset()`` after a `Retry`, once every future has settled:
        forget what is in flight, wait until the destination can be reached
        (raise `SinkUnavailable` to give up); the hand-off then publishes
@@ -299,6 +302,7 @@ class Handoff:
     async def _read_loop(self):
         sink, pending = self.sink, self._pending
         records, publish = sink.records, sink.publish
+        nowait = getattr(sink, "publish_nowait", None)
         lock, now, timeout = self._lock, time.monotonic, self.ack_timeout
         try:
             async for msg in self.source:
@@ -312,16 +316,20 @@ class Handoff:
                     while lock.locked():        # a resend: wait for its end
                         async with lock:
                             pass
-                    # publish() may wait: a resend starting meanwhile waits
-                    # for it (_recover), so that records stay in order
-                    self._publishing = True
-                    try:
-                        fut = await publish(record)
+                    fut = nowait(record) if nowait is not None else None
+                    if fut is not None:
                         pending.append([record, fut, now() + timeout])
-                    finally:
-                        self._publishing = False
-                        if self._published is not None:
-                            _resolve(self._published)
+                    else:
+                        # publish() may wait: a resend starting meanwhile
+                        # waits for it (_recover): records stay in order
+                        self._publishing = True
+                        try:
+                            fut = await publish(record)
+                            pending.append([record, fut, now() + timeout])
+                        finally:
+                            self._publishing = False
+                            if self._published is not None:
+                                _resolve(self._published)
                     self._inflight += 1
                     self.published += 1
                     self._work.set()
@@ -900,11 +908,13 @@ class JetStreamSink(Sink):
                 unchanged=formats.UNCHANGED_MARKER).encode("utf-8")
             rid = b"%s%d" % (self._tx_prefix, self._tx_n)
             self._tx_n += 1
+            headers = b"Nats-Msg-Id: %s\r\n%sPld-Kind: %s\r\n" % (
+                rid, self._tx_xid, kind)
+            if lsn:
+                headers += b"Pld-Lsn: %X/%X\r\n" % (lsn >> 32,
+                                                     lsn & 0xFFFFFFFF)
             return [Record(rid, self._subject(change.schema, change.table),
-                           body, b"Nats-Msg-Id: %s\r\n%sPld-Kind: %s\r\n%s%s" % (
-                               rid, self._tx_xid, kind,
-                               b"Pld-Lsn: %s\r\n" % format_lsn(lsn).encode()
-                               if lsn else b"", self._tx_time))]
+                           body, headers + self._tx_time)]
         items = change if isinstance(change, list) else [change]
         out = []
         for c in items:
@@ -1009,18 +1019,38 @@ class JetStreamSink(Sink):
     async def publish(self, record):
         """Publish ``record``; the future resolves on JetStream's
         acknowledgement of it or, on an ordered stream, of a later record
-        (see "answers" in the module doc).
+        (see "answers" in the module doc). Waits only while nats-py's
+        outgoing buffer is full."""
+        while True:
+            nc = self.nc
+            if nc is not None and nc.is_connected and \
+                    0 < nc._max_pending_size < nc._pending_data_size:
+                try:
+                    await asyncio.wait_for(
+                        nc._flush_pending(force_flush=True), 5)
+                except (asyncio.TimeoutError, OSError):
+                    pass        # the connection is looked at again
+            fut = self.publish_nowait(record)
+            if fut is not None:
+                return fut
+
+    def publish_nowait(self, record):
+        """`publish()` without waiting: the future, or None when nats-py's
+        outgoing buffer is full.
 
         The frame (HPUB, header lines, body) is made here and queued on
         nats-py's connection as its own publish() does, without its
         per-call checks (our subjects and header values are made valid);
         the answers come to `_on_ack` straight from nats-py's parser
         (`_Client`)."""
-        fut = self._loop.create_future()
         nc = self.nc
         if nc is None or nc.is_closed or not nc.is_connected:
-            fut.set_exception(Retry("not connected"))
+            fut = self._loop.create_future()
+            _fail(fut, Retry("not connected"))
             return fut
+        if 0 < nc._max_pending_size < nc._pending_data_size:
+            return None
+        fut = self._loop.create_future()
         headers = record.headers
         if self.ordered:
             if self._last_id is not None:
@@ -1055,18 +1085,19 @@ class JetStreamSink(Sink):
                 # once the hand-off yields: ask about the last record
                 self._probing = True
                 self._loop.create_task(self._probe())
-        try:
-            await nc._send_command(frame)
-            if nc._flush_queue is not None and nc._flush_queue.empty():
-                await nc._flush_pending()
-        except Exception as e:
-            self._futures.pop(token, None)
-            if not fut.done():
-                fut.set_exception(Retry("publish failed: %s" % (
-                    str(e) or type(e).__name__)))
+        self._enqueue(nc, frame)
         return fut
 
-    async def _probe(self):
+    def _enqueue(self, nc, frame):
+        """Queue a frame on nats-py's connection and wake its flusher (as
+        its _send_command() and _flush_pending() do)."""
+        nc._pending.append(frame)
+        nc._pending_data_size += len(frame)
+        queue = nc._flush_queue
+        if queue is not None and queue.empty():
+            queue.put_nowait(self._loop.create_future())
+
+    async def _probe(self):     # (a task: runs when the hand-off yields)
         """Publish the last record again, asking for an answer: JetStream
         drops it as a duplicate (or stores it, if the first copy was lost)
         and its answer confirms every record before it (the chain of
@@ -1078,15 +1109,8 @@ class JetStreamSink(Sink):
             return      # a later record asks, or a reset came
         token, subject, hlen, total, headers, body = last
         self._last_unanswered = None
-        try:
-            await nc._send_command(
-                b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
-                    subject, self._inbox_b, token, hlen, total, headers,
-                    body))
-            if nc._flush_queue is not None and nc._flush_queue.empty():
-                await nc._flush_pending()
-        except Exception as e:
-            logger.debug("probe of %d failed: %s", token, e)   # times out
+        self._enqueue(nc, b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+            subject, self._inbox_b, token, hlen, total, headers, body))
 
     def _on_ack(self, subject, data, headers):
         """One answer on the inbox (called by nats-py's parser)."""

@@ -149,19 +149,13 @@ class Lossy(JetStreamSink):
     connection that breaks after the write would)."""
 
     lose = b":5\r\n"          # the 6th record of the first transaction
+    lost = None
 
-    async def open(self):
-        await super().open()
-        send = self.nc._send_command
-        self.lost = []
-
-        async def lossy(cmd, priority=False):
-            if not self.lost and self.lose in cmd.split(b"\r\n\r\n")[0] \
-                    and b"Nats-Msg-Id" in cmd:
-                self.lost.append(cmd)
-                return
-            await send(cmd, priority)
-        self.nc._send_command = lossy
+    def _enqueue(self, nc, frame):
+        if self.lost is None and self.lose in frame.split(b"\r\n\r\n")[0]:
+            self.lost = frame
+            return
+        super()._enqueue(nc, frame)
 
 
 def test_a_lost_message_without_an_answer_is_sent_again(
