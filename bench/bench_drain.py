@@ -92,7 +92,7 @@ SERVER_SETTINGS = {
     "min_wal_size": "1GB",
     "checkpoint_timeout": "1h",
     "synchronous_commit": False,     # the latency writer turns it on
-    "max_replication_slots": 64,
+    "max_replication_slots": 300,     # a slot per drain
     "max_wal_senders": 16,
     "autovacuum": False,
     "shared_buffers": "256MB",

@@ -182,7 +182,8 @@ ka_stop(readerObject *self)
  * that brought messages, each less than BATCH_GAP seconds after the one
  * before, the server is streaming a backlog: each wait then lasts until a
  * buffer full of data has arrived or BATCH_DELAY seconds have passed, so
- * that a wake-up serves a hundred messages rather than a handful. A wait
+ * that a wake-up serves hundreds of messages rather than a handful (the
+ * loop reads what the socket holds before it waits again). A wait
  * that brings fewer than BATCH_MIN messages ends it. A live stream, a few
  * transactions at a time, does not batch and waits no longer than before:
  * a transaction's messages arrive in fewer than BATCH_AFTER wake-ups.
@@ -198,13 +199,16 @@ ka_stop(readerObject *self)
  *
  * A Unix socket ignores SO_RCVLOWAT: while batching, the loop pauses for
  * BATCH_PAUSE before each wait instead (never with the lock held), so
- * that the backlog accumulates in the socket meanwhile.
+ * that the backlog accumulates in the socket meanwhile. Since only a
+ * backlog batches, the delay a batched wait adds (at most BATCH_DELAY or
+ * BATCH_PAUSE) falls on changes that were already late, never on live
+ * ones.
  *
  * One rule for both loops: the C stream loop calls batch_before_wait()
  * before each wait, AsyncReader through _batch_before_wait(). */
 #define BATCH_GAP 0.0002
 #define BATCH_AFTER 16
-#define BATCH_DELAY 0.0005
+#define BATCH_DELAY 0.002
 #ifndef BATCH_PAUSE
 #define BATCH_PAUSE 0.0003
 #endif
@@ -332,7 +336,7 @@ stream_loop(readerObject *self)
     PyObject *msg = NULL, *res, *event;
     PyObject *args[2];
     double now, wait, cap, pause;
-    int rv, w;
+    int rv, w, read_ahead = 0;
 
     if (!(event = PyObject_GetAttr((PyObject *)self, event_name))) {
         return -1;
@@ -351,6 +355,7 @@ stream_loop(readerObject *self)
 
         if (rv == PQ_MSG_DATA) {
             messageObject *m = (messageObject *)msg;
+            read_ahead = 0;
             if (self->until_lsn && m->data_start > self->until_lsn) {
                 Py_DECREF(msg);
                 rv = 0;
@@ -385,6 +390,16 @@ stream_loop(readerObject *self)
         }
         now = wire_monotonic();
         if (pq_send_status_if_due(self, now) < 0) { rv = -1; break; }
+        if (self->batching && !read_ahead) {
+            /* A backlog: libpq reads at most its buffer (16 kB) at a
+             * time and more is likely waiting in the socket: read it
+             * before paying for a wait (a recv() that finds nothing
+             * costs less than a wake-up). */
+            read_ahead = 1;
+            if (pq_consume_input(self) < 0) { rv = -1; break; }
+            continue;
+        }
+        read_ahead = 0;
         cap = batch_before_wait(self, now, &pause);
         LOCK(self);
         wait = self->last_status + self->status_interval - now;
