@@ -723,7 +723,7 @@ class JetStreamSink(Sink):
         self._last_id = None        # predecessor for Expected-Last-Msg-Id
         self._confirmed = (0, None)     # (token, record id) last stored
         self._futures = {}          # token -> (future, id, answer asked)
-        self._unanswered = collections.deque()  # tokens, no answer asked
+        self._group = None          # the future of records not asking yet
         self._last_unanswered = None    # what a probe publishes again
         self._probing = False
         self._careful_to = 0            # after a reset: an answer each
@@ -1050,43 +1050,47 @@ class JetStreamSink(Sink):
             return fut
         if 0 < nc._max_pending_size < nc._pending_data_size:
             return None
-        fut = self._loop.create_future()
         headers = record.headers
-        if self.ordered:
-            if self._last_id is not None:
-                headers = b"%sNats-Expected-Last-Msg-Id: %s\r\n" % (
-                    headers, self._last_id)
-            self._last_id = record.id
+        if self.ordered and self._last_id is not None:
+            headers = b"%sNats-Expected-Last-Msg-Id: %s\r\n" % (
+                headers, self._last_id)
         body = record.body
         hlen = len(headers) + 12        # NATS/1.0\r\n ... \r\n
         total = hlen + len(body)
         if total > nc.max_payload:
+            fut = self._loop.create_future()
             fut.set_exception(SinkError(
                 "cannot publish %s on %s: %d bytes, more than the server's "
                 "max_payload (%d)" % (_show(record.id),
                                       record.subject.decode(), total,
                                       nc.max_payload)))
             return fut
+        if self.ordered:
+            self._last_id = record.id
         self._token = token = self._token + 1
-        answer = (not self.ordered or token <= self._careful_to
-                  or token % self.answer_every == 0)
-        self._futures[token] = (fut, record.id, answer)
-        if answer:
+        # records without an answer of their own share the future of the
+        # next record that asks (or of the probe of the last one)
+        group = self._group
+        if group is None:
+            group = self._group = self._loop.create_future()
+        if not self.ordered or token <= self._careful_to \
+                or token % self.answer_every == 0:
+            self._futures[token] = (group, record.id, True)
+            self._group = None
             frame = b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
                 record.subject, self._inbox_b, token, hlen, total, headers,
                 body)
         else:
             frame = b"HPUB %s %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
                 record.subject, hlen, total, headers, body)
-            self._unanswered.append(token)
-            self._last_unanswered = (token, record.subject, hlen, total,
-                                     headers, body)
+            self._last_unanswered = (token, record.id, record.subject, hlen,
+                                     total, headers, body)
             if not self._probing:
                 # once the hand-off yields: ask about the last record
                 self._probing = True
                 self._loop.create_task(self._probe())
         self._enqueue(nc, frame)
-        return fut
+        return group
 
     def _enqueue(self, nc, frame):
         """Queue a frame on nats-py's connection and wake its flusher (as
@@ -1105,9 +1109,11 @@ class JetStreamSink(Sink):
         self._probing = False
         last, nc = self._last_unanswered, self.nc
         if last is None or last[0] != self._token or nc is None \
-                or last[0] not in self._futures or not nc.is_connected:
+                or self._group is None or not nc.is_connected:
             return      # a later record asks, or a reset came
-        token, subject, hlen, total, headers, body = last
+        token, rid, subject, hlen, total, headers, body = last
+        self._futures[token] = (self._group, rid, False)
+        self._group = None
         self._last_unanswered = None
         self._enqueue(nc, b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
             subject, self._inbox_b, token, hlen, total, headers, body))
@@ -1162,33 +1168,21 @@ class JetStreamSink(Sink):
 
     def _stored(self, token, rid):
         """Record ``token`` is stored: on an ordered stream, so is every
-        record published before it."""
+        record published before it (its future is theirs too)."""
         if token > self._confirmed[0]:
             self._confirmed = (token, rid)
-        un = self._unanswered
-        while un and un[0] <= token:
-            entry = self._futures.pop(un.popleft(), None)
-            if entry is not None and not entry[0].done():
-                entry[0].set_result(None)
 
     def _refused(self, token, fut, exc):
-        """Record ``token`` is not stored; records published before it
-        without an answer of their own may not be either: they are sent
-        again (Retry)."""
-        un = self._unanswered
-        while un and un[0] < token:
-            entry = self._futures.pop(un.popleft(), None)
-            if entry is not None and not entry[0].done():
-                _fail(entry[0], Retry(
-                    "not confirmed: a later message was refused"))
-        if un and un[0] == token:
-            un.popleft()
+        """Record ``token`` is not stored, nor maybe the records that
+        share its future (published before it without an answer)."""
         _fail(fut, exc)
 
     def _fail_all(self, exc):
         futures, self._futures = self._futures, {}
-        self._unanswered.clear()
         self._last_unanswered = None
+        group, self._group = self._group, None
+        if group is not None and not group.done():
+            _fail(group, exc)
         for entry in futures.values():
             if not entry[0].done():
                 _fail(entry[0], exc)
