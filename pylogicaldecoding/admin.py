@@ -44,7 +44,7 @@ _INT_COLUMNS = ("active_pid", "safe_wal_size")
 _LSN_COLUMNS = ("confirmed_flush_lsn", "restart_lsn")
 
 
-class AdminConnection(_core.ReaderBase):
+class AdminConnection:
     """A connection for slot and publication commands (no stream).
 
     ``replication=True`` (the default) opens a replication connection
@@ -53,10 +53,12 @@ class AdminConnection(_core.ReaderBase):
     enough for listing slots and for publications (a role with
     ``pg_monitor`` can list slots without the REPLICATION attribute).
     ``dsn`` and the keywords are as for `Reader`. Connects on first use;
-    a context manager.
+    a context manager. The libpq connection is `connection` (a C
+    `Connection`, as under a `Reader`).
     """
 
     def __init__(self, dsn="", *, replication=True, **conninfo_kwargs):
+        self.connection = _core.Connection()
         self._params = conninfo.make_params(dsn, **conninfo_kwargs)
         if not replication:
             del self._params["replication"]
@@ -65,6 +67,21 @@ class AdminConnection(_core.ReaderBase):
     def dsn(self):
         """The connection string in use, with any password masked."""
         return conninfo.to_string(self._params)
+
+    @property
+    def closed(self):
+        """True unless the connection is open."""
+        return self.connection.closed
+
+    @property
+    def server_version(self):
+        """The server version as an int (150004 for 15.4); open only."""
+        return self.connection.server_version
+
+    @property
+    def backend_pid(self):
+        """The PID of the server process of the connection; open only."""
+        return self.connection.backend_pid
 
     def connect(self):
         """Open the connection if it is not open."""
@@ -83,6 +100,10 @@ class AdminConnection(_core.ReaderBase):
         every value a str or None."""
         self.connect()
         return self.connection.execute(command)
+
+    def close(self):
+        """Close the connection (nothing if it is closed)."""
+        self.connection.close()
 
     def __enter__(self):
         return self
