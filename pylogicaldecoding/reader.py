@@ -1,8 +1,9 @@
 """The Reader: subclass it, override `event()`, call `ack()`, `start()`.
 
-The C base (`pylogicaldecoding._core.ReaderBase`) owns the connection and
-the stream loop; this layer merges the connection parameters, manages the
-slot, builds the command text and gives the API its shape.
+The C base (`pylogicaldecoding._core.ReaderBase`) runs the stream loop on
+its `connection` (a C `Connection`: connect, commands); this layer merges
+the connection parameters, manages the slot, builds the command text and
+gives the API its shape.
 """
 
 import logging
