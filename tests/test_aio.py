@@ -75,21 +75,46 @@ class SilentServer:
         self.sock.close()
 
 
+def _run_delay():
+    """Seconds this thread has spent runnable but waiting for a CPU
+    (/proc/thread-self/schedstat, field 2), or None where the kernel does
+    not say."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, IndexError, ValueError):
+        return None
+
+
 class LagProbe:
-    """A task sleeping 10 ms in a loop, recording how late it wakes."""
+    """A task sleeping 10 ms in a loop, recording how late it wakes.
+
+    ``worst`` is the worst lateness as measured; ``worst_own`` leaves out
+    the time the loop's thread spent waiting for a CPU meanwhile (the
+    kernel's run-queue delay): on a machine loaded by other work that is
+    the scheduler's doing, while a blocking call (the thread asleep in a
+    syscall) or a long callback (the thread on a CPU) stays in full."""
 
     def __init__(self):
         self.worst = 0.0
+        self.worst_own = 0.0
         self.wakes = 0
         self.task = asyncio.ensure_future(self._run())
 
+    def reset(self):
+        self.worst = self.worst_own = 0.0
+
     async def _run(self):
         while True:
+            d0 = _run_delay()
             t0 = time.monotonic()
             await asyncio.sleep(0.01)
             late = time.monotonic() - t0 - 0.01
+            d1 = _run_delay()
             self.wakes += 1
             self.worst = max(self.worst, late)
+            own = late if d0 is None or d1 is None else late - (d1 - d0)
+            self.worst_own = max(self.worst_own, own)
 
     async def stop(self):
         self.task.cancel()
@@ -309,8 +334,8 @@ def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
 
     A blocking call shows up as seconds of lateness (3 s for the connect).
     On a machine loaded by other work a wake-up can also be late for want
-    of a CPU: a run that misses the goal is run once more, and the second
-    run decides."""
+    of a CPU: the goal applies to the lateness that the loop's thread did
+    not spend waiting for a CPU (LagProbe.worst_own); both are printed."""
     pub = slot_name + "_pub"
     sql("CREATE PUBLICATION %s FOR TABLE %s" % (pub, table))
     silent = SilentServer()
@@ -323,45 +348,38 @@ def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
         with pytest.raises(pld.ConnectionFailed, match="timeout"):
             await r.connect()
         waited = time.monotonic() - t0
-        lags["connect"], probe.worst = probe.worst, 0.0
+        lags["connect"] = (probe.worst_own, probe.worst)
+        probe.reset()
         async with AsyncReader(dsn, slot=slot, plugin="pgoutput",
                                options={"publication_names": pub}) as r:
             for _ in range(5):
                 await r.identify_system()
                 await r.slot_status()
-            lags["commands"], probe.worst = probe.worst, 0.0
+            lags["commands"] = (probe.worst_own, probe.worst)
+            probe.reset()
             n = 0
             async for msg in r.drain():
                 n += 1
                 if isinstance(msg.change, pld.Commit):
                     await r.ack()
-            lags["drain"] = probe.worst
+            lags["drain"] = (probe.worst_own, probe.worst)
         await probe.stop()
         return waited, n, lags, probe.wakes
 
-    runs = []
+    make_slot(dsn, slot_name, "pgoutput")
     try:
-        for attempt in range(2):
-            slot = "%s_%d" % (slot_name, attempt)
-            make_slot(dsn, slot, "pgoutput")
-            try:
-                sql("INSERT INTO %s(data) SELECT 'v' || g FROM "
-                    "generate_series(1, 20000) g" % table)
-                waited, n, lags, wakes = run(
-                    asyncio.wait_for(main(slot), 120), loop)
-            finally:
-                sql("SELECT pg_drop_replication_slot(%s)", slot)
-            assert 2.5 < waited < 10
-            assert n == 20003      # Relation, Begin, 20000 Insert, Commit
-            assert wakes > 100
-            runs.append(lags)
-            if max(lags.values()) < 0.05:
-                break
+        sql("INSERT INTO %s(data) SELECT 'v' || g FROM "
+            "generate_series(1, 20000) g" % table)
+        waited, n, lags, wakes = run(asyncio.wait_for(main(slot_name), 120),
+                                     loop)
     finally:
         silent.close()
         sql("DROP PUBLICATION %s" % pub)
-    print("worst lateness per run", runs)
-    assert max(runs[-1].values()) < 0.05, runs
+    print("worst lateness (own, measured) per phase", lags)
+    assert 2.5 < waited < 10
+    assert n == 20003      # Relation, Begin, 20000 Insert, Commit
+    assert wakes > 100
+    assert max(own for own, _ in lags.values()) < 0.05, lags
 
 
 class BatchingCore:
