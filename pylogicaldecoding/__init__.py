@@ -23,6 +23,7 @@ from .errors import (
     PluginNotAllowed, SlotExists, SlotInUse, SlotInvalidated, SlotMismatch,
     SlotNotFound, UnknownPlugin, WalLevelError)
 from .errors import SnapshotError
+from .errors import CommandInterrupted
 from .lsn import format_lsn, parse_lsn
 from .reader import Reader, Reconnect, SlotInfo, SystemInfo
 
@@ -53,5 +54,5 @@ __all__ = [
     "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
     "UnknownPlugin", "InvalidOption", "WalLevelError",
     "SnapshotRow", "SnapshotStart", "SnapshotEnd", "SnapshotError",
-    "PluginNotAllowed", "SlotInvalidated",
+    "PluginNotAllowed", "SlotInvalidated", "CommandInterrupted",
 ]

@@ -12,6 +12,7 @@ errors raised by the library itself. No message ever holds a password.
         +-- OperationalError
         |   +-- ConnectionFailed        the connection could not be opened
         |   +-- ConnectionLost          the connection or the stream dropped
+        |   +-- CommandInterrupted      stop()/close() ended a waiting command
         |   +-- SlotInUse               another consumer holds the slot
         |   +-- InsufficientPrivilege   the role lacks REPLICATION
         |   +-- SlotInvalidated         the server invalidated the slot
@@ -45,6 +46,7 @@ InternalError = _core.InternalError
 NotSupportedError = _core.NotSupportedError
 ConnectionLost = _core.ConnectionLost
 DecodingError = _core.DecodingError
+CommandInterrupted = _core.CommandInterrupted
 
 
 class ConnectionFailed(OperationalError):
@@ -224,5 +226,5 @@ __all__ = [
     "ConnectionLost", "ConnectionFailed", "DecodingError", "SlotInUse",
     "InsufficientPrivilege",    "InvalidName", "SlotNotFound", "SlotExists", "SlotMismatch",
     "UnknownPlugin", "PluginNotAllowed", "InvalidOption", "WalLevelError",
-    "SnapshotError", "SlotInvalidated",
+    "SnapshotError", "SlotInvalidated", "CommandInterrupted",
 ]

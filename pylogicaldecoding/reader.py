@@ -15,7 +15,7 @@ from . import commands
 from . import metrics
 from . import rules
 from . import snapshot as _snapshot
-from .errors import InterfaceError, OperationalError
+from .errors import CommandInterrupted, InterfaceError, OperationalError
 from .rules import (                    # noqa: F401 (public names)
     BINARY_PLUGINS, MIN_SERVER_VERSION, Reconnect, SlotInfo, SystemInfo)
 
@@ -203,7 +203,10 @@ class Reader(_core.ReaderBase):
         From `event()` (or a signal handler during `start()`), the stream is
         stopped and the connection closed before `start()` returns. From
         another thread, wait for the stream to end first. The acked position
-        is sent to the server before the connection closes.
+        is sent to the server before the connection closes. A command
+        waiting for the server's answer in another thread (or under this
+        signal handler) ends at once with `CommandInterrupted` and closes
+        the connection as it returns.
         """
         if self.streaming:
             self._close_requested = True
@@ -219,7 +222,10 @@ class Reader(_core.ReaderBase):
         Safe from `event()`, from a signal handler and from another thread.
         From another thread it waits (up to ``timeout`` seconds, None: no
         limit) until the stream has ended and the acks reached the server;
-        it returns True if the stream has ended.
+        it returns True if the stream has ended. A command waiting for the
+        server's answer (`execute()`, or one of `start()`'s before it
+        streams) ends at once: `execute()` raises `CommandInterrupted`,
+        `start()` returns; the connection is closed.
         """
         self._stop_requested.set()
         super().stop()
@@ -247,7 +253,9 @@ class Reader(_core.ReaderBase):
         if needed); return ``(column names, rows)``, rows being tuples of
         str or None. Not while the stream runs. ``timeout``: seconds to
         wait for the answer (None: as long as it takes); past it the
-        connection is closed and ConnectionLost raised."""
+        connection is closed and ConnectionLost raised. `stop()` or
+        `close()` (from another thread or a signal handler) end the wait
+        at once with `CommandInterrupted`, the connection closed."""
         self.connect()
         return super().execute(command, timeout)
 
@@ -344,6 +352,12 @@ class Reader(_core.ReaderBase):
                         self._stop_requested.clear()
                         continue
                     self._log_end(until_lsn)
+                    return
+                except CommandInterrupted:
+                    if not self._stop_requested.is_set():
+                        raise       # close() from elsewhere
+                    # stop() while a command of the set-up waited
+                    self._log_end(None)
                     return
                 except rules.RETRYABLE as e:
                     delay = retry.next_delay(

@@ -42,6 +42,10 @@ typedef struct {
      * these calls only ever do what can be done without waiting. */
     int connecting;             /* PQconnectStart done, not yet CONNECTION_OK */
     int cmd_running;            /* a command sent by send_query() runs */
+    /* The blocking path: a command waits for its answer (send_command()),
+     * and stop() or close() asked it to end (GIL held for both). */
+    int in_command;
+    int interrupt_command;
     int cmd_copy;               /* ... and is expected to start COPY BOTH */
     PGresult *cmd_result;       /* the last result of the running command */
 

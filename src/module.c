@@ -19,6 +19,7 @@ PyObject *pld_DataError = NULL;
 PyObject *pld_InternalError = NULL;
 PyObject *pld_NotSupportedError = NULL;
 PyObject *pld_ConnectionLost = NULL;
+PyObject *pld_CommandInterrupted = NULL;
 PyObject *pld_DecodingError = NULL;
 PyObject *pld_sqlstate_map = NULL;
 
@@ -156,6 +157,9 @@ static struct {
         "The server cannot do this (version, configuration)."},
     {"ConnectionLost", &pld_ConnectionLost, &pld_OperationalError,
         "The connection dropped or the server ended the stream."},
+    {"CommandInterrupted", &pld_CommandInterrupted, &pld_OperationalError,
+        "stop() or close() ended a command waiting for its answer; the "
+        "connection is closed."},
     {"DecodingError", &pld_DecodingError, &pld_DataError,
         "A message from the server could not be parsed."},
     {NULL}

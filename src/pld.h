@@ -40,6 +40,7 @@ extern HIDDEN PyObject *pld_DataError;
 extern HIDDEN PyObject *pld_InternalError;
 extern HIDDEN PyObject *pld_NotSupportedError;
 extern HIDDEN PyObject *pld_ConnectionLost;
+extern HIDDEN PyObject *pld_CommandInterrupted;
 extern HIDDEN PyObject *pld_DecodingError;
 
 /* dict SQLSTATE (5 chars or 2-char class) -> exception class, filled by errors.py */

@@ -424,6 +424,20 @@ status_sent(readerObject *self)
     self->status_count++;
 }
 
+/* A command (send_command()) that stop() or close() asked to end, from
+ * another thread or a signal handler: raise. */
+static RAISES_NEG int
+check_interrupted(connectionObject *conn)
+{
+    if (conn->in_command && conn->interrupt_command) {
+        PyErr_SetString(pld_CommandInterrupted,
+            "the command was interrupted by stop() or close() before the "
+            "server answered: the connection is closed");
+        return -1;
+    }
+    return 0;
+}
+
 /* Write everything libpq has queued, waiting for the socket to take it
  * until deadline (monotonic seconds, negative: none). stream: the stream
  * on the connection, if any (a status update it queued counts as sent once
@@ -441,6 +455,7 @@ flush_all(connectionObject *conn, readerObject *stream, double deadline)
         if (rv == 0 && stream && stream->out_pending) { status_sent(stream); }
         CONN_UNLOCK(conn);
         if (rv != 1) { break; }
+        if (check_interrupted(conn) < 0) { return -1; }
         if ((left = time_left(deadline)) == 0.0) { return 1; }
         if ((w = pq_wait(conn, 1, left)) < 0) { return -1; }
     }
@@ -487,6 +502,7 @@ get_result(connectionObject *conn, readerObject *stream, PGresult **res,
         }
         CONN_UNLOCK(conn);
         if (!busy) { return 0; }
+        if (check_interrupted(conn) < 0) { return -1; }
         if ((left = time_left(deadline)) == 0.0) { return 1; }
         if ((stream ? pq_stream_wait(stream, 0, left)
                     : pq_wait(conn, 0, left)) < 0) {
@@ -536,7 +552,7 @@ check_idle(connectionObject *conn)
 
 /* Send a command and return its last result, with every earlier one
  * discarded; NULL with an exception set on failure. timeout: seconds,
- * negative for none. */
+ * negative for none; stop() and close() end the wait too (in_command). */
 static PGresult *
 send_command(connectionObject *conn, const char *command, double timeout)
 {
@@ -546,10 +562,13 @@ send_command(connectionObject *conn, const char *command, double timeout)
 
     if (pq_check_open(conn) < 0) { return NULL; }
     if (check_idle(conn) < 0) { return NULL; }
+    conn->interrupt_command = 0;
+    conn->in_command = 1;
     CONN_LOCK(conn);
     rv = PQsendQuery(conn->pgconn, command);
     CONN_UNLOCK(conn);
     if (!rv) {
+        conn->in_command = 0;
         pq_raise(conn, NULL, NULL);
         return NULL;
     }
@@ -564,12 +583,14 @@ send_command(connectionObject *conn, const char *command, double timeout)
         /* COPY BOTH: no further result comes until the copy ends */
         if (PQresultStatus(res) == PGRES_COPY_BOTH) { break; }
     }
+    conn->in_command = 0;
     if (!res) {
         pq_raise(conn, NULL, NULL);
     }
     return res;
 
 error:
+    conn->in_command = 0;
     PQclear(res);
     /* Interrupted in the middle of a command: the connection state is
      * unknown, close it rather than leave it half used. */

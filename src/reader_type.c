@@ -749,12 +749,15 @@ reader_ack(readerObject *self, PyObject *args, PyObject *kwargs)
 #define stop_doc \
 "stop()\n\n" \
 "Ask the stream loop to end: `_stream()` returns after the current\n" \
-"`event()`. Safe from `event()`, another thread or a signal handler."
+"`event()`. A command waiting for its answer (`execute()`,\n" \
+"`start_copy()`) ends at once with CommandInterrupted, the connection\n" \
+"closed. Safe from `event()`, another thread or a signal handler."
 
 static PyObject *
 reader_stop(readerObject *self, PyObject *dummy)
 {
     self->stop_requested = 1;
+    if (self->conn->in_command) { self->conn->interrupt_command = 1; }
     pq_wake_up(self->conn);
     Py_RETURN_NONE;
 }
@@ -762,12 +765,21 @@ reader_stop(readerObject *self, PyObject *dummy)
 #define close_doc \
 "close()\n\n" \
 "Close the connection (a temporary slot disappears with it). Not while\n" \
-"the stream loop runs: stop it first."
+"the stream loop runs: stop it first. While a command waits for its\n" \
+"answer (in another thread, or under this signal handler), ask it to\n" \
+"end: it raises CommandInterrupted and closes the connection at once."
 
 static PyObject *
 reader_close(readerObject *self, PyObject *dummy)
 {
     int rv;
+
+    if (self->conn->in_command) {
+        /* the waiting command owns the connection until it returns */
+        self->conn->interrupt_command = 1;
+        pq_wake_up(self->conn);
+        Py_RETURN_NONE;
+    }
 
     if (self->streaming) {
         PyErr_SetString(pld_ProgrammingError,

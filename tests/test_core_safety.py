@@ -177,6 +177,90 @@ def test_execute_timeout():
         core.ReaderBase().execute("x", timeout=-1)
 
 
+def _when_the_query_waits(srv, action):
+    """In a thread: once the fake server has read a query (the command
+    then waits for an answer that never comes), call ``action()``."""
+    def run():
+        deadline = time.monotonic() + 30
+        while not srv.queries and time.monotonic() < deadline:
+            time.sleep(0.01)
+        action()
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t
+
+
+@pytest.mark.parametrize("how", ["stop", "close"])
+@pytest.mark.parametrize("where", ["thread", "signal"])
+def test_stop_or_close_ends_a_command_without_answer(how, where):
+    """A command the server never answers (execute() without a timeout)
+    ends at once when stop() or close() is called from another thread or
+    from a signal handler: CommandInterrupted, the connection closed (the
+    fake server would drop the connection after 10 s on its own)."""
+    import signal
+    srv = FakeWalSender([], hold=30, answer_queries=False)
+    r = core.ReaderBase()
+    srv.connect(r)
+    if where == "thread":
+        t = _when_the_query_waits(srv, getattr(r, how))
+        old = None
+    else:
+        old = signal.signal(signal.SIGUSR1,
+                            lambda *a: getattr(r, how)())
+        t = _when_the_query_waits(
+            srv, lambda: os.kill(os.getpid(), signal.SIGUSR1))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(core.CommandInterrupted, match="interrupted by"):
+            r.execute("IDENTIFY_SYSTEM")
+    finally:
+        if old is not None:
+            signal.signal(signal.SIGUSR1, old)
+    elapsed = time.monotonic() - t0
+    t.join(30)
+    assert r.closed
+    assert elapsed < 8, elapsed
+    # stop() before a command does not interrupt the next one
+    srv = FakeWalSender([], hold=30, answer_queries=False)
+    r = core.ReaderBase()
+    srv.connect(r)
+    r.stop()
+    with pytest.raises(core.ConnectionLost, match="no answer"):
+        r.execute("IDENTIFY_SYSTEM", timeout=0.3)
+
+
+def test_reader_stop_during_a_hanging_set_up_command():
+    """Reader.start() against a server that never answers its set-up
+    commands: stop() from another thread makes start() return (and stop()
+    report that the stream ended); close() from another thread makes it
+    raise CommandInterrupted. Both close the connection."""
+    import pylogicaldecoding as pld
+
+    def reader(srv):
+        params = dict(srv.conninfo)
+        del params["replication"]
+        return pld.Reader(slot="fake", **params)
+
+    srv = FakeWalSender([], hold=30, answer_queries=False)
+    r = reader(srv)
+    stopped = []
+    t = _when_the_query_waits(srv, lambda: stopped.append(r.stop(20)))
+    t0 = time.monotonic()
+    r.start()
+    assert time.monotonic() - t0 < 8
+    t.join(30)
+    assert stopped == [True]
+    assert r.closed
+
+    srv = FakeWalSender([], hold=30, answer_queries=False)
+    r = reader(srv)
+    t = _when_the_query_waits(srv, r.close)
+    with pytest.raises(pld.CommandInterrupted):
+        r.start()
+    t.join(30)
+    assert r.closed
+
+
 # -- 3. and 4. use after free in the decoders --
 #
 # Run in a child with CPython's debug allocator (freed memory is
