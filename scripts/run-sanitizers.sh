@@ -3,8 +3,9 @@
 # UndefinedBehaviorSanitizer in a scratch copy of the tree and run the tests
 # that run C code against it (the few left out are named below): the wire
 # parser and its fuzzing, the decoders, the Reader and AsyncReader against
-# the real server, the fault, signal, batching and retention tests, the
-# examples, the CLI. Any sanitizer report fails the run, and so does a
+# the real server, the fault, signal, batching and retention tests,
+# snapshots and backfills, standbys and failover slots, the JetStream sink,
+# the examples, the CLI. Any sanitizer report fails the run, and so does a
 # build that fails.
 #
 # LeakSanitizer checks the pytest process at exit (the processes the tests
@@ -30,26 +31,21 @@ export UBSAN_OPTIONS="log_path=$REPORTS:print_stacktrace=1:halt_on_error=1"
 # every Python object from malloc: ASan sees each one
 export PYTHONMALLOC=malloc
 
+# The few assertions a sanitized build cannot meet (RSS bounds under ASan's
+# quarantine, event-loop lateness, the batching trigger of wake-ups
+# < 0.2 ms apart) are relaxed by PLD_SANITIZED=1 (tests/sanitized.py): those tests still run
+# all their C code here and say in their output what they did not assert.
+export PLD_SANITIZED=1
 if [ $# -eq 0 ]; then
-    # Every test file that runs C code but: mypy (test_typing), the
-    # embedded server's own tests (test_testing, test_versions: they choose
-    # PostgreSQL installations, which the wrappers above replace), the
-    # standby tests (test_ha), the JetStream proofs (nats-server); and
-    # AsyncReader's two timing/RSS measurements, meaningless under ASan,
-    # and its Unix-socket batching test (batching starts after wake-ups
-    # less than 0.2 ms apart, which the async path under ASan is too slow
-    # to make; the batching code runs in the other test_batching tests),
-    # and the live-stream test of that heuristic: at ASan's speed a live
-    # stream's catch-up can look like a backlog (as issue 15 measured
-    # under a CPU hog); it runs in the ordinary suite.
-    # test_snapshot.py's killed-consumer test reports missing rows when run
-    # this slowly (both modes, 2026-11-25): left out until that is settled
-    # (it runs in the ordinary suite).
+    # Every test file but the two that run no C code: mypy over the stubs
+    # (test_typing) and the embedded server's own tests (test_testing:
+    # initdb, pg_ctl, nats-server; Python only). From test_versions only
+    # test_find_bindir_names_what_it_found is left out: it runs every
+    # PostgreSQL installation found (pg_config, /usr/lib/postgresql) with
+    # the sanitizer preloaded, which Debian's postgres hangs under (the
+    # wrappers below exist for that): 60 s of timeouts, no C code of ours.
     set -- tests --ignore=tests/test_typing.py --ignore=tests/test_testing.py \
-        --ignore=tests/test_versions.py --ignore=tests/test_ha.py \
-        --ignore=tests/test_jetstream.py --ignore=tests/test_jetstream_handoff.py \
-        --ignore=tests/test_snapshot.py \
-        -k "not test_backpressure_rss and not test_loop_never_blocked and not test_async_reader_unix_backlog_pauses and not test_live_stream_does_not_batch" \
+        -k "not test_find_bindir_names_what_it_found" \
         -q -p no:cacheprovider
 fi
 # LeakSanitizer judges this Python process at its exit. The processes the

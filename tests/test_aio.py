@@ -22,6 +22,7 @@ import pylogicaldecoding as pld
 from pylogicaldecoding.aio import AsyncReader
 
 from readers import current_lsn, slot_row, wait_for, wait_inactive
+from sanitized import relaxed
 
 LOOPS = ["asyncio", "uvloop"]
 
@@ -335,7 +336,12 @@ def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
     A blocking call shows up as seconds of lateness (3 s for the connect).
     On a machine loaded by other work a wake-up can also be late for want
     of a CPU: the goal applies to the lateness that the loop's thread did
-    not spend waiting for a CPU (LagProbe.worst_own); both are printed."""
+    not spend waiting for a CPU (LagProbe.worst_own); both are printed.
+    On a sanitized build (PLD_SANITIZED=1) the bound is 2 s: a blocked
+    connect (3 s late) still fails it."""
+    limit = 0.05
+    if relaxed("a lateness under 50 ms (under 2 s instead)"):
+        limit = 2.0
     pub = slot_name + "_pub"
     sql("CREATE PUBLICATION %s FOR TABLE %s" % (pub, table))
     silent = SilentServer()
@@ -379,7 +385,7 @@ def test_loop_never_blocked(dsn, sql, slot_name, table, loop):
     assert 2.5 < waited < 10
     assert n == 20003      # Relation, Begin, 20000 Insert, Commit
     assert wakes > 100
-    assert max(own for own, _ in lags.values()) < 0.05, lags
+    assert max(own for own, _ in lags.values()) < limit, lags
 
 
 class BatchingCore:
@@ -601,7 +607,10 @@ def test_backpressure_rss(dsn, sql, slot_name, table):
     assert out.returncode == 0, out.stderr
     res = json.loads(out.stdout)
     assert res["n"] == 3000
-    assert res["peak"] - res["idle"] < 10 * 1024 * 1024, res
+    print("RSS", res)
+    # ASan keeps freed memory in quarantine (256 MiB): RSS grows anyway
+    if not relaxed("the RSS bound"):
+        assert res["peak"] - res["idle"] < 10 * 1024 * 1024, res
 
 
 # -- cancellation --

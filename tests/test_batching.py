@@ -16,6 +16,7 @@ import pylogicaldecoding as pld
 from pylogicaldecoding.aio import AsyncReader
 
 from readers import current_lsn
+from sanitized import relaxed
 
 
 class LowatProbe(pld.Reader):
@@ -99,7 +100,8 @@ def test_live_stream_does_not_batch(dsn, sql, slot_name, table):
         r.close()
     assert set(seen) == {1}
     # counted by the rule itself: the stream waited (its transactions
-    # come one at a time), and none of its waits batched
+    # come one at a time), and none of its waits batched (the server was
+    # never known to be ahead: true at any speed, sanitizers included)
     assert r.wait_count > 0
     assert r.batch_wait_count == 0 and r.batch_pause_count == 0
 
@@ -136,13 +138,17 @@ def drain_until_batched(sql, table, drain, attempts=5):
     """Write a backlog of BACKLOG rows in one transaction and drain it with
     ``drain(end)`` (which returns the reader), until a drain batched (at
     most ``attempts``: on a busy machine the consumer may not keep up
-    closely enough to batch)."""
+    closely enough to batch). On a sanitized build, one drain, batched or
+    not (None): the trigger, wake-ups less than 0.2 ms apart, is beyond
+    its speed."""
     for attempt in range(attempts):
         sql("INSERT INTO %s (data) SELECT 'row ' || i "
             "FROM generate_series(1, %d) i" % (table, BACKLOG))
         r = drain(current_lsn(sql))
         if r.batch_wait_count:
             return r
+        if relaxed("that a backlog's drain batches"):
+            return None
     raise AssertionError("%d backlogs of 100000 rows, never batched"
                          % attempts)
 
@@ -171,9 +177,10 @@ def test_unix_socket_backlog_pauses(pg_server, sql, slot_name, table):
         return r
 
     r = drain_until_batched(sql, table, drain)
-    assert r.batch_pause_count == r.batch_wait_count > 0
-    # fewer waits than messages (each wait served several messages)
-    assert r.wait_count < r.count
+    if r is not None:
+        assert r.batch_pause_count == r.batch_wait_count > 0
+        # fewer waits than messages (each wait served several messages)
+        assert r.wait_count < r.count
 
     def drain_tcp(end):
         r = Counter(pg_server.dsn, slot=slot_name, decode=False,
@@ -186,7 +193,8 @@ def test_unix_socket_backlog_pauses(pg_server, sql, slot_name, table):
         return r
 
     r = drain_until_batched(sql, table, drain_tcp)
-    assert r.batch_pause_count == 0
+    if r is not None:
+        assert r.batch_pause_count == 0
 
 
 def test_async_reader_unix_backlog_pauses(pg_server, sql, slot_name, table):
@@ -209,7 +217,8 @@ def test_async_reader_unix_backlog_pauses(pg_server, sql, slot_name, table):
 
     r = drain_until_batched(sql, table,
                             lambda end: asyncio.run(drain_async(end)))
-    assert r.batch_pause_count == r.batch_wait_count > 0
+    if r is not None:
+        assert r.batch_pause_count == r.batch_wait_count > 0
 
     async def live():
         async with AsyncReader(dsn, slot=slot_name, decode=False,

@@ -114,6 +114,12 @@ class Consumer(pld.Reader):
                 self.order.append(("end", (ch.schema, ch.table), ch.rows))
                 self.writes_at_end = self.writer.count
             else:
+                if not any(o[0] == "row" for o in self.order):
+                    # the writer writes during the copy (a consumer as
+                    # fast as the writer is slow could finish first)
+                    ss.wait_for(
+                        lambda: self.writer.count > self.writes_at_start,
+                        what="a write during the copy")
                 self.order.append(("row", (ch.schema, ch.table)))
             self.ack()          # allowed; confirms nothing
         elif ch is not None and not isinstance(ch, pld.Relation):
@@ -702,6 +708,14 @@ def test_async_snapshot_then_stream_is_consistent(dsn, sql, schema,
                 elif isinstance(ch, pld.SnapshotRow):
                     assert not streamed
                     seen["rows"] += 1
+                    if seen["rows"] == 1:
+                        # the writer writes during the copy (under ASan
+                        # it did not once, on its own)
+                        start = seen["writes"]
+                        await asyncio.get_running_loop().run_in_executor(
+                            None, lambda: ss.wait_for(
+                                lambda: writer.count > start,
+                                what="a write during the copy"))
                     r.ack_nowait()      # allowed; confirms nothing
                 elif ch is not None and not isinstance(ch, pld.Relation):
                     streamed = True
