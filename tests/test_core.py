@@ -152,12 +152,16 @@ def test_feedback_reports_only_acked_positions():
     r, srv = streaming_reader([xlogdata(0x10, b"a"), xlogdata(0x20, b"b")])
     r.confirm_keepalives = False
     msgs = []
+    deadline = time.monotonic() + 30
     while len(msgs) < 2:
+        assert time.monotonic() < deadline, msgs
         m = r.read_message()
-        if m is not None:
-            msgs.append(m)
-            if len(msgs) == 1:
-                r.ack()
+        if m is None:
+            select.select([r.fileno()], [], [], 0.05)
+            continue
+        msgs.append(m)
+        if len(msgs) == 1:
+            r.ack()
     r.send_feedback()
     with pytest.raises(core.ProgrammingError, match="beyond"):
         r.ack(0x21)
@@ -175,16 +179,17 @@ def test_confirm_keepalives_rule():
               xlogdata(0x60, b"b"), keepalive(0x70)]
     r, srv = streaming_reader(frames)
     got = []
-    while len(got) < 2:
+    deadline = time.monotonic() + 30
+    # every frame read, the last keepalive (0x70) included
+    while len(got) < 2 or r.server_wal_end < 0x70:
+        assert time.monotonic() < deadline, (got, r.server_wal_end)
         m = r.read_message()
         if m is None:
+            select.select([r.fileno()], [], [], 0.05)
             continue
         got.append(m)
         if m.data_start == 0x10:
             r.ack()             # acked: the keepalive at 0x50 may follow
-    deadline = time.monotonic() + 1
-    while time.monotonic() < deadline:
-        r.read_message()
     assert r.flushed_lsn == 0x50    # b (0x60) is not acked: 0x70 is not
     r.close()
 
@@ -259,20 +264,35 @@ class Slow(core.ReaderBase):
 
 
 def test_keepalive_thread_reports_during_slow_event():
-    srv = FakeWalSender([xlogdata(1, b"a"), xlogdata(2, b"b")], hold=5)
-    r = Slow()
+    """While event() is busy (the loop does not read or write), the
+    keepalive thread sends status updates, never beyond what was acked."""
+    class Waiting(core.ReaderBase):
+        def __init__(self):
+            self.seen = []
+            self.during = []
+
+        def event(self, msg):
+            self.seen.append(msg.payload)
+            # only the keepalive thread can send these 3 while we wait
+            n = len(srv.status_updates())
+            self.during.append(
+                len(srv.wait_status_updates(n + 3, timeout=60)) - n)
+            self.ack()
+            if len(self.seen) == 2:
+                self.stop()
+
+    srv = FakeWalSender([xlogdata(1, b"a"), xlogdata(2, b"b")], hold=120)
+    r = Waiting()
     srv.connect(r)
     r.start_copy("START_REPLICATION SLOT fake LOGICAL 0/0")
     r.status_interval = 3600
     r.keepalive_interval = 0.2
     r._stream()
     assert r.seen == ["a", "b"]
+    assert min(r.during) >= 3, r.during
     r.close()
     srv.closed.wait(10)
     updates = srv.status_updates()
-    # ~2 s in event(): the thread reported several times meanwhile, and
-    # never a position beyond what was acked at that time
-    assert len(updates) >= 5
     flushed = [u[1] for u in updates]
     assert flushed == sorted(flushed) and set(flushed) <= {0, 1, 2}
     assert flushed[-1] == 2
