@@ -177,6 +177,30 @@ def test_execute_timeout():
         core.ReaderBase().execute("x", timeout=-1)
 
 
+def test_lost_connection_without_socket_is_a_clear_error():
+    """Once libpq has dropped a lost connection's socket (PQsocket() is
+    -1), fileno() -- what the asyncio front end hands its event loop --
+    raises ConnectionLost instead of returning -1 (which an event loop
+    refuses, or worse, polls as nothing); a command is refused at once."""
+    srv = FakeWalSender([xlogdata(0x10, b"a")], hold=0)
+    r = core.ReaderBase()
+    srv.connect(r)
+    r.start_copy("START_REPLICATION SLOT fake LOGICAL 0/0")
+    assert srv.closed.wait(30)
+    deadline = time.monotonic() + 30
+    with pytest.raises(core.ConnectionLost):
+        while time.monotonic() < deadline:
+            if r.read_message() is None:
+                select.select([r.fileno()], [], [], 0.05)
+    assert not r.closed     # lost, not closed by us: the PGconn is there
+    with pytest.raises(core.ConnectionLost, match="no socket"):
+        r.fileno()
+    with pytest.raises(core.OperationalError):
+        r.execute("IDENTIFY_SYSTEM")
+    r.close()
+    assert r.closed
+
+
 def _when_the_query_waits(srv, action):
     """In a thread: once the fake server has read a query (the command
     then waits for an answer that never comes), call ``action()``."""
@@ -379,6 +403,49 @@ def test_test_decoding_decoder_replaced_by_its_converter():
     print(dec(core.Message(line, 1)).new)
     """)
     assert out.strip() == "{'a': 1, 'b': '2', 'c': '3'}"
+
+
+def test_test_decoding_decoders_with_full_caches_stay_apart():
+    """Two test_decoding decoders whose type caches are full (4096 types)
+    convert with one-off converters: one decoder's converter must never
+    serve the other's value. Here freeing A's previous one-off converter
+    runs B (its __del__ decodes a line): B's converter must not end up
+    converting A's value (it did when a static scratch entry was shared by
+    every decoder)."""
+    out = run_poisoned(PGO_HELPERS + """
+    fill = "table public.t: INSERT: " + " ".join(
+        "c%d[fill%d]:1" % (i, i) for i in range(4096))
+
+    class Dying:
+        def __init__(self, tag):
+            self.tag = tag
+        def __call__(self, v):
+            return self.tag + v
+        def __del__(self):
+            print("B:", b(core.Message(
+                "table public.t: INSERT: y[typb]:1", 9)).new["y"])
+
+    def resolve_a(name):
+        if name == "x1":
+            return Dying("A1:")
+        if name == "x2":
+            return lambda v: "A2:" + v
+        return str
+
+    def resolve_b(name):
+        return (lambda v: "B:" + v) if name == "typb" else str
+
+    a = core.TestDecodingDecoder(resolve_a, lambda m, d: None)
+    b = core.TestDecodingDecoder(resolve_b, lambda m, d: None)
+    a(core.Message(fill, 1))
+    b(core.Message(fill, 2))
+    print("A:", a(core.Message("table public.t: INSERT: v[x1]:1", 3)).new["v"])
+    gc.collect()
+    print("A:", a(core.Message("table public.t: INSERT: v[x2]:2", 4)).new["v"])
+    """)
+    lines = out.split("\n")
+    assert "A: A1:1" in lines and "A: A2:2" in lines, out
+    assert "B: B:1" in lines, out
 
 
 # -- 5. before __init__ --
