@@ -25,6 +25,21 @@
 #define PLD_VERSION "unknown"
 #endif
 
+/* The code that differs between platforms, each part chosen by a macro
+ * that a Linux build can also force (-DPLD_NO_...: scripts/run-portable.sh
+ * builds and tests the portable paths in CI):
+ * PLD_NO_CONDATTR_SETCLOCK  no pthread_condattr_setclock() (macOS): the
+ *                           keepalive thread times its waits on the
+ *                           realtime clock
+ * PLD_NO_PPOLL              no ppoll() (all but Linux): poll(), waits
+ *                           rounded up to a millisecond */
+#if defined(__APPLE__) && !defined(PLD_NO_CONDATTR_SETCLOCK)
+#define PLD_NO_CONDATTR_SETCLOCK 1
+#endif
+#if !defined(__linux__) && !defined(PLD_NO_PPOLL)
+#define PLD_NO_PPOLL 1
+#endif
+
 /* A WAL position. No server header: the type and its "X/Y" form are ours. */
 typedef uint64_t lsn_t;
 #define LSN_FMT "%X/%X"

@@ -275,7 +275,7 @@ pq_wait(connectionObject *conn, int for_write, double timeout)
         fds[1].revents = 0;
         n = 2;
     }
-#ifdef __linux__
+#ifndef PLD_NO_PPOLL
     /* ppoll(): the batching delay of the stream loop is under 1 ms */
     {
         struct timespec ts, *tsp = NULL;

@@ -15,8 +15,8 @@
 
 /* The keepalive thread's waits run on the monotonic clock, except on
  * macOS, which has no pthread_condattr_setclock(): there a clock change
- * can only lengthen or shorten one wait. */
-#ifdef __APPLE__
+ * can only lengthen or shorten one wait (pld.h). */
+#ifdef PLD_NO_CONDATTR_SETCLOCK
 #define KA_CLOCK CLOCK_REALTIME
 #else
 #define KA_CLOCK CLOCK_MONOTONIC
@@ -1268,7 +1268,7 @@ sync_init(readerObject *self)
     self->conn->stream_opened = stream_opened;
     self->conn->stream_closed = stream_closed;
     if ((err = pthread_condattr_init(&attr))) { goto fail; }
-#ifndef __APPLE__
+#ifndef PLD_NO_CONDATTR_SETCLOCK
     if ((err = pthread_condattr_setclock(&attr, KA_CLOCK))) {
         pthread_condattr_destroy(&attr);
         goto fail;
