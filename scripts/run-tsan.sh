@@ -27,9 +27,9 @@ export TSAN_OPTIONS="log_path=$REPORTS:halt_on_error=1:exitcode=66:second_deadlo
 export PYTHONMALLOC=malloc
 
 # As in run-sanitizers.sh, PLD_SANITIZED=1 (tests/sanitized.py) relaxes
-# only the assertions a sanitized build is too slow to meet (the
-# Unix-socket batching trigger, a live stream never looking like a
-# backlog); those tests still run all their C code here.
+# only the assertions a sanitized build is too slow to meet (the batching
+# trigger, event-loop lateness); those tests still run all their C code
+# here.
 export PLD_SANITIZED=1
 # The threads: the keepalive thread (the C loop's and AsyncReader's),
 # ack()/stop()/close() from other threads and signal handlers, reconnects,
