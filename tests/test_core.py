@@ -273,8 +273,15 @@ def test_keepalive_thread_reports_during_slow_event():
 
         def event(self, msg):
             self.seen.append(msg.payload)
-            # only the keepalive thread can send these 3 while we wait
+            # only the keepalive thread can send these 3 while we wait;
+            # status_count is read meanwhile (under ThreadSanitizer: read
+            # under the lock the thread counts under)
             n = len(srv.status_updates())
+            count = self.status_count
+            deadline = time.monotonic() + 60
+            while self.status_count < count + 3:
+                assert time.monotonic() < deadline, "no keepalive updates"
+                time.sleep(0.01)
             self.during.append(
                 len(srv.wait_status_updates(n + 3, timeout=60)) - n)
             self.ack()
