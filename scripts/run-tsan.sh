@@ -2,7 +2,7 @@
 # Build the C core with ThreadSanitizer in a scratch copy of the tree and run
 # the tests that use it from several threads: the keepalive thread, ack()
 # and stop() from other threads, signal handlers, reconnects, AsyncReader,
-# the snapshot's copy workers. Any data race
+# the snapshot's COPY reads in a thread. Any data race
 # (or other ThreadSanitizer report) fails the run, and so does a build that
 # fails.
 #
@@ -33,7 +33,8 @@ export PYTHONMALLOC=malloc
 export PLD_SANITIZED=1
 # The threads: the keepalive thread (the C loop's and AsyncReader's),
 # ack()/stop()/close() from other threads and signal handlers, reconnects,
-# the snapshot's parallel copy workers (CopyConnection in threads).
+# AsyncReader's snapshot (its COPY reads in a thread of their own while the
+# event loop runs).
 if [ $# -eq 0 ]; then
     set -- tests/test_core.py tests/test_core_safety.py tests/test_reader.py tests/test_faults.py \
         tests/test_batching.py tests/test_retention.py tests/test_signals.py \
