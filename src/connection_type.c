@@ -3,6 +3,7 @@
 #include "connection.h"
 #include "pqpath.h"
 
+#include <errno.h>
 #include <fcntl.h>
 #include <stddef.h>
 #include <unistd.h>
@@ -294,14 +295,16 @@ static PyObject *
 connection_tp_new(PyTypeObject *type, PyObject *args, PyObject *kwargs)
 {
     connectionObject *self;
+    int err;
 
     if (!(self = (connectionObject *)type->tp_alloc(type, 0))) {
         return NULL;
     }
     self->wakeup_fds[0] = self->wakeup_fds[1] = -1;
-    if (pthread_mutex_init(&self->lock, NULL) != 0) {
+    if ((err = pthread_mutex_init(&self->lock, NULL)) != 0) {
         Py_DECREF(self);
-        PyErr_SetString(PyExc_OSError, "cannot create the connection lock");
+        errno = err;
+        PyErr_SetFromErrno(PyExc_OSError);
         return NULL;
     }
     self->lock_ok = 1;

@@ -201,6 +201,86 @@ def test_lost_connection_without_socket_is_a_clear_error():
     assert r.closed
 
 
+PTHREAD_SHIM = r"""
+#define _GNU_SOURCE
+#include <dlfcn.h>
+#include <errno.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* fail the pthread_* init named in $PLD_SHIM_FAIL with ENOMEM */
+static int
+failing(const char *name)
+{
+    const char *v = getenv("PLD_SHIM_FAIL");
+    return v && strcmp(v, name) == 0;
+}
+
+int
+pthread_mutex_init(pthread_mutex_t *m, const pthread_mutexattr_t *a)
+{
+    int (*real)(pthread_mutex_t *, const pthread_mutexattr_t *);
+    if (failing("pthread_mutex_init")) { return ENOMEM; }
+    real = dlsym(RTLD_NEXT, "pthread_mutex_init");
+    return real(m, a);
+}
+
+int
+pthread_cond_init(pthread_cond_t *c, const pthread_condattr_t *a)
+{
+    int (*real)(pthread_cond_t *, const pthread_condattr_t *);
+    if (failing("pthread_cond_init")) { return ENOMEM; }
+    real = dlsym(RTLD_NEXT, "pthread_cond_init");
+    return real(c, a);
+}
+"""
+
+
+def test_failed_pthread_init_is_an_error(tmp_path):
+    """The lock and the keepalive thread's condition that cannot be made
+    (pthread_mutex_init/pthread_cond_init failing: ENOMEM, forced by a
+    preloaded shim) make ReaderBase() raise OSError, instead of a Reader
+    whose lock or condition is garbage."""
+    from sanitized import relaxed
+    if relaxed("pthread init failures: the sanitizer runtime, preloaded "
+               "first, intercepts pthread_* before the shim"):
+        return
+    import shutil
+    cc = shutil.which("cc") or shutil.which("gcc")
+    assert cc, "this test compiles a small shim: install a C compiler"
+    src = tmp_path / "shim.c"
+    src.write_text(PTHREAD_SHIM)
+    shim = tmp_path / "shim.so"
+    subprocess.run([cc, "-shared", "-fPIC", "-o", str(shim), str(src),
+                    "-ldl"], check=True, capture_output=True, timeout=120)
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join([HERE] + [p for p in sys.path if p])
+    env["LD_PRELOAD"] = str(shim)
+    code = textwrap.dedent("""
+        import errno, os
+        import pylogicaldecoding._core as core
+        for name in ("pthread_mutex_init", "pthread_cond_init"):
+            os.environ["PLD_SHIM_FAIL"] = name
+            try:
+                core.ReaderBase()
+            except OSError as e:
+                print(name, errno.errorcode.get(e.errno, e.errno))
+            else:
+                print(name, "no error")
+            finally:
+                del os.environ["PLD_SHIM_FAIL"]
+        core.ReaderBase()       # and all is well again
+        print("ok")
+    """)
+    proc = subprocess.run([sys.executable, "-c", code], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert proc.stdout.split("\n")[:3] == [
+        "pthread_mutex_init ENOMEM", "pthread_cond_init ENOMEM", "ok"], \
+        proc.stdout + proc.stderr
+
+
 def _when_the_query_waits(srv, action):
     """In a thread: once the fake server has read a query (the command
     then waits for an answer that never comes), call ``action()``."""
