@@ -43,8 +43,11 @@ typedef struct {
     int connecting;             /* PQconnectStart done, not yet CONNECTION_OK */
     int cmd_running;            /* a command sent by send_query() runs */
     /* The blocking path: a command waits for its answer (send_command()),
-     * and stop() or close() asked it to end (GIL held for both). */
+     * it was sent by the stream (ReaderBase.execute()/start_copy(): the
+     * stream's stop() ends it too), and close() or that stop() asked it to
+     * end (GIL held for all three). */
     int in_command;
+    int stream_command;
     int interrupt_command;
     int cmd_copy;               /* ... and is expected to start COPY BOTH */
     PGresult *cmd_result;       /* the last result of the running command */

@@ -253,17 +253,21 @@ connection_fileno(connectionObject *self, PyObject *dummy)
 "Close the connection; nothing if it is closed. A stream on it ends\n" \
 "without a last status update: close the reader instead, which sends\n" \
 "the acked position first. Not while another thread waits on the socket\n" \
-"(a command, the stream loop): ProgrammingError. In a process forked\n" \
-"after it was opened, the connection is freed without a word to the\n" \
-"server (the parent's)."
+"(a command, the stream loop), nor from a signal handler interrupting a\n" \
+"command: ProgrammingError (`ReaderBase.close()` interrupts a command\n" \
+"instead). In a process forked after it was opened, the connection is\n" \
+"freed without a word to the server (the parent's)."
 
 static PyObject *
 connection_close(connectionObject *self, PyObject *dummy)
 {
-    if (self->waiting && !pq_in_child(self)) {
-        PyErr_SetString(pld_ProgrammingError, "another thread is waiting "
-            "on the connection (a command or the stream loop): stop it "
-            "before closing");
+    /* in_command: a signal handler run by the command's own wait (the
+     * wait is over, the command is not): closing would free the PGconn
+     * the command goes back to */
+    if ((self->waiting || self->in_command) && !pq_in_child(self)) {
+        PyErr_SetString(pld_ProgrammingError, "a command or the stream "
+            "loop is waiting on the connection (in another thread, or under "
+            "this signal handler): stop it before closing");
         return NULL;
     }
     pq_close(self);

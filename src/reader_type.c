@@ -520,6 +520,7 @@ reader_execute(readerObject *self, PyObject *args, PyObject *kwargs)
     const char *command;
     PyObject *otimeout = Py_None;
     double timeout;
+    PyObject *rv;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O", kwlist,
             &command, &otimeout)) {
@@ -532,7 +533,10 @@ reader_execute(readerObject *self, PyObject *args, PyObject *kwargs)
             "cannot run a command while the stream is running");
         return NULL;
     }
-    return pq_execute(self->conn, command, timeout);
+    self->conn->stream_command = 1;     /* stop() ends its wait */
+    rv = pq_execute(self->conn, command, timeout);
+    self->conn->stream_command = 0;
+    return rv;
 }
 
 #define start_copy_doc \
@@ -549,6 +553,7 @@ reader_start_copy(readerObject *self, PyObject *args, PyObject *kwargs)
     const char *command;
     PyObject *otimeout = Py_None;
     double timeout;
+    int rv;
 
     if (!PyArg_ParseTupleAndKeywords(args, kwargs, "s|O", kwlist,
             &command, &otimeout)) {
@@ -557,7 +562,10 @@ reader_start_copy(readerObject *self, PyObject *args, PyObject *kwargs)
     if (conn_timeout_from_object(otimeout, &timeout) < 0) { return NULL; }
     if (pq_check_open(self->conn) < 0) { return NULL; }
     self->stop_requested = 0;
-    if (pq_start_copy(self, command, timeout) < 0) { return NULL; }
+    self->conn->stream_command = 1;     /* stop() ends its wait */
+    rv = pq_start_copy(self, command, timeout);
+    self->conn->stream_command = 0;
+    if (rv < 0) { return NULL; }
     LOCK(self);
     self->last_status = wire_monotonic();
     UNLOCK(self);
@@ -757,7 +765,9 @@ static PyObject *
 reader_stop(readerObject *self, PyObject *dummy)
 {
     self->stop_requested = 1;
-    if (self->conn->in_command) { self->conn->interrupt_command = 1; }
+    if (self->conn->in_command && self->conn->stream_command) {
+        self->conn->interrupt_command = 1;
+    }
     pq_wake_up(self->conn);
     Py_RETURN_NONE;
 }

@@ -305,12 +305,12 @@ def test_stop_or_close_ends_a_command_without_answer(how, where):
     srv = FakeWalSender([], hold=30, answer_queries=False)
     r = core.ReaderBase()
     srv.connect(r)
+    action = getattr(r, how)
     if where == "thread":
-        t = _when_the_query_waits(srv, getattr(r, how))
+        t = _when_the_query_waits(srv, action)
         old = None
     else:
-        old = signal.signal(signal.SIGUSR1,
-                            lambda *a: getattr(r, how)())
+        old = signal.signal(signal.SIGUSR1, lambda *a: action())
         t = _when_the_query_waits(
             srv, lambda: os.kill(os.getpid(), signal.SIGUSR1))
     t0 = time.monotonic()
@@ -331,6 +331,29 @@ def test_stop_or_close_ends_a_command_without_answer(how, where):
     r.stop()
     with pytest.raises(core.ConnectionLost, match="no answer"):
         r.execute("IDENTIFY_SYSTEM", timeout=0.3)
+
+
+def test_connection_close_from_a_signal_handler_during_a_command():
+    """reader.connection.close() (the connection alone) refuses while a
+    command waits, from a signal handler of the waiting thread too (its
+    wait is over, the command is not: the PGconn must stay): the error
+    ends the command at once and the command closes the connection."""
+    import signal
+    srv = FakeWalSender([], hold=30, answer_queries=False)
+    r = core.ReaderBase()
+    srv.connect(r)
+    old = signal.signal(signal.SIGUSR1, lambda *a: r.connection.close())
+    t = _when_the_query_waits(srv, lambda: os.kill(os.getpid(),
+                                                   signal.SIGUSR1))
+    t0 = time.monotonic()
+    try:
+        with pytest.raises(core.ProgrammingError, match="waiting"):
+            r.execute("IDENTIFY_SYSTEM")
+    finally:
+        signal.signal(signal.SIGUSR1, old)
+    assert time.monotonic() - t0 < 8
+    t.join(30)
+    assert r.closed
 
 
 def test_reader_stop_during_a_hanging_set_up_command():
