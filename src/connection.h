@@ -42,6 +42,9 @@ typedef struct {
      * these calls only ever do what can be done without waiting. */
     int connecting;             /* PQconnectStart done, not yet CONNECTION_OK */
     int cmd_running;            /* a command sent by send_query() runs */
+    int cmd_copy;               /* ... and is expected to start COPY BOTH */
+    PGresult *cmd_result;       /* the last result of the running command */
+
     /* The blocking path: a command waits for its answer (send_command()),
      * it was sent by the stream (ReaderBase.execute()/start_copy(): the
      * stream's stop() ends it too), and close() or that stop() asked it to
@@ -49,8 +52,6 @@ typedef struct {
     int in_command;
     int stream_command;
     int interrupt_command;
-    int cmd_copy;               /* ... and is expected to start COPY BOTH */
-    PGresult *cmd_result;       /* the last result of the running command */
 
     /* The stream using the connection (its ReaderBase), if any, told when
      * the connection opens (stream_opened(): GIL held, lock not held) and
