@@ -672,6 +672,20 @@ class Backfills:
                 "messages", "true")).lower() in ("false", "off", "0", "no"):
             raise SnapshotError("backfill() needs pgoutput's messages "
                                 "option: its watermarks are logical messages")
+        if reader.plugin == "wal2json":
+            def prefixes(key):
+                v = reader.options.get(key)
+                return None if v is None else [
+                    p.strip() for p in str(v).split(",")]
+            dropped, only = (prefixes("filter-msg-prefixes"),
+                             prefixes("add-msg-prefixes"))
+            if (dropped and WATERMARK_PREFIX in dropped) or (
+                    only is not None and WATERMARK_PREFIX not in only):
+                raise SnapshotError(
+                    "backfill() needs wal2json to send the watermark "
+                    "messages: the prefix %r must be in add-msg-prefixes "
+                    "(when given) and not in filter-msg-prefixes"
+                    % WATERMARK_PREFIX)
         self.reader = reader
         self.conn = None
         self.registry = None
@@ -902,23 +916,34 @@ class Backfills:
 
     def _handle(self, msg):
         ch = msg.change
+        if isinstance(ch, list):
+            # wal2json format-version 1: a transaction in one message (or,
+            # with write-in-chunks, a piece of one), as a list of changes
+            keep = [c for c in ch if self._change(msg, c)]
+            if len(keep) != len(ch):
+                msg.change = keep
+            self.user_event(msg)
+        elif self._change(msg, ch):
+            self.user_event(msg)
+        return None
+
+    def _change(self, msg, ch):
+        """Take ``ch`` (a change of ``msg``) into account; False for the
+        changes not delivered (watermarks, the progress table's)."""
         if isinstance(ch, _core.LogicalMessage) \
                 and ch.prefix == WATERMARK_PREFIX:
             self._watermark(msg, ch)
-        elif isinstance(ch, (_core.Insert, _core.Update, _core.Delete)):
+            return False
+        if isinstance(ch, (_core.Insert, _core.Update, _core.Delete)):
             if (ch.schema, ch.table) == self.progress_name:
-                return None
+                return False
             if self.chunk is not None:
                 self._in_window(ch)
-            self.user_event(msg)
         elif isinstance(ch, _core.Truncate) and self.chunk is not None:
             t = self.chunk.job.table
             if (t.schema, t.table) in [tuple(x) for x in ch.tables]:
                 self.chunk.rows.clear()
-            self.user_event(msg)
-        else:
-            self.user_event(msg)
-        return None
+        return True
 
     def _key(self, t, row):
         return tuple(row.get(c) for c in t.key)

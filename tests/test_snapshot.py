@@ -130,8 +130,9 @@ class Consumer(pld.Reader):
             self.stop()
 
 
-@pytest.mark.parametrize("plugin,workers", [("pgoutput", 2),
-                                            ("test_decoding", 1)])
+@pytest.mark.parametrize("plugin,workers", [
+    ("pgoutput", 2), ("test_decoding", 1),
+    pytest.param("wal2json", 1, marks=pytest.mark.needs("wal2json"))])
 def test_snapshot_then_stream_is_consistent(dsn, sql, schema, publication,
                                             slot_name, plugin, workers,
                                             monkeypatch):
@@ -276,7 +277,13 @@ class BackfillConsumer(pld.Reader):
         self.on_message = None
 
     def event(self, msg):
-        ch = msg.change
+        # wal2json format-version 1: a transaction is a list of changes
+        chs = msg.change if isinstance(msg.change, list) else [msg.change]
+        for ch in chs:
+            self.apply(ch)
+        self.ack()
+
+    def apply(self, ch):
         if isinstance(ch, pld.SnapshotStart):
             assert ch.backfill
             self.order.append(("start", (ch.schema, ch.table)))
@@ -294,13 +301,15 @@ class BackfillConsumer(pld.Reader):
             assert ch.prefix != snapmod.WATERMARK_PREFIX
         self.down.apply(ch)
         if self.on_message:
-            self.on_message(self, msg)
+            self.on_message(self)
         if ss.is_end(ch, self.tag):
             self.stop()
-        self.ack()
 
 
-@pytest.mark.parametrize("plugin", ["pgoutput", "test_decoding"])
+@pytest.mark.parametrize("plugin", [
+    "pgoutput", "test_decoding",
+    pytest.param("wal2json", marks=pytest.mark.needs("wal2json")),
+    pytest.param("wal2json-v1", marks=pytest.mark.needs("wal2json"))])
 def test_backfill_is_consistent(dsn, sql, schema, publication, slot_name,
                                 plugin):
     """Backfills of every table while a writer changes them: applying the
@@ -309,6 +318,9 @@ def test_backfill_is_consistent(dsn, sql, schema, publication, slot_name,
     kwargs = {}
     if plugin == "pgoutput":
         kwargs["options"] = {"publication_names": publication}
+    elif plugin == "wal2json-v1":
+        plugin = "wal2json"
+        kwargs["options"] = {"format-version": "1"}
     writer = ss.Writer(dsn, schema, 1500, seed=1).start()
     r = BackfillConsumer(dsn, slot=slot_name, plugin=plugin, keys=keys,
                          tag=schema, **kwargs)
@@ -322,7 +334,7 @@ def test_backfill_is_consistent(dsn, sql, schema, publication, slot_name,
         (schema, "parted_a"), (schema, "parted_b")]
     r.backfill((schema, "empty"))
 
-    def later(reader, msg):     # from event(): the last one
+    def later(reader):          # from event(): the last one
         if (schema, "types") in reader.ended and not reader.later_done:
             reader.later_done = True
             reader.backfill((schema, ss.QUOTED_TABLE), chunk_size=250)
@@ -391,6 +403,17 @@ def test_backfill_errors(dsn, sql, schema, publication, slot_name):
         r.backfill('"%s".types' % schema, chunk_size=0)
     with pytest.raises(pld.InterfaceError, match="decode"):
         pld.Reader(dsn, slot=slot_name, decode=False).backfill("x")
+    for opts in ({"messages": "false"}, ):
+        opts["publication_names"] = publication
+        with pytest.raises(pld.SnapshotError, match="messages"):
+            pld.Reader(dsn, slot=slot_name, plugin="pgoutput",
+                       options=opts).backfill("x")
+    # wal2json: its options can drop the watermarks
+    for opts in ({"filter-msg-prefixes": "a,pld.backfill"},
+                 {"add-msg-prefixes": "app"}):
+        with pytest.raises(pld.SnapshotError, match="add-msg-prefixes"):
+            pld.Reader(dsn, slot=slot_name, plugin="wal2json",
+                       options=opts).backfill("x")
     assert r._backfills.jobs == []
     r.close()
 
