@@ -493,7 +493,7 @@ def test_killed_consumer_ends_consistent(dsn, sql, schema, slot_name, mode,
         r = pld.Reader(dsn, slot=slot_name)
         r.create_slot(snapshot="nothing")
         r.close()
-    kills = 6
+    kills = 10
     mid = 0
     try:
         for i in range(kills):
