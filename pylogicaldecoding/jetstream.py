@@ -1092,7 +1092,7 @@ class JetStreamSink(Sink):
             if not self._probing:
                 # once the hand-off yields: ask about the last record
                 self._probing = True
-                self._loop.create_task(self._probe())
+                self._loop.call_soon(self._probe)
         self._enqueue(nc, frame)
         return group
 
@@ -1105,7 +1105,7 @@ class JetStreamSink(Sink):
         if queue is not None and queue.empty():
             queue.put_nowait(self._loop.create_future())
 
-    async def _probe(self):     # (a task: runs when the hand-off yields)
+    def _probe(self):       # (called soon: once the hand-off yields)
         """Publish the last record again, asking for an answer: JetStream
         drops it as a duplicate (or stores it, if the first copy was lost)
         and its answer confirms every record before it (the chain of
