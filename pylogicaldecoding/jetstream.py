@@ -597,6 +597,32 @@ def _client_class():
     return _CLIENT_CLASS
 
 
+# what the hot path uses of nats-py's Client beyond its public API (see
+# _client_class() and _queue_frame()): checked once connected, so that a
+# nats-py that changed them fails at once with a clear error instead of
+# misbehaving mid-stream
+_CLIENT_INTERNALS = ("_pending", "_pending_data_size", "_flush_queue",
+                     "_max_pending_size", "_flush_pending", "_process_msg")
+_TESTED_NATS_PY = "2.16"
+
+
+def _check_client_internals(nc, sub):
+    missing = [n for n in _CLIENT_INTERNALS if not hasattr(nc, n)]
+    if not hasattr(sub, "_id"):
+        missing.append("Subscription._id")
+    if missing:
+        from importlib.metadata import version, PackageNotFoundError
+        try:
+            have = version("nats-py")
+        except PackageNotFoundError:
+            have = "?"
+        raise SinkError(
+            "this nats-py (%s) lacks what the JetStream sink uses of its "
+            "client (%s); the sink is tested with nats-py %s: pip install "
+            "'nats-py==%s.*'" % (have, ", ".join(missing), _TESTED_NATS_PY,
+                                 _TESTED_NATS_PY))
+
+
 def _import_nats():
     try:
         import nats
@@ -795,6 +821,11 @@ class JetStreamSink(Sink):
         self._inbox_b = (inbox + ".").encode()
         self._inbox_len = len(self._inbox_b)
         sub = await self.nc.subscribe(inbox + ".*")
+        try:
+            _check_client_internals(self.nc, sub)
+        except SinkError:
+            await self.close()
+            raise
         self.nc._pld_acks = (sub._id, self._on_ack)
 
     async def _drop_client(self):

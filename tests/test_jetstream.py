@@ -506,3 +506,22 @@ def test_a_stream_taking_other_subjects_is_refused(nats_server, stream_name):
             await sink.open()
         assert sink.nc is None          # closed again
     asyncio.run(main())
+
+
+def test_a_nats_py_without_what_the_sink_uses_is_refused(
+        nats_server, stream_name, monkeypatch):
+    """The sink's hot path uses nats-py client internals (tested with one
+    nats-py minor version): a client lacking one is refused at open(), with
+    the version to install, and the connection is closed again."""
+    monkeypatch.setattr(jetstream, "_CLIENT_INTERNALS",
+                        jetstream._CLIENT_INTERNALS + ("_gone_in_a_new_nats",))
+
+    async def main():
+        sink = JetStreamSink(nats_server.url, stream=stream_name,
+                             subject_prefix=prefix_of(stream_name), slot="s",
+                             create_stream=True)
+        with pytest.raises(jetstream.SinkError,
+                           match=r"_gone_in_a_new_nats.*nats-py==2\.16"):
+            await sink.open()
+        assert sink.nc is None
+    asyncio.run(main())
