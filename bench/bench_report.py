@@ -3,9 +3,10 @@
 
     .venv/bin/python bench/bench_report.py run1.json run2.json run3.json
 
-With one run, the range is that run's spread over its repetitions (the
-per-repetition ratios of the drain; each repetition's p99 for latency);
-with several, the range of the runs' figures. Paste the output into
+With one run, each ratio is that run's ratio of medians (the goal's
+figure) and its range the spread of the per-repetition ratios (the drain's
+repetitions side by side; each repetition's p99 for latency); with
+several runs, the median of the runs' figures and their range. Paste the output into
 README.md and bench/README.md after a run on a quiet machine; the goals
 met per run are printed first.
 """
@@ -17,9 +18,11 @@ import sys
 PLUGINS = ("test_decoding", "pgoutput", "pgoutput-binary")
 
 
-def fmt(values, digits=2, unit=""):
-    """'median (lo-hi)' of a list of numbers."""
-    med = statistics.median(values)
+def fmt(values, digits=2, unit="", value=None):
+    """'median (lo-hi)' of a list of numbers; `value` replaces the median
+    (a single run's ratio of medians, shown with its per-repetition
+    range)."""
+    med = statistics.median(values) if value is None else value
     if len(values) == 1:
         return "%.*f%s" % (digits, med, unit)
     return "%.*f%s (%.*f-%.*f)" % (digits, med, unit, digits, min(values),
@@ -32,7 +35,8 @@ def per_rep(runs, c1, c2, field):
 
 def drain_figure(results, server, where, what):
     """The values of one drain figure over the runs (or, for a single run,
-    over its repetitions)."""
+    over its repetitions) and the figure to show (None: their median; a
+    single run: the ratio of its medians, the goal's figure)."""
     values = []
     for res in results:
         d = res["servers"].get(server, {}).get("drain")
@@ -47,13 +51,14 @@ def drain_figure(results, server, where, what):
             per_m = 1e6 / d["changes"]
             ms = d["median"][where]["ours"]["cpu"] * per_m
             if len(results) == 1:
-                return [r["cpu"] * per_m for r in d["runs"][where]["ours"]]
+                return ([r["cpu"] * per_m for r in d["runs"][where]["ours"]],
+                        ms)
             values.append(ms)
             continue
         if len(results) == 1:
-            return per_rep(d["runs"][where], c1, c2, f)
+            return per_rep(d["runs"][where], c1, c2, f), ratio
         values.append(ratio)
-    return values
+    return values, None
 
 
 def main(paths):
@@ -93,8 +98,9 @@ def main(paths):
                             ("cpu_s", "ours CPU s per M changes")):
             cells = []
             for s, tr in cols:
-                v = drain_figure(results, s, "%s %s" % (tr, plugin), what)
-                cells.append(fmt(v) if v else "-")
+                v, shown = drain_figure(results, s, "%s %s" % (tr, plugin),
+                                        what)
+                cells.append(fmt(v, value=shown) if v else "-")
             if any(c != "-" for c in cells):
                 print("| %s, %s | %s |" % (plugin, label, " | ".join(cells)))
     print()
@@ -112,7 +118,7 @@ def main(paths):
     print("| case | ours p99 ms | psycopg2 p99 ms | ours/psycopg2 | goal |")
     print("|---|---|---|---|---|")
     for s, label in labels:
-        ours, theirs, ratio = [], [], []
+        ours, theirs, ratio, shown = [], [], [], None
         for res in results:
             st = res["servers"].get(s, {}).get("latency", {}).get(label)
             if not st:
@@ -121,6 +127,8 @@ def main(paths):
                 ours = st["ours"]["p99_runs"]
                 theirs = st["psycopg2"]["p99_runs"]
                 ratio = [a / b for a, b in zip(ours, theirs)]
+                shown = (st["ours"]["p99_median"]
+                         / st["psycopg2"]["p99_median"])
             else:
                 ours.append(st["ours"]["p99_median"])
                 theirs.append(st["psycopg2"]["p99_median"])
@@ -128,7 +136,8 @@ def main(paths):
                              / st["psycopg2"]["p99_median"])
         goal = "<= 2.0x" if "hog" in label else "<= 5 ms and <= 1.0x"
         print("| PG %s %s | %s | %s | %s | %s |" % (
-            s.split()[0], label, fmt(ours), fmt(theirs), fmt(ratio), goal))
+            s.split()[0], label, fmt(ours), fmt(theirs),
+            fmt(ratio, value=shown), goal))
 
 
 if __name__ == "__main__":
