@@ -1,20 +1,22 @@
 """Drain and latency benchmark: pylogicaldecoding against pg_recvlogical and
 psycopg2, on one throwaway PostgreSQL server.
 
-    .venv/bin/python bench/bench_drain.py            # full run, ~3-4 minutes
-    .venv/bin/python bench/bench_drain.py --quick    # smoke run, < 1 minute
+    .venv/bin/python bench/bench_drain.py            # full run, ~20 min a server
+    .venv/bin/python bench/bench_drain.py --quick    # smoke run, ~5 minutes
 
 What it does (see bench/README.md for how to read the output):
 
-1. drain: creates one fresh test_decoding slot per client and repetition,
+1. drain: creates one fresh slot per plugin, client and repetition,
    then writes the backlog (half of the changes in one transaction, half in
    100-row transactions). Each client drains its own slot up to the same end
    LSN, in its own subprocess, runs alternating, several repetitions:
    pg_recvlogical to /dev/null, psycopg2's consume_stream() with a no-op
    consumer, our Reader with a no-op event() and decode=False (str payloads,
-   like psycopg2's), and the same with decode=True (typed changes; no goal).
-   Wall time, CPU (user+sys) and peak RSS of each; medians and the ratios
-   against the goals.
+   like psycopg2's), and the same with decode=True (typed changes; no goal),
+   for test_decoding and pgoutput (text and binary values; bytes payloads
+   for psycopg2 and ours), over TCP and the Unix socket (--plugins,
+   --transports). Wall time, CPU (user+sys) and peak RSS of each; medians
+   and the ratios against the goals.
 2. scale: our drain of 100k, 300k and 1M changes and of one 1M-row
    transaction: CPU and peak RSS growth.
 3. latency: pgbench commits single-row transactions at 1,000 and 10,000 a
