@@ -15,11 +15,14 @@ Used by scripts/run-refleak.sh, which builds the C core for python3.X-dbg.
 Not a test module (its name does not start with ``test_``).
 """
 
+import functools
 import gc
+import os
+import re
 import sys
 
 import pytest
-from _pytest.runner import runtestprotocol
+from _pytest.runner import CallInfo, runtestprotocol
 
 
 def pytest_addoption(parser):
@@ -44,10 +47,64 @@ def pytest_configure(config):
 
 
 def _snapshot():
-    # as CPython's dash_R: forget what caches hold, then count
+    # as CPython's dash_R: forget what caches hold, then count. re's cache
+    # keeps up to 512 patterns, and tests compile patterns that name their
+    # own fresh slot (pytest.raises(match=...)): each run adds one.
+    re.purge()
     sys._clear_type_cache()
     gc.collect()
     return sys.gettotalrefcount(), sys.getallocatedblocks()
+
+
+def _forget_finished_fixtures(items):
+    """Drop what pytest keeps of the function fixtures already torn down.
+
+    A function-scoped fixture that uses a module- or session-scoped one
+    (``dsn`` uses ``pg_server``) leaves ``partial(its_def.finish,
+    request=...)`` on the latter's finalizer list until that one ends: in an
+    ordinary run a few objects per test, once; here they would grow with
+    every repetition (4 requests, partials and methods per run of a test
+    using ``dsn``, ``sql``, ``slot_name``, ``table``), ~215 references a
+    run of test_core.py. Calling such a finalizer is a no-op (``finish``
+    returns at once when ``cached_result`` is None), so only those are
+    dropped: nothing that would have run is skipped.
+    """
+    seen = set()
+    for fixturedef in (d for item in items
+                       for defs in item._fixtureinfo.name2fixturedefs.values()
+                       for d in defs):
+        if id(fixturedef) in seen:
+            continue
+        seen.add(id(fixturedef))
+        if fixturedef.scope == "function" or not fixturedef._finalizers:
+            continue
+        fixturedef._finalizers[:] = [
+            fin for fin in fixturedef._finalizers
+            if not _finished_fixture_finalizer(fin)]
+
+
+def _finished_fixture_finalizer(fin):
+    if not isinstance(fin, functools.partial):
+        return False
+    owner = getattr(fin.func, "__self__", None)
+    return (getattr(fin.func, "__name__", None) == "finish"
+            and owner is not None and getattr(owner, "scope", None) == "function"
+            and owner.cached_result is None)
+
+
+def _census():
+    counts = {}
+    for o in gc.get_objects():
+        t = type(o).__name__
+        if isinstance(o, (list, dict, tuple, set)):
+            t += "[%d]" % min(len(o), 9)
+        counts[t] = counts.get(t, 0) + 1
+    return counts
+
+
+def _grown(a, b):
+    d = [(b.get(k, 0) - a.get(k, 0), k) for k in set(a) | set(b)]
+    return sorted((x for x in d if x[0]), reverse=True)[:12]
 
 
 def _leaks(deltas):
@@ -91,36 +148,67 @@ class _Hunter:
     def _run_group(self, group, after):
         total = self.warmup + self.runs
         kept = {}           # item -> the reports to show
-        refs, blocks = [], []
-        # between two runs, what the group's first test needs stays set up
-        # (module and session fixtures); the tests' own are made anew
+        # as CPython's dash_R: the lists are made at full size and the
+        # deltas pooled, so that keeping a count adds no reference itself
+        refs, blocks = [0] * self.runs, [0] * self.runs
+        pool = {value: value for value in range(-1000, 1000)}
+        # Every run, the last one included, ends with the group's module and
+        # session fixtures still set up, so that each measured run does the
+        # same work: tearing the module down inside the last run would free
+        # what the module holds and hide a leak as large (it did: a whole
+        # module run alone always "shrank" in its last run). The module is
+        # torn down after the count, as pytest would have at the last test.
         wrap = group[0].parent
         before = _snapshot()
+        failed = False
         for i in range(total):
-            last = i == total - 1
-            failed = False
             for j, item in enumerate(group):
                 if i:
                     item._initrequest()   # fresh fixtures, as pytest-rerunfailures does
-                if j + 1 < len(group):
-                    nextitem = group[j + 1]
-                else:
-                    nextitem = after if last else wrap
+                    # what pytest's capture and logging plugins added to the
+                    # item's report (captured log lines: a WARNING per
+                    # failed stream in test_errors.py) would grow each run
+                    item._report_sections = []
+                nextitem = group[j + 1] if j + 1 < len(group) else wrap
                 reports = runtestprotocol(item, nextitem=nextitem, log=False)
-                if any(r.failed for r in reports):
-                    failed = True
-                    kept[item] = reports
-                elif last or item not in kept:
-                    kept[item] = reports
+                # replaced every run, so that each run frees what the one
+                # before kept (keeping the first run's would free them in
+                # the last run only)
+                kept[item] = reports
+                failed = failed or any(r.failed for r in reports)
+            _forget_finished_fixtures(group)
             now = _snapshot()
             if i >= self.warmup:
-                refs.append(now[0] - before[0])
-                blocks.append(now[1] - before[1])
+                d = now[0] - before[0]
+                refs[i - self.warmup] = pool.setdefault(d, d)
+                d = now[1] - before[1]
+                blocks[i - self.warmup] = pool.setdefault(d, d)
+                d = None
             before = now
+            if os.environ.get("PLD_REFLEAK_LISTS"):
+                import s2r_probe_plugin
+                sys.stderr.write("\nLISTS %s\n" % (s2r_probe_plugin.snap_lists(),))
+            if os.environ.get("PLD_REFLEAK_TYPES"):
+                types = _census()
+                if i:
+                    sys.stderr.write("\nrun %d grew: %s\n" % (i, _grown(prev_types, types)))
+                prev_types = types
+                types = None
             if failed:
-                if not last:
-                    group[-1].session._setupstate.teardown_exact(after)
                 break
+        # the teardown pytest would have done after the group's last test
+        last = group[-1]
+        # (only the fixtures: the teardown hooks of the plugins already ran)
+        call = CallInfo.from_call(
+            lambda: last.session._setupstate.teardown_exact(after), "teardown")
+        down = last.ihook.pytest_runtest_makereport(item=last, call=call)
+        if down.failed:
+            kept[last] = [r for r in kept.get(last, []) if r.when != "teardown"] \
+                + [down]
+        if os.environ.get("PLD_REFLEAK_VERBOSE"):
+            sys.stderr.write("\nrefleak %s: references %s, blocks %s\n"
+                             % (last.nodeid if len(group) == 1 else last.path.name,
+                                refs, blocks))
         leaked = []
         if _leaks(refs):
             leaked.append("references: %s" % refs)
@@ -130,7 +218,7 @@ class _Hunter:
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid,
                                                location=item.location)
             for report in kept.get(item, []):
-                if leaked and item is group[-1] and report.when == "call" \
+                if leaked and item is last and report.when == "call" \
                         and report.passed:
                     report.outcome = "failed"
                     report.longrepr = (
