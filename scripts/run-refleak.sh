@@ -2,9 +2,13 @@
 # Reference-leak run on a debug build of CPython (Debian's python3.X-dbg has
 # sys.gettotalrefcount()): build the C core for it in a scratch copy of the
 # tree, then run the C-facing tests -- both decoders, the converters, the
-# wire parser and the stream loop, the error paths -- WARMUP+RUNS times each
-# (tests/refleak_plugin.py) and fail any test whose references or memory
-# blocks grew in every one of the measured runs, like CPython's -R 3:3.
+# wire parser and the stream loop, the error paths, the AsyncIter and
+# CopyConnection -- WARMUP+RUNS times each (tests/refleak_plugin.py) and fail
+# any module whose references or memory blocks grew in every one of the
+# measured runs, like CPython's -R 3:3, naming the tests that grow alone.
+# First, the plugin's own check (tests/refleak_check.py) must catch a
+# planted missing Py_DECREF. Installs what it needs (as root, with apt-get)
+# and fails saying what is missing when it cannot.
 #
 #   bash scripts/run-refleak.sh                       # default selection
 #   bash scripts/run-refleak.sh tests/test_core.py -x # your own
@@ -17,15 +21,26 @@ ROOT=$(pwd)
 bash scripts/setup-env.sh
 DBG=${PLD_DBG_PYTHON:-python3.11-dbg}
 VER=${DBG#python}; VER=${VER%-dbg}
-if ! command -v "$DBG" >/dev/null 2>&1 || { [ ! -e "/usr/include/python${VER}d/Python.h" ] \
-        && [ ! -e "/usr/include/python${VER}/Python.h" ]; }; then
-    if [ "$(id -u)" != 0 ]; then
-        echo "run-refleak: needs $DBG and its headers; install (as root): apt-get install python${VER}-dbg python${VER}-dev python${VER}-venv" >&2
+PKGS="python${VER}-dbg python${VER}-dev python${VER}-venv"
+have_dbg() {
+    command -v "$DBG" >/dev/null 2>&1 \
+        && "$DBG" -c 'import sys, venv, ensurepip; sys.gettotalrefcount' >/dev/null 2>&1 \
+        && { [ -e "/usr/include/python${VER}d/Python.h" ] \
+             || [ -e "/usr/include/python${VER}/Python.h" ]; }
+}
+if ! have_dbg; then
+    if [ "$(id -u)" != 0 ] || ! command -v apt-get >/dev/null 2>&1; then
+        echo "run-refleak: needs $DBG (a debug build of CPython), its headers" \
+             "and venv; on Debian/Ubuntu install (as root): apt-get install $PKGS" >&2
         exit 1
     fi
-    apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
-        "python${VER}-dbg" "python${VER}-dev" "python${VER}-venv" >/dev/null
+    echo "run-refleak: installing $PKGS" >&2
+    # shellcheck disable=SC2086
+    if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+            --no-install-recommends $PKGS >/dev/null; } || ! have_dbg; then
+        echo "run-refleak: could not install $PKGS (see apt-get's message above)" >&2
+        exit 1
+    fi
 fi
 
 # A virtualenv of the debug Python, made once (.venv-dbg). psycopg2 (the

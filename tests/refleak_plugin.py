@@ -13,6 +13,16 @@ a cache filled late).
 
 Used by scripts/run-refleak.sh, which builds the C core for python3.X-dbg.
 Not a test module (its name does not start with ``test_``).
+
+What is cleared or forgotten before each count (each is pytest's or the
+standard library's, never ours): the type attribute cache and re's pattern
+cache, the finalizers pytest keeps for function fixtures already torn down,
+and the log sections pytest adds to a test's report. Anything else that
+grows every run fails the test.
+
+To find what grows: ``PLD_REFLEAK_VERBOSE=1`` prints every module's (or
+test's) deltas; ``PLD_REFLEAK_TYPES=1`` also the objects tracked by the
+garbage collector that each run added, by type (containers by length).
 """
 
 import functools
@@ -145,9 +155,12 @@ class _Hunter:
                 raise session.Interrupted(session.shouldstop)
         return True
 
-    def _run_group(self, group, after):
+    def _measure(self, group, kept):
+        """Run ``group`` WARMUP+RUNS times; return the growth of references
+        and of memory blocks in each measured run, and whether a test
+        failed (the runs stop at the first failing one). ``kept`` gets each
+        test's reports of its last run."""
         total = self.warmup + self.runs
-        kept = {}           # item -> the reports to show
         # as CPython's dash_R: the lists are made at full size and the
         # deltas pooled, so that keeping a count adds no reference itself
         refs, blocks = [0] * self.runs, [0] * self.runs
@@ -159,16 +172,16 @@ class _Hunter:
         # module run alone always "shrank" in its last run). The module is
         # torn down after the count, as pytest would have at the last test.
         wrap = group[0].parent
-        before = _snapshot()
         failed = False
+        d = None            # bound before the first count, not in the loop
+        before = _snapshot()
         for i in range(total):
             for j, item in enumerate(group):
-                if i:
-                    item._initrequest()   # fresh fixtures, as pytest-rerunfailures does
-                    # what pytest's capture and logging plugins added to the
-                    # item's report (captured log lines: a WARNING per
-                    # failed stream in test_errors.py) would grow each run
-                    item._report_sections = []
+                item._initrequest()   # fresh fixtures, as pytest-rerunfailures does
+                # what pytest's capture and logging plugins added to the
+                # item's report (captured log lines: a WARNING per failed
+                # stream in test_errors.py) would grow each run
+                item._report_sections = []
                 nextitem = group[j + 1] if j + 1 < len(group) else wrap
                 reports = runtestprotocol(item, nextitem=nextitem, log=False)
                 # replaced every run, so that each run frees what the one
@@ -185,9 +198,6 @@ class _Hunter:
                 blocks[i - self.warmup] = pool.setdefault(d, d)
                 d = None
             before = now
-            if os.environ.get("PLD_REFLEAK_LISTS"):
-                import s2r_probe_plugin
-                sys.stderr.write("\nLISTS %s\n" % (s2r_probe_plugin.snap_lists(),))
             if os.environ.get("PLD_REFLEAK_TYPES"):
                 types = _census()
                 if i:
@@ -196,6 +206,46 @@ class _Hunter:
                 types = None
             if failed:
                 break
+        if os.environ.get("PLD_REFLEAK_VERBOSE"):
+            sys.stderr.write("\nrefleak %s: references %s, blocks %s\n"
+                             % (group[0].nodeid if len(group) == 1
+                                else group[0].path.name, refs, blocks))
+        return refs, blocks, failed
+
+    def _judge(self, refs, blocks):
+        leaked = []
+        if _leaks(refs):
+            leaked.append("references: %s" % refs)
+        if _leaks(blocks):
+            leaked.append("memory blocks: %s" % blocks)
+        return "; ".join(leaked)
+
+    def _run_group(self, group, after):
+        kept = {}           # item -> the reports to show
+        refs, blocks, failed = self._measure(group, kept)
+        leaked = {}         # item -> what it leaked
+        whole = self._judge(refs, blocks)
+        if whole and not failed and len(group) > 1:
+            # a module grew: find the tests that grow alone (the module's
+            # fixtures still set up), to name them
+            for item in group:
+                r, b, failed = self._measure([item], kept)
+                if failed:
+                    break
+                alone = self._judge(r, b)
+                if alone:
+                    leaked[item] = "this test leaked over %d runs (after %d " \
+                        "warm-up runs, in a run of %s that leaked %s): %s" % (
+                            self.runs, self.warmup, item.path.name, whole, alone)
+        if whole and not leaked:
+            leaked[group[-1]] = "%s leaked over %d runs (after %d warm-up " \
+                "runs): %s%s" % (
+                    "this test" if len(group) == 1 else
+                    "the %d tests of %s" % (len(group), group[-1].path.name),
+                    self.runs, self.warmup, whole,
+                    "" if len(group) == 1 else
+                    " (no test of it leaked alone: rerun it with --refleak-each"
+                    " and PLD_REFLEAK_VERBOSE=1)")
         # the teardown pytest would have done after the group's last test
         last = group[-1]
         # (only the fixtures: the teardown hooks of the plugins already ran)
@@ -205,27 +255,13 @@ class _Hunter:
         if down.failed:
             kept[last] = [r for r in kept.get(last, []) if r.when != "teardown"] \
                 + [down]
-        if os.environ.get("PLD_REFLEAK_VERBOSE"):
-            sys.stderr.write("\nrefleak %s: references %s, blocks %s\n"
-                             % (last.nodeid if len(group) == 1 else last.path.name,
-                                refs, blocks))
-        leaked = []
-        if _leaks(refs):
-            leaked.append("references: %s" % refs)
-        if _leaks(blocks):
-            leaked.append("memory blocks: %s" % blocks)
         for item in group:
             item.ihook.pytest_runtest_logstart(nodeid=item.nodeid,
                                                location=item.location)
             for report in kept.get(item, []):
-                if leaked and item is last and report.when == "call" \
-                        and report.passed:
+                if item in leaked and report.when == "call" and report.passed:
                     report.outcome = "failed"
-                    report.longrepr = (
-                        "%s leaked over %d runs (after %d warm-up runs): %s"
-                        % ("this test" if len(group) == 1 else
-                           "the %d tests of %s" % (len(group), item.path.name),
-                           self.runs, self.warmup, "; ".join(leaked)))
+                    report.longrepr = leaked[item]
                 item.ihook.pytest_runtest_logreport(report=report)
             item.ihook.pytest_runtest_logfinish(nodeid=item.nodeid,
                                                 location=item.location)
