@@ -60,7 +60,8 @@ sys.exit(not p.__file__.endswith(sysconfig.get_config_var("EXT_SUFFIX")))'
 if ! "$DPY" -c 'import pytest, hypothesis, testing.postgresql, setuptools' \
         >/dev/null 2>&1 || ! "$DPY" -c "$debug_built_psycopg2" >/dev/null 2>&1; then
     pipi() { "$DPY" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
-        | grep -v -e '^WARNING: Location' -e ResourceWarning -e _get_index_content >&2 || true; }
+        | grep -v -e '^WARNING: Location' -e ResourceWarning -e _get_index_content \
+            -e '^DEPRECATION: --no-binary' >&2 || true; }
     pipi --upgrade "setuptools>=77" wheel
     "$DPY" -m pip uninstall -q -y psycopg2-binary >/dev/null 2>&1 || true
     pipi pytest hypothesis testing.postgresql
@@ -105,11 +106,14 @@ if [ $# -eq 0 ]; then
     # The C-facing tests: both decoders and wal2json's, the converters
     # (test_types, test_differential), the stream loop and the wire parser
     # (test_core, test_reader, the captured corpus), the error paths
-    # (test_errors, test_core_safety, test_faults' reconnects), the
+    # (test_errors, test_core_safety, test_faults' reconnects, every
+    # truncation of valid messages in test_decode_fuzz), the
     # AsyncIter (test_aio on asyncio) and CopyConnection (test_snapshot).
     # Left out, each for a reason:
-    # - hypothesis tests: hypothesis' own bookkeeping grows with every
-    #   example (they run in the ordinary suite, under ASan and the fuzzer);
+    # - hypothesis tests: up to 2,000 examples each, times 6, on a debug
+    #   build: minutes a test (test_decode_fuzz.py's took 8 min; with
+    #   --hypothesis-seed=0 none grew). They run in the ordinary suite,
+    #   under ASan and beside the fuzzer;
     # - uvloop: a release-built C extension (see psycopg2 above), not
     #   installed here; the asyncio loop runs the same AsyncIter code;
     # - the slow ones (seconds a run, times 6): SIGKILL cycles, TLS, the
@@ -119,6 +123,7 @@ if [ $# -eq 0 ]; then
     set -- tests/test_core.py tests/test_decode_pgoutput.py \
         tests/test_decode_test_decoding.py tests/test_decode_wal2json.py \
         tests/test_types.py tests/test_differential.py tests/test_fuzz_corpus.py \
+        tests/test_decode_fuzz.py \
         tests/test_errors.py tests/test_reader.py tests/test_core_safety.py \
         tests/test_faults.py tests/test_aio.py \
         tests/test_snapshot.py::test_copyconnection_rows \
