@@ -85,6 +85,45 @@ def test_copyconnection_messages_and_errors(dsn):
     conn.close()
 
 
+def test_copyconnection_read_without_waiting(dsn):
+    """read(wait=False) never blocks: [] while `copying` means nothing has
+    arrived yet (poll fileno()); two COPYs read so, interleaved, give all
+    their rows, in order for each."""
+    conns = [copyconn(dsn), copyconn(dsn)]
+    for i, conn in enumerate(conns):
+        # the second copy pauses after 2500 rows (more than the server's
+        # 8 kB output buffer: copy_start() returns when that much is sent)
+        conn.copy_start(
+            "COPY (SELECT g FROM generate_series(1, 3000) g, LATERAL (SELECT"
+            " CASE WHEN g = 2500 THEN pg_sleep(%d * 3) END) s) TO STDOUT"
+            % i, ["g"], [_core.text_int], False, "s", "t%d" % i)
+    got = {0: [], 1: []}
+    empty = 0
+    poller = select.poll()
+    for conn in conns:
+        poller.register(conn.fileno(), select.POLLIN)
+    deadline = time.monotonic() + 60
+    while any(c.copying for c in conns):
+        assert time.monotonic() < deadline
+        progress = False
+        for i, conn in enumerate(conns):
+            t0 = time.monotonic()
+            batch = conn.read(100, wait=False)
+            assert time.monotonic() - t0 < 2.5     # never the 3 s sleep
+            got[i] += [r.new["g"] for r in batch]
+            progress = progress or bool(batch)
+            empty += not batch and conn.copying
+        if not progress:
+            poller.poll(1000)
+    assert got == {0: list(range(1, 3001)), 1: list(range(1, 3001))}
+    assert empty > 0            # the second copy's pause was seen
+    assert conns[0].read(10, wait=False) == []
+    for conn in conns:
+        conn.close()
+    with pytest.raises(pld.InterfaceError, match="closed"):
+        conns[0].fileno()
+
+
 # -- the snapshot ---------------------------------------------------------
 
 class Consumer(pld.Reader):
