@@ -12,9 +12,12 @@ On one throwaway PostgreSQL server:
    tables=["public.t"], snapshot_workers=N) for N = 1 and 2, whose event()
    counts the SnapshotRows and stops at SnapshotEnd. Our wall time covers
    everything from before connecting (slot creation, the exported
-   snapshot's import, the copy) to the end of the snapshot. rows/s and MB/s
-   (COPY text bytes) of each; medians, ranges, and the ratio of medians
-   ours/psql against the goal (>= 0.7).
+   snapshot's import, the copy) to the end of the snapshot; its CPU time
+   (the consumer process: receiving, decoding, event()) is printed too,
+   and for every client the server's CPU time (postmaster and children,
+   from /proc): on a machine of few cores the two compete.
+   rows/s and MB/s (COPY text bytes) of each; medians, ranges, and the
+   ratio of medians ours/psql against the goal (>= 0.7).
 2. memory: peak RSS (VmHWM) of our snapshot of a table of 1 kB rows
    (``--rss-rows``, default 2M, quick 200k), with 1 and 2 workers: the
    rows stream through one batch at a time, so the goal (< 100 MiB) does
@@ -76,18 +79,48 @@ def child_ours(dsn, slot, table, workers):
                 self.stop()
 
     t0 = time.monotonic()
+    c0 = time.process_time()
     r = Count(dsn, slot=slot, snapshot=True, tables=[table],
               snapshot_workers=workers, temporary=True)
     r.start()
     wall = time.monotonic() - t0
+    cpu = time.process_time() - c0
     nbytes = r._snapshot.bytes
     r.close()
-    sys.stdout.write(json.dumps({"wall": wall, "rows": r.rows,
+    sys.stdout.write(json.dumps({"wall": wall, "cpu": cpu, "rows": r.rows,
                                  "bytes": nbytes,
                                  "hwm_kib": vm_hwm_kib()}) + "\n")
 
 
 # -- the parent ------------------------------------------------------------------
+
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def proc_times(pid):
+    """(utime + stime, cutime + cstime) of a process, in seconds."""
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return ((int(fields[11]) + int(fields[12])) / TICK,
+            (int(fields[13]) + int(fields[14])) / TICK, int(fields[1]))
+
+
+def server_cpu(postmaster):
+    """CPU seconds used so far by the server: the postmaster with its
+    exited (reaped) children, and its live children."""
+    own, reaped, _ = proc_times(postmaster)
+    total = own + reaped
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            cpu, _, ppid = proc_times(int(name))
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == postmaster:
+            total += cpu
+    return total
+
 
 def run(cmd):
     t0 = time.monotonic()
@@ -159,11 +192,14 @@ def main():
             " generate_series(1, %d) g;"
             "VACUUM ANALYZE t; VACUUM ANALYZE wide" % (a.rows, a.rss_rows),
             timeout=3600)
+        with open(os.path.join(server.data_dir, "postmaster.pid")) as f:
+            postmaster = int(f.readline())
         clients = ["psql", "ours-1", "ours-2"]
         res = {c: [] for c in clients}
         nbytes = None
         for rep in range(a.reps):
             for c in (clients if rep % 2 == 0 else clients[::-1]):
+                cpu0 = server_cpu(postmaster)
                 if c == "psql":
                     cmd = shlex.split(server.psql_command()) + [
                         "-c", "\\copy t to '/dev/null'"]
@@ -177,6 +213,8 @@ def main():
                     assert r["rows"] == a.rows, r
                     nbytes = r["bytes"]
                     res[c].append(r)
+                time.sleep(0.5)         # the backends exit and are reaped
+                res[c][-1]["server_cpu"] = server_cpu(postmaster) - cpu0
                 print("  rep %d %-7s %6.2f s" % (rep, c, res[c][-1]["wall"]),
                       flush=True)
         rss = {}
@@ -202,8 +240,11 @@ def main():
         rates[c] = statistics.median(rps)
         line = "  %-7s rows/s %s   MB/s %s" % (
             c, fmt_range(rps), fmt_range(mbs, 1e6, "%.1f"))
+        line += "\n          server CPU %s s" % fmt_range(
+            [r["server_cpu"] for r in res[c]], 1, "%.2f")
         if c != "psql":
-            line += "   peak RSS %.0f MiB" % (
+            line += "   client CPU %s s   peak RSS %.0f MiB" % (
+                fmt_range([r["cpu"] for r in res[c]], 1, "%.2f"),
                 statistics.median(r["hwm_kib"] for r in res[c]) / 1024)
         print(line)
     for c in ("ours-1", "ours-2"):
