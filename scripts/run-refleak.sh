@@ -57,14 +57,16 @@ fi
 debug_built_psycopg2='
 import sys, sysconfig, psycopg2._psycopg as p
 sys.exit(not p.__file__.endswith(sysconfig.get_config_var("EXT_SUFFIX")))'
-if ! "$DPY" -c 'import pytest, hypothesis, testing.postgresql, setuptools' \
+if ! "$DPY" -c 'import pytest, hypothesis, testing.postgresql, setuptools, sys; sys.exit(not pytest.__version__.startswith("9.2."))' \
         >/dev/null 2>&1 || ! "$DPY" -c "$debug_built_psycopg2" >/dev/null 2>&1; then
     pipi() { "$DPY" -m pip install -q --disable-pip-version-check "$@" 2>&1 \
         | grep -v -e '^WARNING: Location' -e ResourceWarning -e _get_index_content \
             -e '^DEPRECATION: --no-binary' >&2 || true; }
     pipi --upgrade "setuptools>=77" wheel
     "$DPY" -m pip uninstall -q -y psycopg2-binary >/dev/null 2>&1 || true
-    pipi pytest hypothesis testing.postgresql
+    # pytest pinned: tests/refleak_plugin.py uses its internals (fixture
+    # finalizers, the setup state, report sections), tested with 9.2
+    pipi "pytest==9.2.*" hypothesis testing.postgresql
     pipi --no-binary psycopg2 --force-reinstall --no-deps psycopg2
     if ! "$DPY" -c "$debug_built_psycopg2"; then
         echo "run-refleak: could not build psycopg2 for $DBG (needs libpq-dev," \
