@@ -836,15 +836,15 @@ class JetStreamSink(Sink):
             except Exception:
                 pass
 
-    async def _stream_info(self, js):
+    async def _answered(self, what, call):
+        """``await call()`` again while JetStream does not answer (a stream
+        or meta group without a leader: an election; a loaded server), up
+        to open_timeout; an error JetStream answered is raised at once."""
         import nats.js.errors as jserr
         deadline = time.monotonic() + self.open_timeout
         while True:
-            # a stream without a leader (an election) answers nothing for
-            # a while: wait for it, up to open_timeout
             try:
-                info = await js.stream_info(self.stream)
-                break
+                return await call()
             except jserr.NotFoundError:
                 raise
             except Exception as e:
@@ -852,11 +852,14 @@ class JetStreamSink(Sink):
                         e, jserr.ServiceUnavailableError)) \
                         or time.monotonic() > deadline:
                     raise
-                logger.warning("JetStream stream %s does not answer (%s); "
-                               "trying again", self.stream,
+                logger.warning("JetStream stream %s: %s does not answer "
+                               "(%s); trying again", self.stream, what,
                                str(e) or type(e).__name__)
                 await asyncio.sleep(0.5)
-        return info
+
+    async def _stream_info(self, js):
+        return await self._answered(
+            "stream info", lambda: js.stream_info(self.stream))
 
     async def _check_stream(self, js):
         import nats.js.errors as jserr
@@ -874,14 +877,23 @@ class JetStreamSink(Sink):
                     "JetStream stream %r does not exist; create it (subjects "
                     "%r) or pass create_stream=True (--create-stream)"
                     % (self.stream, subjects)) from None
+            config = StreamConfig(
+                name=self.stream, subjects=[subjects],
+                storage=StorageType.FILE, num_replicas=self.replicas,
+                duplicate_window=self.duplicate_window)
             try:
-                await js.add_stream(StreamConfig(
-                    name=self.stream, subjects=[subjects],
-                    storage=StorageType.FILE, num_replicas=self.replicas,
-                    duplicate_window=self.duplicate_window))
+                # creating it again with the same config is allowed: a
+                # creation that timed out here but went through is fine
+                await self._answered("creating it",
+                                     lambda: js.add_stream(config))
             except jserr.Error as e:
                 raise SinkError("cannot create JetStream stream %r: %s"
                                 % (self.stream, e)) from None
+            except Exception as e:
+                raise SinkUnavailable(
+                    "JetStream did not create stream %r within %g s: %s"
+                    % (self.stream, self.open_timeout,
+                       str(e) or type(e).__name__)) from None
             logger.info("created JetStream stream %s (%s, %d replicas)",
                         self.stream, subjects, self.replicas)
         except jserr.ServiceUnavailableError:

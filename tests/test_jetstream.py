@@ -525,3 +525,45 @@ def test_a_nats_py_without_what_the_sink_uses_is_refused(
             await sink.open()
         assert sink.nc is None
     asyncio.run(main())
+
+
+def test_stream_creation_that_does_not_answer_is_tried_again():
+    """Creating the stream while JetStream does not answer (an election,
+    a loaded cluster: nats-py's 5 s timeout) is tried again up to
+    open_timeout, then refused with SinkUnavailable, not a raw nats
+    error; an answered refusal is a SinkError at once."""
+    import nats.errors
+    import nats.js.errors as jserr
+
+    class FakeJS:
+        def __init__(self, timeouts, refuse=False):
+            self.timeouts, self.refuse, self.calls = timeouts, refuse, 0
+
+        async def stream_info(self, name):
+            raise jserr.NotFoundError()
+
+        async def add_stream(self, config):
+            self.calls += 1
+            if self.refuse:
+                raise jserr.BadRequestError(description="bad config")
+            if self.calls <= self.timeouts:
+                raise nats.errors.TimeoutError()
+            return config
+
+    def sink(**kw):
+        return JetStreamSink("nats://127.0.0.1:1", stream="S",
+                             subject_prefix="p", slot="s",
+                             create_stream=True, **kw)
+
+    async def main():
+        js = FakeJS(timeouts=2)
+        await sink(open_timeout=30)._check_stream(js)
+        assert js.calls == 3
+        js = FakeJS(timeouts=1000)
+        with pytest.raises(jetstream.SinkUnavailable, match="did not create"):
+            await sink(open_timeout=1)._check_stream(js)
+        js = FakeJS(timeouts=0, refuse=True)
+        with pytest.raises(jetstream.SinkError, match="bad config"):
+            await sink(open_timeout=30)._check_stream(js)
+        assert js.calls == 1
+    asyncio.run(main())

@@ -18,7 +18,9 @@ async def _roundtrip(urls, stream, publish=True, replicas=1):
     from nats.js.api import StreamConfig
     nc = await nats.connect(urls, connect_timeout=5)
     try:
-        js = nc.jetstream()
+        # a three-node stream's creation (its own leader election) took
+        # over the default 5 s under ASan on a loaded machine
+        js = nc.jetstream(timeout=30)
         if publish:
             await js.add_stream(StreamConfig(name=stream, subjects=["f.>"],
                                              num_replicas=replicas))
