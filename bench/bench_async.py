@@ -25,7 +25,6 @@ are ratios of medians over the repetitions):
 """
 
 import argparse
-import io
 import json
 import os
 import shutil
@@ -152,7 +151,7 @@ def child_lat_sync(dsn, slot):
             decode=False)
     r.start()
     r.close()
-    usage_report(t0, u0, s0, times=bd._latency_result(events))
+    usage_report(t0, u0, s0, delays=bd._latency_result(events))
 
 
 def child_lat_async(dsn, slot, loop="asyncio"):
@@ -177,7 +176,7 @@ def child_lat_async(dsn, slot, loop="asyncio"):
 
     t0, u0, s0 = bd._usage()
     _run(main(), loop)
-    usage_report(t0, u0, s0, times=bd._latency_result(events))
+    usage_report(t0, u0, s0, delays=bd._latency_result(events))
 
 
 def child_lag(dsn, slot, end):
@@ -272,13 +271,6 @@ def run_child(argv):
         child_lag(argv[1], argv[2], int(argv[3]))
     elif kind == "rss":
         child_rss(argv[1], argv[2], int(argv[3]))
-    elif kind == "writer":
-        out, sys.stdout = sys.stdout, io.StringIO()
-        try:
-            bd.child_writer(argv[1], float(argv[2]), float(argv[3]))
-        finally:
-            text, sys.stdout = sys.stdout.getvalue(), out
-        report(json.loads(text))
     else:
         raise SystemExit("unknown child %r" % kind)
 
@@ -361,17 +353,15 @@ class AsyncBench(bd.Bench):
         if line.strip() != "ready":
             bd.finish(proc, t0, "%s latency client" % client)
             raise RuntimeError("%s latency client did not start" % client)
-        writer = self.spawn("writer", self.dsn, self.args.rate,
-                            self.args.seconds)
-        bd.finish(writer, time.monotonic(), "writer")
+        # bench_drain's writer: pgbench -R, each row holding the server's
+        # clock_timestamp() at its INSERT, which the clients subtract
+        n, rate = self.run_writer(self.args.rate)
         bd.finish(proc, t0, "%s latency client" % client)
-        commits = self.result(writer)
-        events = self.result(proc)["times"]
-        delays = [(events[k] - t) * 1000.0
-                  for k, t in commits["times"].items() if k in events]
-        if len(delays) != len(commits["times"]):
-            raise RuntimeError("%s missed rows" % client)
-        return delays, len(delays) / commits["elapsed"]
+        delays = self.result(proc)["delays"]
+        if len(delays) != n:
+            raise RuntimeError("%s saw %d rows of the %d committed"
+                               % (client, len(delays), n))
+        return delays, rate
 
     def phase_latency(self):
         a = self.args
@@ -478,6 +468,8 @@ def main():
     p.add_argument("--reps", type=int, help="drain repetitions per client "
                    "(default 5, quick 3)")
     p.add_argument("--rate", type=float, default=1000.0)
+    p.add_argument("--writers", type=int, help="pgbench connections of the "
+                   "latency writer (default: bench_drain's choice)")
     p.add_argument("--seconds", type=float, help="latency run (default 10, "
                    "quick 4)")
     p.add_argument("--lat-reps", type=int, help="default 4, quick 2")
