@@ -314,6 +314,11 @@ class BackfillConsumer(pld.Reader):
         self.writer = None
         self.writes_at = {}
         self.on_message = None
+        # tables whose backfill must see a write between its start and
+        # end: at the first row, wait for one (a backfill as fast as the
+        # writer is slow could otherwise end first, as on a quiet machine)
+        self.write_during = set()
+        self._rows_seen = set()
 
     def event(self, msg):
         # wal2json format-version 1: a transaction is a list of changes
@@ -335,7 +340,13 @@ class BackfillConsumer(pld.Reader):
                 self.writer.count - self.writes_at[(ch.schema, ch.table)])
         elif isinstance(ch, pld.SnapshotRow):
             assert ch.backfill
-            self.order.append(("row", (ch.schema, ch.table)))
+            table = (ch.schema, ch.table)
+            if table in self.write_during and table not in self._rows_seen:
+                since = self.writes_at[table]
+                ss.wait_for(lambda: self.writer.count > since,
+                            what="a write during the backfill")
+            self._rows_seen.add(table)
+            self.order.append(("row", table))
         elif isinstance(ch, pld.LogicalMessage):
             assert ch.prefix != snapmod.WATERMARK_PREFIX
         self.down.apply(ch)
@@ -364,6 +375,7 @@ def test_backfill_is_consistent(dsn, sql, schema, publication, slot_name,
     r = BackfillConsumer(dsn, slot=slot_name, plugin=plugin, keys=keys,
                          tag=schema, **kwargs)
     r.writer = writer
+    r.write_during.add((schema, "types"))
     r.create_slot(snapshot="nothing")
     ss.wait_for(lambda: writer.count > 20, what="the writer")
     # before start(): three tables, the partitioned one by its root
