@@ -122,6 +122,21 @@ def same(a, b):
     return type(a) is type(b) and a == b
 
 
+def same_json(a, b):
+    """Equal, with the same types all the way down (1 is not 1.0 or True)
+    and the same key order: what json.loads gives, compared exactly (NaN
+    equal to NaN)."""
+    if type(a) is not type(b):
+        return False
+    if isinstance(a, dict):
+        return list(a) == list(b) and all(same_json(a[k], b[k]) for k in a)
+    if isinstance(a, list):
+        return len(a) == len(b) and all(map(same_json, a, b))
+    if isinstance(a, float) and a != a:
+        return b != b
+    return a == b
+
+
 def assert_same_row(got, want):
     assert set(got) == set(want), set(got) ^ set(want)
     bad = {k: (got[k], want[k]) for k in want if not same(got[k], want[k])}

@@ -18,25 +18,13 @@ from hypothesis import strategies as st
 import pylogicaldecoding as pld
 from pylogicaldecoding import _core, decoders
 
+from decode_support import same_json
+
 SETTINGS = settings(max_examples=2000, deadline=None,
                     suppress_health_check=[HealthCheck.too_slow])
 JSON_OID, JSONB_OID = 114, 3802
 # what the server can send: valid UTF-8, so no lone surrogate
 UTF8 = st.characters(codec="utf-8")
-
-
-def same(a, b):
-    """Equal, with the same types all the way down and the same key order
-    (NaN equal to NaN)."""
-    if type(a) is not type(b):
-        return False
-    if isinstance(a, dict):
-        return list(a) == list(b) and all(same(a[k], b[k]) for k in a)
-    if isinstance(a, list):
-        return len(a) == len(b) and all(map(same, a, b))
-    if isinstance(a, float) and a != a:
-        return b != b
-    return a == b
 
 
 def _decoder():
@@ -72,8 +60,8 @@ def check(text):
         raise AssertionError("json.loads refuses %r, the decoder gave %r"
                              % (text, got))
     got_j, got_b = decode(text)
-    assert same(got_j, want), (text, got_j, want)
-    assert same(got_b, want), (text, got_b, want)
+    assert same_json(got_j, want), (text, got_j, want)
+    assert same_json(got_b, want), (text, got_b, want)
 
 
 leaves = (st.none() | st.booleans()
