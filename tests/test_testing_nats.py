@@ -15,6 +15,7 @@ from jetstream_support import start_nats
 
 async def _roundtrip(urls, stream, publish=True, replicas=1):
     import nats
+    import nats.js.errors
     from nats.js.api import StreamConfig
     nc = await nats.connect(urls, connect_timeout=5)
     try:
@@ -24,7 +25,18 @@ async def _roundtrip(urls, stream, publish=True, replicas=1):
         if publish:
             await js.add_stream(StreamConfig(name=stream, subjects=["f.>"],
                                              num_replicas=replicas))
-            await js.publish("f.x", b"kept", timeout=10)
+            # add_stream answers before the stream's subject interest has
+            # reached every node: the node we talk to may still answer "no
+            # responders" (503) for a while (CI saw it once, three nodes)
+            deadline = time.monotonic() + 30
+            while True:
+                try:
+                    await js.publish("f.x", b"kept", timeout=10)
+                    break
+                except nats.js.errors.NoStreamResponseError:
+                    assert time.monotonic() < deadline, \
+                        "stream %s took no message for 30 s" % stream
+                    await asyncio.sleep(0.1)
         return (await js.get_msg(stream, 1)).data
     finally:
         await nc.close()
