@@ -251,13 +251,17 @@ class Handoff:
         self.reorders = 0
         self.acked_lsn = 0
         self._last_pos = -1
-        # Entries in source order: [record, future, deadline] for a record,
-        # an int LSN for an ack point.
+        # Entries in source order: [records, future, deadline] for records
+        # published one after the other that share their future (a sink
+        # may confirm a run of records with one future), an int LSN for an
+        # ack point. The deadline is the first record's.
         self._pending = collections.deque()
+        self._tail = None               # the last entry, while records join it
         self._inflight = 0
         self._space = asyncio.Event()
         self._work = asyncio.Event()
         self._lock = asyncio.Lock()      # publishing vs. resending
+        self._resending = False         # _recover() holds the lock
         self._publishing = False        # the read loop is in publish()
         self._published = None          # a future _recover waits on
         self._reading_done = False
@@ -301,47 +305,64 @@ class Handoff:
 
     async def _read_loop(self):
         sink, pending = self.sink, self._pending
-        records, publish = sink.records, sink.publish
+        records = sink.records
         nowait = getattr(sink, "publish_nowait", None)
-        lock, now, timeout = self._lock, time.monotonic, self.ack_timeout
+        now, timeout, window = time.monotonic, self.ack_timeout, self.window
+        work = self._work
         try:
             async for msg in self.source:
                 if self._stop:
                     break
                 self._busy = True
                 for record in records(msg):
-                    while self._inflight >= self.window and not self._stop:
-                        self._space.clear()
-                        await self._space.wait()
-                    while lock.locked():        # a resend: wait for its end
-                        async with lock:
-                            pass
+                    if self._inflight >= window or self._resending:
+                        await self._turn()
                     fut = nowait(record) if nowait is not None else None
-                    if fut is not None:
-                        pending.append([record, fut, now() + timeout])
+                    if fut is None:
+                        fut = await self._publish(record)
+                    tail = self._tail
+                    if tail is not None and tail[1] is fut:
+                        tail[0].append(record)
                     else:
-                        # publish() may wait: a resend starting meanwhile
-                        # waits for it (_recover): records stay in order
-                        self._publishing = True
-                        try:
-                            fut = await publish(record)
-                            pending.append([record, fut, now() + timeout])
-                        finally:
-                            self._publishing = False
-                            if self._published is not None:
-                                _resolve(self._published)
+                        self._tail = tail = [[record], fut, now() + timeout]
+                        pending.append(tail)
+                        work.set()
                     self._inflight += 1
                     self.published += 1
-                    self._work.set()
                 change = msg.change
                 if change is not None and type(change) not in _ROW_KINDS \
                         and _is_ack_point(change):
                     pending.append(msg.data_start)
-                    self._work.set()
+                    self._tail = None
+                    work.set()
                 self._busy = False
         finally:
             self._reading_done = True
             self._work.set()
+
+    async def _turn(self):
+        """Wait for room in the window and for the end of a resend."""
+        lock = self._lock
+        while True:
+            while self._inflight >= self.window and not self._stop:
+                self._space.clear()
+                await self._space.wait()
+            if not lock.locked():
+                return
+            while lock.locked():        # a resend: wait for its end
+                async with lock:
+                    pass
+
+    async def _publish(self, record):
+        """``await sink.publish(record)``: it may wait; a resend starting
+        meanwhile waits for it (_recover), so records stay in order."""
+        self._publishing = True
+        try:
+            return await self.sink.publish(record)
+        finally:
+            self._publishing = False
+            if self._published is not None:
+                _resolve(self._published)
 
     async def _confirm_loop(self):
         self._ack_to = None
@@ -389,7 +410,7 @@ class Handoff:
                     self.stop()
                     return
                 continue
-            record, fut, deadline = head
+            recs, fut, deadline = head
             if not fut.done():
                 # ack what is confirmed before waiting for more
                 if ack_to is not None:
@@ -401,7 +422,7 @@ class Handoff:
                 if not fut.done():
                     if not await self._recover(
                             Retry("no confirmation of %s within %s s"
-                                  % (_show(record.id), self.ack_timeout))):
+                                  % (_show(recs[0].id), self.ack_timeout))):
                         return
                 continue
             exc = fut.exception() if not fut.cancelled() else Retry("cancelled")
@@ -416,12 +437,14 @@ class Handoff:
                             logger.warning(
                                 "%s was stored at position %d, before a "
                                 "record published earlier (%d): out of order "
-                                "after a resend", _show(head[0].id), pos,
+                                "after a resend", _show(head[0][0].id), pos,
                                 self._last_pos)
                         else:
                             self._last_pos = pos
                     pending.popleft()
-                    n += 1
+                    if head is self._tail:
+                        self._tail = None
+                    n += len(head[0])
                     if not pending:
                         break
                     head = pending[0]
@@ -486,46 +509,75 @@ class Handoff:
         `stop()` was called meanwhile: what was stored is already acked, and
         nothing more is (the slot sends the rest again next time)."""
         async with self._lock:
-            while self._publishing:     # let the publish in progress end
-                self._published = asyncio.get_running_loop().create_future()
-                await self._published
-            self._published = None
-            self.retries += 1
-            logger.warning("sink: %s; sending again %d records", why,
-                           self._inflight)
-            delay = 0.05
-            while True:
-                if self._stop:
-                    logger.warning("sink: stopped while unavailable; %d "
-                                   "records not stored, not acked",
-                                   self._inflight)
-                    return False
-                if (self.retry_timeout is not None and time.monotonic()
-                        - self._last_progress > self.retry_timeout):
-                    raise SinkUnavailable(
-                        "nothing could be stored for %s s (last failure: %s)"
-                        % (self.retry_timeout, why))
-                entries = [e for e in self._pending if not isinstance(e, int)]
-                for e in entries:            # settle: done or past deadline
-                    timeout = e[2] - time.monotonic()
-                    if not e[1].done() and timeout > 0:
-                        await asyncio.wait([e[1]], timeout=timeout)
-                fatal = [e[1].exception() for e in entries
-                         if e[1].done() and not e[1].cancelled()
-                         and e[1].exception() is not None
-                         and not isinstance(e[1].exception(), Retry)]
-                if fatal:
-                    raise fatal[0]
-                try:
-                    await self.sink.reset()
-                    for e in entries:
-                        e[1] = await self.sink.publish(e[0])
-                        e[2] = time.monotonic() + self.ack_timeout
-                    return True
-                except Retry as e:
-                    why = e
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, 2.0)
+            self._resending = True
+            try:
+                return await self._resend(why)
+            finally:
+                self._resending = False
+
+    async def _resend(self, why):
+        while self._publishing:     # let the publish in progress end
+            self._published = asyncio.get_running_loop().create_future()
+            await self._published
+        self._published = None
+        self.retries += 1
+        logger.warning("sink: %s; sending again %d records", why,
+                       self._inflight)
+        delay = 0.05
+        while True:
+            if self._stop:
+                logger.warning("sink: stopped while unavailable; %d "
+                               "records not stored, not acked",
+                               self._inflight)
+                return False
+            if (self.retry_timeout is not None and time.monotonic()
+                    - self._last_progress > self.retry_timeout):
+                raise SinkUnavailable(
+                    "nothing could be stored for %s s (last failure: %s)"
+                    % (self.retry_timeout, why))
+            entries = [e for e in self._pending if not isinstance(e, int)]
+            for e in entries:            # settle: done or past deadline
+                timeout = e[2] - time.monotonic()
+                if not e[1].done() and timeout > 0:
+                    await asyncio.wait([e[1]], timeout=timeout)
+            fatal = [e[1].exception() for e in entries
+                     if e[1].done() and not e[1].cancelled()
+                     and e[1].exception() is not None
+                     and not isinstance(e[1].exception(), Retry)]
+            if fatal:
+                raise fatal[0]
+            try:
+                await self.sink.reset()
+                # publish every record again, in order; entries are made
+                # anew (the futures are new), ack points kept in place
+                pending = self._pending
+                old = list(pending)
+                rebuilt = []
+                tail = None
+                for e in old:
+                    if isinstance(e, int):
+                        rebuilt.append(e)
+                        tail = None
+                        continue
+                    for record in e[0]:
+                        fut = await self.sink.publish(record)
+                        if tail is not None and tail[1] is fut:
+                            tail[0].append(record)
+                        else:
+                            tail = [[record], fut,
+                                    time.monotonic() + self.ack_timeout]
+                            rebuilt.append(tail)
+                # (an ack point without records may have been read
+                # meanwhile: it stays after them)
+                for _ in old:
+                    pending.popleft()
+                pending.extendleft(reversed(rebuilt))
+                self._tail = tail if pending and pending[-1] is tail else None
+                return True
+            except Retry as e:
+                why = e
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
 
 
 # -- JetStream -----------------------------------------------------------------
@@ -572,6 +624,13 @@ _ACK_RE = re.compile(rb'\{"stream":"[^"\\]*","seq":(\d+)(,"duplicate":true)?\}\Z
 
 _CLIENT_CLASS = None
 
+# the json module's C encoder as formats uses it, and the types whose
+# values it writes as formats.jsonable() would leave them (rows made only
+# of these take the fast path of JetStreamSink.records())
+_encode = formats._encode
+_CONNECTED = 1          # nats-py's Client.CONNECTED (checked at open)
+_NATIVE_ONLY = formats._NATIVE.issuperset
+
 _new_tuple = tuple.__new__
 
 
@@ -602,12 +661,15 @@ def _client_class():
 # nats-py that changed them fails at once with a clear error instead of
 # misbehaving mid-stream
 _CLIENT_INTERNALS = ("_pending", "_pending_data_size", "_flush_queue",
-                     "_max_pending_size", "_flush_pending", "_process_msg")
+                     "_max_pending_size", "_flush_pending", "_process_msg",
+                     "_status", "_max_payload")
 _TESTED_NATS_PY = "2.16"
 
 
 def _check_client_internals(nc, sub):
     missing = [n for n in _CLIENT_INTERNALS if not hasattr(nc, n)]
+    if getattr(type(nc), "CONNECTED", None) != _CONNECTED:
+        missing.append("Client.CONNECTED == %d" % _CONNECTED)
     if not hasattr(sub, "_id"):
         missing.append("Subscription._id")
     if missing:
@@ -748,12 +810,19 @@ class JetStreamSink(Sink):
         self._tx_n = 0
         self._xid = None
         self._commit_time = None
+        # the rows' fast path in records(): type -> {(schema, table):
+        # (subject, Pld-Kind line, JSON text between "xid" and "new")}
+        self._rows = ({t: {} for t in _ROW_KINDS}
+                      if format == "json" and _encode is not None else {})
+        self._row_xid = None
+        self._row_tail = None
         self._last_id = None        # predecessor for Expected-Last-Msg-Id
         self._confirmed = (0, None)     # (token, record id) last stored
         self._futures = {}          # token -> (future, id, answer asked)
         self._group = None          # the future of records not asking yet
         self._last_unanswered = None    # what a probe publishes again
         self._probing = False
+        self._kicking = False           # _kick() is scheduled
         self._careful_to = 0            # after a reset: an answer each
         self._gen_start = 0             # the last token before the reset
         self.answer_every = answer_every
@@ -938,30 +1007,63 @@ class JetStreamSink(Sink):
                 self._subject_cache[key] = s
         return s
 
+    def _row_kind(self, rows, change):
+        """(subject, Pld-Kind header line, the middle of the JSON text) of
+        the rows of one kind and table (kept for the next ones)."""
+        kind = _ROW_KINDS[type(change)]
+        row = (self._subject(change.schema, change.table),
+               b"Pld-Kind: %s\r\n" % kind,
+               ',"kind":"%s","schema":%s,"table":%s,"new":' % (
+                   kind.decode(), "".join(_encode(change.schema, 0)),
+                   "".join(_encode(change.table, 0))))
+        if len(rows) < 10000:
+            rows[(change.schema, change.table)] = row
+        return row
+
     def records(self, msg):
         """One record per change of ``msg`` (see the module doc)."""
         change = msg.change
         if change is None:
             return []
-        kind = _ROW_KINDS.get(type(change))
-        if kind is not None and self._tx_n and self.format == "json":
-            # the hot path: a row of a transaction
+        rows = self._rows.get(type(change))
+        if rows is not None and self._tx_n and self._row_xid is not None:
+            # the hot path: a row of a transaction, in --format json
+            row = rows.get((change.schema, change.table))
+            if row is None:
+                row = self._row_kind(rows, change)
+            subject, kind, head = row
+            new, old = change.new, change.old
+            clsn = change.lsn or msg.data_start
+            cxid = change.xid
+            # the text of formats.json_text() (tested the same): made here
+            # when the row's values need no conversion by jsonable()
+            if clsn and (cxid is None or (type(cxid) is int
+                                          and cxid == self._xid)) \
+                    and (new is None or _NATIVE_ONLY(map(type, new.values()))) \
+                    and (old is None or _NATIVE_ONLY(map(type, old.values()))):
+                body = ('{"lsn":"%s","xid":%s%s%s,"old":%s%s' % (
+                    format_lsn(clsn), self._row_xid, head,
+                    "null" if new is None else "".join(_encode(new, 0)),
+                    "null" if old is None else "".join(_encode(old, 0)),
+                    self._row_tail)).encode()
+            else:
+                body = formats.json_text(
+                    change, lsn=msg.data_start, xid=self._xid,
+                    commit_time=self._commit_time,
+                    unchanged=formats.UNCHANGED_MARKER).encode("utf-8")
+            n = self._tx_n
+            self._tx_n = n + 1
+            rid = b"%s%d" % (self._tx_prefix, n)
             lsn = msg.data_start or change.lsn
-            body = formats.json_text(
-                change, lsn=msg.data_start, xid=self._xid,
-                commit_time=self._commit_time,
-                unchanged=formats.UNCHANGED_MARKER).encode("utf-8")
-            rid = b"%s%d" % (self._tx_prefix, self._tx_n)
-            self._tx_n += 1
-            headers = b"Nats-Msg-Id: %s\r\n%sPld-Kind: %s\r\n" % (
-                rid, self._tx_xid, kind)
             if lsn:
-                headers += b"Pld-Lsn: %X/%X\r\n" % (lsn >> 32,
-                                                     lsn & 0xFFFFFFFF)
+                headers = b"Nats-Msg-Id: %s\r\n%s%sPld-Lsn: %X/%X\r\n%s" % (
+                    rid, self._tx_xid, kind, lsn >> 32, lsn & 0xFFFFFFFF,
+                    self._tx_time)
+            else:
+                headers = b"Nats-Msg-Id: %s\r\n%s%s%s" % (
+                    rid, self._tx_xid, kind, self._tx_time)
             # (Record's own __new__ is a Python function: skipped)
-            return [_new_tuple(Record, (
-                rid, self._subject(change.schema, change.table), body,
-                headers + self._tx_time))]
+            return [_new_tuple(Record, (rid, subject, body, headers))]
         items = change if isinstance(change, list) else [change]
         out = []
         for c in items:
@@ -973,8 +1075,14 @@ class JetStreamSink(Sink):
         if isinstance(change, (_changes.Begin, _changes.BeginPrepare)):
             self._tx_begin = msg.data_start
             self._tx_n = 0
-            self._xid = change.xid
+            self._xid = xid = change.xid
             self._commit_time = getattr(change, "commit_time", None)
+            # the JSON text of the transaction's xid and commit time in its
+            # rows (records(); None: the rows take the general path)
+            self._row_xid = (str(xid) if type(xid) is int
+                             else "null" if xid is None else None)
+            self._row_tail = ',"commit_time":%s}' % formats.dumps(
+                formats.jsonable(self._commit_time))
             body = formats.dumps(formats.change_to_json(
                 change, lsn=msg.data_start))
             return [self._record(self._tx_subject, body, change, lsn)]
@@ -985,6 +1093,7 @@ class JetStreamSink(Sink):
             rec = self._record(self._tx_subject, body, change, lsn,
                                commit_time=commit_time, xid=self._xid)
             self._tx_begin = self._xid = self._commit_time = None
+            self._row_xid = None
             self._tx_n = 0
             return [rec]
         if isinstance(change, (_changes.StreamStart, _changes.StreamStop)):
@@ -1091,26 +1200,29 @@ class JetStreamSink(Sink):
         the answers come to `_on_ack` straight from nats-py's parser
         (`_Client`)."""
         nc = self.nc
-        if nc is None or nc.is_closed or not nc.is_connected:
-            fut = self._loop.create_future()
-            _fail(fut, Retry("not connected"))
-            return fut
+        if nc is None or nc._status != _CONNECTED:
+            if nc is None or nc.is_closed or not nc.is_connected:
+                fut = self._loop.create_future()
+                _fail(fut, Retry("not connected"))
+                return fut
         if 0 < nc._max_pending_size < nc._pending_data_size:
             return None
-        headers = record.headers
-        if self.ordered and self._last_id is not None:
-            headers = b"%sNats-Expected-Last-Msg-Id: %s\r\n" % (
-                headers, self._last_id)
-        body = record.body
-        hlen = len(headers) + 12        # NATS/1.0\r\n ... \r\n
+        headers, body = record.headers, record.body
+        last = self._last_id if self.ordered else None
+        if last is not None:
+            # + "Nats-Expected-Last-Msg-Id: <last>\r\n", "NATS/1.0\r\n"
+            # before the lines and "\r\n" after them
+            hlen = len(headers) + len(last) + 41
+        else:
+            hlen = len(headers) + 12
         total = hlen + len(body)
-        if total > nc.max_payload:
+        if total > nc._max_payload:
             fut = self._loop.create_future()
             fut.set_exception(SinkError(
                 "cannot publish %s on %s: %d bytes, more than the server's "
                 "max_payload (%d)" % (_show(record.id),
                                       record.subject.decode(), total,
-                                      nc.max_payload)))
+                                      nc._max_payload)))
             return fut
         if self.ordered:
             self._last_id = record.id
@@ -1120,24 +1232,59 @@ class JetStreamSink(Sink):
         group = self._group
         if group is None:
             group = self._group = self._loop.create_future()
-        if not self.ordered or token <= self._careful_to \
-                or token % self.answer_every == 0:
+        if last is None:
+            if not self.ordered or token <= self._careful_to \
+                    or token % self.answer_every == 0:
+                self._futures[token] = (group, record.id, True)
+                self._group = None
+                frame = b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+                    record.subject, self._inbox_b, token, hlen, total,
+                    headers, body)
+            else:
+                frame = b"HPUB %s %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+                    record.subject, hlen, total, headers, body)
+                self._unanswered(token, record, hlen, total, headers, body)
+        elif token <= self._careful_to or token % self.answer_every == 0:
             self._futures[token] = (group, record.id, True)
             self._group = None
-            frame = b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
+            frame = (b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s"
+                     b"Nats-Expected-Last-Msg-Id: %s\r\n\r\n%s\r\n") % (
                 record.subject, self._inbox_b, token, hlen, total, headers,
-                body)
+                last, body)
         else:
-            frame = b"HPUB %s %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
-                record.subject, hlen, total, headers, body)
-            self._last_unanswered = (token, record.id, record.subject, hlen,
-                                     total, headers, body)
+            frame = (b"HPUB %s %d %d\r\nNATS/1.0\r\n%s"
+                     b"Nats-Expected-Last-Msg-Id: %s\r\n\r\n%s\r\n") % (
+                record.subject, hlen, total, headers, last, body)
+            # (what a probe publishes again, its headers made then)
+            self._last_unanswered = (token, record, hlen, total, last)
             if not self._probing:
                 # once the hand-off yields: ask about the last record
                 self._probing = True
                 self._loop.call_soon(self._probe)
-        self._enqueue(nc, frame)
+        nc._pending.append(frame)
+        nc._pending_data_size += len(frame)
+        if not self._kicking:
+            # wake nats-py's flusher once the hand-off yields (as its
+            # _send_command() and _flush_pending() do, once per burst)
+            self._kicking = True
+            self._loop.call_soon(self._kick)
         return group
+
+    def _unanswered(self, token, record, hlen, total, headers, body):
+        """A record published without an answer nor predecessor (the first
+        of an ordered stream): what the probe publishes again."""
+        self._last_unanswered = (token, record, hlen, total, None)
+        if not self._probing:
+            self._probing = True
+            self._loop.call_soon(self._probe)
+
+    def _kick(self):        # (called soon: once the hand-off yields)
+        self._kicking = False
+        nc = self.nc
+        if nc is not None:
+            queue = nc._flush_queue
+            if queue is not None and queue.empty():
+                queue.put_nowait(self._loop.create_future())
 
     def _enqueue(self, nc, frame):
         """Queue a frame on nats-py's connection and wake its flusher (as
@@ -1158,12 +1305,16 @@ class JetStreamSink(Sink):
         if last is None or last[0] != self._token or nc is None \
                 or self._group is None or not nc.is_connected:
             return      # a later record asks, or a reset came
-        token, rid, subject, hlen, total, headers, body = last
-        self._futures[token] = (self._group, rid, False)
+        token, record, hlen, total, prev = last
+        self._futures[token] = (self._group, record.id, False)
         self._group = None
         self._last_unanswered = None
+        headers = record.headers
+        if prev is not None:
+            headers = b"%sNats-Expected-Last-Msg-Id: %s\r\n" % (headers, prev)
         self._enqueue(nc, b"HPUB %s %s%d %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
-            subject, self._inbox_b, token, hlen, total, headers, body))
+            record.subject, self._inbox_b, token, hlen, total, headers,
+            record.body))
 
     def _on_ack(self, subject, data, headers):
         """One answer on the inbox (called by nats-py's parser)."""

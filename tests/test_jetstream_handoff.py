@@ -403,3 +403,65 @@ def test_a_record_stored_after_a_later_one_is_counted_as_a_reorder():
 
     h = run(main())
     assert h.reorders == 1
+
+
+class GroupingSink(FakeSink):
+    """Records share one future until every `every`-th record (as the
+    JetStream sink's records without an answer of their own do)."""
+
+    every = 4
+
+    def __init__(self):
+        super().__init__()
+        self.group = None
+
+    async def publish(self, record):
+        if self.group is None or self.group.done():
+            self.group = asyncio.get_running_loop().create_future()
+        fut = self.group
+        self.published.append(record.id)
+        self.futures.append((record.id, fut))
+        if len(self.published) % self.every == 0:
+            self.group = None
+        return fut
+
+    async def reset(self):
+        await super().reset()
+        self.group = None
+
+
+def test_records_sharing_a_future_are_confirmed_and_resent_together():
+    """Records confirmed by one future: the commits among them are acked
+    only once it resolves; when it fails, every record not confirmed is
+    sent again, one by one and in order, and the window counts each."""
+    msgs, commits = transactions(3, 3)     # 15 records: 4 futures
+
+    async def main():
+        src, sink = FakeSource(msgs, end=False), GroupingSink()
+        h = Handoff(src, sink, window=100, ack_timeout=30)
+        task = asyncio.ensure_future(h.run())
+        n = len(msgs)
+        await until(lambda: len(sink.futures) == n)
+        groups = list(dict.fromkeys(f for _, f in sink.futures))
+        assert len(groups) == 4
+        groups[0].set_result(None)       # records 0-3: no commit among them
+        await asyncio.sleep(0.05)
+        assert src.acks == [] and h.confirmed == 4
+        groups[1].set_result(None)       # 4-7: the first commit (4)
+        await until(lambda: src.acks == [commits[0]])
+        groups[3].set_result(None)       # 12-14 stored, 8-11 lost
+        groups[2].set_exception(Retry("leader lost"))
+        await until(lambda: len(sink.futures) == n + (n - 8))
+        assert sink.published[n:] == sink.published[8:n]
+        assert src.acks == [commits[0]]     # nothing past the lost ones
+        assert h._inflight == n - 8
+        for f in dict.fromkeys(f for _, f in sink.futures[n:]):
+            f.set_result(None)
+        await until(lambda: src.acks[-1] == commits[-1])
+        assert h.confirmed == n and h._inflight == 0
+        h.stop()
+        await task
+        return h
+
+    h = run(main())
+    assert h.retries == 1
