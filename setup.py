@@ -26,6 +26,7 @@ SOURCES = [
     "src/change_type.c",
     "src/convert.c",
     "src/convert_json.c",
+    "src/encode_json.c",
     "src/decode_test_decoding.c",
     "src/decode_pgoutput.c",
     "src/snapshot_type.c",

@@ -86,6 +86,7 @@ import time
 
 from . import formats
 from . import changes as _changes
+from . import _core
 from ._core import format_lsn
 from .errors import Error, InterfaceError, ProgrammingError
 
@@ -624,12 +625,10 @@ _ACK_RE = re.compile(rb'\{"stream":"[^"\\]*","seq":(\d+)(,"duplicate":true)?\}\Z
 
 _CLIENT_CLASS = None
 
-# the json module's C encoder as formats uses it, and the types whose
-# values it writes as formats.jsonable() would leave them (rows made only
-# of these take the fast path of JetStreamSink.records())
-_encode = formats._encode
+# the JSON text of a row whose values need no conversion by
+# formats.jsonable() (the fast path of JetStreamSink.records())
+_json_row = _core.json_row
 _CONNECTED = 1          # nats-py's Client.CONNECTED (checked at open)
-_NATIVE_ONLY = formats._NATIVE.issuperset
 
 _new_tuple = tuple.__new__
 
@@ -812,8 +811,7 @@ class JetStreamSink(Sink):
         self._commit_time = None
         # the rows' fast path in records(): type -> {(schema, table):
         # (subject, Pld-Kind line, JSON text between "xid" and "new")}
-        self._rows = ({t: {} for t in _ROW_KINDS}
-                      if format == "json" and _encode is not None else {})
+        self._rows = {t: {} for t in _ROW_KINDS} if format == "json" else {}
         self._row_xid = None
         self._row_tail = None
         self._last_id = None        # predecessor for Expected-Last-Msg-Id
@@ -1013,9 +1011,9 @@ class JetStreamSink(Sink):
         kind = _ROW_KINDS[type(change)]
         row = (self._subject(change.schema, change.table),
                b"Pld-Kind: %s\r\n" % kind,
-               ',"kind":"%s","schema":%s,"table":%s,"new":' % (
-                   kind.decode(), "".join(_encode(change.schema, 0)),
-                   "".join(_encode(change.table, 0))))
+               (',"kind":"%s","schema":%s,"table":%s,"new":' % (
+                   kind.decode(), formats.dumps(change.schema),
+                   formats.dumps(change.table))).encode("utf-8"))
         if len(rows) < 10000:
             rows[(change.schema, change.table)] = row
         return row
@@ -1033,32 +1031,34 @@ class JetStreamSink(Sink):
                 row = self._row_kind(rows, change)
             subject, kind, head = row
             new, old = change.new, change.old
-            clsn = change.lsn or msg.data_start
+            ds = msg.data_start
+            clsn = change.lsn or ds
             cxid = change.xid
-            # the text of formats.json_text() (tested the same): made here
-            # when the row's values need no conversion by jsonable()
-            if clsn and (cxid is None or (type(cxid) is int
-                                          and cxid == self._xid)) \
-                    and (new is None or _NATIVE_ONLY(map(type, new.values()))) \
-                    and (old is None or _NATIVE_ONLY(map(type, old.values()))):
-                body = ('{"lsn":"%s","xid":%s%s%s,"old":%s%s' % (
-                    format_lsn(clsn), self._row_xid, head,
-                    "null" if new is None else "".join(_encode(new, 0)),
-                    "null" if old is None else "".join(_encode(old, 0)),
-                    self._row_tail)).encode()
+            # the text of formats.json_text() (tested the same), made here
+            # when _core.json_row() takes the row's values
+            newt = b"null" if new is None else _json_row(new)
+            oldt = b"null" if old is None else _json_row(old)
+            if clsn and newt is not None and oldt is not None and (
+                    cxid is None or (type(cxid) is int
+                                     and cxid == self._xid)):
+                lsn_t = format_lsn(clsn).encode()
+                body = b'{"lsn":"%s","xid":%s%s%s,"old":%s%s' % (
+                    lsn_t, self._row_xid, head, newt, oldt, self._row_tail)
             else:
+                lsn_t = None
                 body = formats.json_text(
-                    change, lsn=msg.data_start, xid=self._xid,
+                    change, lsn=ds, xid=self._xid,
                     commit_time=self._commit_time,
                     unchanged=formats.UNCHANGED_MARKER).encode("utf-8")
             n = self._tx_n
             self._tx_n = n + 1
             rid = b"%s%d" % (self._tx_prefix, n)
-            lsn = msg.data_start or change.lsn
+            lsn = ds or change.lsn
             if lsn:
-                headers = b"Nats-Msg-Id: %s\r\n%s%sPld-Lsn: %X/%X\r\n%s" % (
-                    rid, self._tx_xid, kind, lsn >> 32, lsn & 0xFFFFFFFF,
-                    self._tx_time)
+                if lsn != clsn or lsn_t is None:
+                    lsn_t = format_lsn(lsn).encode()
+                headers = b"Nats-Msg-Id: %s\r\n%s%sPld-Lsn: %s\r\n%s" % (
+                    rid, self._tx_xid, kind, lsn_t, self._tx_time)
             else:
                 headers = b"Nats-Msg-Id: %s\r\n%s%s%s" % (
                     rid, self._tx_xid, kind, self._tx_time)
@@ -1079,10 +1079,10 @@ class JetStreamSink(Sink):
             self._commit_time = getattr(change, "commit_time", None)
             # the JSON text of the transaction's xid and commit time in its
             # rows (records(); None: the rows take the general path)
-            self._row_xid = (str(xid) if type(xid) is int
-                             else "null" if xid is None else None)
-            self._row_tail = ',"commit_time":%s}' % formats.dumps(
-                formats.jsonable(self._commit_time))
+            self._row_xid = (b"%d" % xid if type(xid) is int
+                             else b"null" if xid is None else None)
+            self._row_tail = (',"commit_time":%s}' % formats.dumps(
+                formats.jsonable(self._commit_time))).encode("utf-8")
             body = formats.dumps(formats.change_to_json(
                 change, lsn=msg.data_start))
             return [self._record(self._tx_subject, body, change, lsn)]

@@ -107,7 +107,8 @@ fi
 if [ $# -eq 0 ]; then
     # The C-facing tests: both decoders and wal2json's, the converters
     # (test_types, test_differential), the stream loop and the wire parser
-    # (test_core, test_reader, the captured corpus), the error paths
+    # (test_core, test_reader, the captured corpus), the JSON text of rows
+    # (test_encode_json), the error paths
     # (test_errors, test_core_safety, test_faults' reconnects, every
     # truncation of valid messages in test_decode_fuzz), the
     # AsyncIter (test_aio on asyncio) and CopyConnection (test_snapshot).
@@ -122,7 +123,8 @@ if [ $# -eq 0 ]; then
     #   wal_sender_timeout and idle-connection waits, the server restarts,
     #   the RSS and event-loop-latency measures, the stall after CopyDone,
     #   and the asyncio example (a subprocess: not counted here anyway).
-    set -- tests/test_core.py tests/test_decode_pgoutput.py \
+    set -- tests/test_core.py tests/test_encode_json.py \
+        tests/test_decode_pgoutput.py \
         tests/test_decode_test_decoding.py tests/test_decode_wal2json.py \
         tests/test_types.py tests/test_differential.py tests/test_fuzz_corpus.py \
         tests/test_decode_fuzz.py \

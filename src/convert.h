@@ -55,4 +55,10 @@ HIDDEN PyObject *convert_utf8(const char *s, Py_ssize_t len) RAISES;
  * which gives the same value or raises its own error. Never raises. */
 HIDDEN PyObject *convert_json_fast(const char *s, Py_ssize_t len);
 
+/* _core.json_row(row) (encode_json.c): the compact JSON text of a flat
+ * row in UTF-8, or None when the row holds what only the json module
+ * writes. */
+HIDDEN PyObject *encode_json_row(PyObject *self, PyObject *row) RAISES;
+extern HIDDEN const char encode_json_row_doc[];
+
 #endif /* PLD_CONVERT_H */

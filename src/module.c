@@ -1,6 +1,7 @@
 /* module.c - the pylogicaldecoding._core module: init, exceptions, functions */
 
 #include "pld.h"
+#include "convert.h"
 #include "decode.h"
 #include "message.h"
 #include "pqpath.h"
@@ -126,6 +127,7 @@ static PyMethodDef module_methods[] = {
         conninfo_keywords_doc},
     {"parse_lsn", parse_lsn, METH_O, parse_lsn_doc},
     {"format_lsn", format_lsn, METH_O, format_lsn_doc},
+    {"json_row", encode_json_row, METH_O, encode_json_row_doc},
     {"_set_sqlstate_map", set_sqlstate_map, METH_O, set_sqlstate_map_doc},
     {"libpq_version", libpq_version, METH_NOARGS, libpq_version_doc},
     {NULL}
