@@ -149,6 +149,8 @@ class Sink:
        position in the destination, an int, or None) when it is stored, after every record published before it, or fails
        with `Retry` (transient) or `SinkError` (fatal). It must not wait
        for the storage itself; the hand-off bounds how many are in flight.
+       Records may share a future (a run of records confirmed at once):
+       the hand-off keeps them together and sends each again on `Retry`.
        A sink may also have ``publish_nowait(record)``: the same without
        waiting, returning the future, or None when it cannot take the
        record now (the hand-off then awaits ``publish(record)``).
@@ -1243,7 +1245,7 @@ class JetStreamSink(Sink):
             else:
                 frame = b"HPUB %s %d %d\r\nNATS/1.0\r\n%s\r\n%s\r\n" % (
                     record.subject, hlen, total, headers, body)
-                self._unanswered(token, record, hlen, total, headers, body)
+                self._unanswered(token, record, hlen, total)
         elif token <= self._careful_to or token % self.answer_every == 0:
             self._futures[token] = (group, record.id, True)
             self._group = None
@@ -1270,7 +1272,7 @@ class JetStreamSink(Sink):
             self._loop.call_soon(self._kick)
         return group
 
-    def _unanswered(self, token, record, hlen, total, headers, body):
+    def _unanswered(self, token, record, hlen, total):
         """A record published without an answer nor predecessor (the first
         of an ordered stream): what the probe publishes again."""
         self._last_unanswered = (token, record, hlen, total, None)
