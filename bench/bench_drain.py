@@ -76,6 +76,8 @@ GOAL_P99_HOG_RATIO = 2.0    # ours / psycopg2 p99 with one busy process
 
 TRANSPORTS = ("tcp", "unix")
 
+PG_EPOCH = 946684800.0      # 2000-01-01 in Unix seconds: a send time's origin
+
 # What the drain decodes: the plugin and its options (the same for every
 # client). pgoutput sends its column values as text, or with "binary"
 # (PostgreSQL 14+) in each type's binary form. The logical decoding
@@ -181,31 +183,63 @@ def child_psycopg2(dsn, slot, end, variant):
 def _latency_result(events):
     """Each row's delay (ms): the client's clock when event() saw it minus
     the server's clock_timestamp() written into the row at its INSERT
-    (same machine, same clock)."""
+    (same machine, same clock); and its client part: event() minus the
+    message's send time (the walsender's clock when it queued the
+    message for the socket), the part a client's loop can change."""
     pat = re.compile(r"t\[double precision\]:([0-9.e+-]+)")
-    delays = []
-    for t, payload in events:
+    delays, client = [], []
+    for t, payload, sent in events:
         m = pat.search(payload)
         if m:
             delays.append((t - float(m.group(1))) * 1000.0)
-    return delays
+            client.append((t - sent) * 1000.0)
+    return delays, client
+
+
+class _GcWatch:
+    """The cyclic GC's collections while a latency client streams (from
+    its first message on): how many of each generation and the longest
+    pause, which delays every message waiting behind it."""
+
+    def __init__(self):
+        self.count = [0, 0, 0]
+        self.longest = 0.0
+        self._t = None
+
+    def start(self):
+        import gc
+        gc.callbacks.append(self._cb)
+
+    def _cb(self, phase, info):
+        if phase == "start":
+            self._t = time.perf_counter()
+        elif self._t is not None:
+            self.count[info["generation"]] += 1
+            self.longest = max(self.longest,
+                               (time.perf_counter() - self._t) * 1000.0)
+
+    def result(self):
+        return {"gc": self.count, "gc_longest_ms": self.longest}
 
 
 def child_lat_ours(dsn, slot):
     from pylogicaldecoding import Reader
     events = []
+    gcw = _GcWatch()
     now = time.time
 
     class Lat(Reader):
         ready = False
 
         def event(self, msg):
+            t = now()
             p = msg.payload
-            events.append((now(), p))
+            events.append((t, p, msg.send_time_us))
             if p[0] == "m":
                 if "bench-stop" in p:
                     self.stop()
                 elif not self.ready:
+                    gcw.start()
                     self.ready = True
                     sys.stdout.write("ready\n")
                     sys.stdout.flush()
@@ -216,7 +250,9 @@ def child_lat_ours(dsn, slot):
     r.start()
     r.close()
     # batched waits in a live stream would add delay: count them
-    _report(t0, u0, s0, delays=_latency_result(events),
+    events = [(t, p, s / 1e6 + PG_EPOCH) for t, p, s in events]
+    delays, client = _latency_result(events)
+    _report(t0, u0, s0, delays=delays, client=client, **gcw.result(),
             waits=getattr(r, "wait_count", 0),
             batched=getattr(r, "batch_wait_count", 0))
 
@@ -225,16 +261,19 @@ def child_lat_psycopg2(dsn, slot):
     import psycopg2
     from psycopg2.extras import LogicalReplicationConnection, StopReplication
     events = []
+    gcw = _GcWatch()
     now = time.time
     state = {"ready": False}
 
     def consume(msg):
+        t = now()
         p = msg.payload
-        events.append((now(), p))
+        events.append((t, p, msg.send_time))
         if p[0] == "m":
             if "bench-stop" in p:
                 raise StopReplication()
             if not state["ready"]:
+                gcw.start()
                 state["ready"] = True
                 sys.stdout.write("ready\n")
                 sys.stdout.flush()
@@ -248,7 +287,9 @@ def child_lat_psycopg2(dsn, slot):
     except StopReplication:
         pass
     conn.close()
-    _report(t0, u0, s0, delays=_latency_result(events))
+    events = [(t, p, s.timestamp()) for t, p, s in events]
+    delays, client = _latency_result(events)
+    _report(t0, u0, s0, delays=delays, client=client, **gcw.result())
 
 
 def run_child(argv):
@@ -576,11 +617,15 @@ class Bench:
         if len(delays) != n:
             raise RuntimeError("%s saw %d rows of the %d committed"
                                % (client, len(delays), n))
-        extra = ""
+        extra = "  client p99 %6.3f ms, %2.0f%% of the slowest 1%%" % (
+            pct(result["client"], 99), 100.0 * tail_share(delays,
+                                                          result["client"]))
+        extra += "  gc %d/%d/%d (longest %.1f ms)" % (
+            tuple(result["gc"]) + (result["gc_longest_ms"],))
         if result.get("waits"):
-            extra = "  %d waits, %d batched" % (result["waits"],
+            extra += "  %d waits, %d batched" % (result["waits"],
                                                 result["batched"])
-        return delays, tps, extra
+        return delays, result["client"], tps, extra
 
     def run_writer(self, rate):
         """Commit single-row transactions at `rate` a second (pgbench -R,
@@ -630,6 +675,7 @@ class Bench:
         clients = ["psycopg2", "ours"]
         delays = {c: [] for c in clients}
         rep_p99 = {c: [] for c in clients}
+        rep_client_p99 = {c: [] for c in clients}
         hog_proc = spawn(child_cmd("hog"), stdout=subprocess.DEVNULL) \
             if hog else None
         try:
@@ -638,10 +684,11 @@ class Bench:
                     slot = self.new_slots(1)[0]
                     self.sql("SELECT pg_logical_emit_message(false, "
                              "'bench-ready', '')")
-                    d, got, extra = self.latency_run(c, slot, rate, tr)
+                    d, cd, got, extra = self.latency_run(c, slot, rate, tr)
                     self.drop_slots([slot])
                     delays[c].extend(d)
                     rep_p99[c].append(pct(d, 99))
+                    rep_client_p99[c].append(pct(cd, 99))
                     print("  rep %d %-9s %5d commits (%.0f/s)  p50 %6.3f ms  "
                           "p99 %6.3f ms  max %7.3f ms%s" % (
                               rep + 1, c, len(d), got, pct(d, 50),
@@ -656,14 +703,18 @@ class Bench:
         stats = {c: {"p50": pct(delays[c], 50), "p99": pct(delays[c], 99),
                      "max": max(delays[c]), "n": len(delays[c]),
                      "p99_median": statistics.median(rep_p99[c]),
-                     "p99_runs": rep_p99[c]}
+                     "p99_runs": rep_p99[c],
+                     "client_p99_median": statistics.median(rep_client_p99[c]),
+                     "client_p99_runs": rep_client_p99[c]}
                  for c in clients}
-        print("\n%-10s %9s %9s %9s %7s %15s" % (
-            "all runs", "p50 ms", "p99 ms", "max ms", "n", "median p99 ms"))
+        print("\n%-10s %9s %9s %9s %7s %15s %15s" % (
+            "all runs", "p50 ms", "p99 ms", "max ms", "n", "median p99 ms",
+            "client p99 ms"))
         for c in clients:
             s = stats[c]
-            print("%-10s %9.3f %9.3f %9.3f %7d %15.3f" % (
-                c, s["p50"], s["p99"], s["max"], s["n"], s["p99_median"]))
+            print("%-10s %9.3f %9.3f %9.3f %7d %15.3f %15.3f" % (
+                c, s["p50"], s["p99"], s["max"], s["n"], s["p99_median"],
+                s["client_p99_median"]))
         p99 = stats["ours"]["p99_median"]
         ratio = p99 / stats["psycopg2"]["p99_median"]
         if hog:
@@ -723,6 +774,15 @@ class Bench:
             k: self.results.pop(k) for k in ("drain", "scale", "latency")
             if k in self.results}
         return [(pg + n, v, g, ok) for n, v, g, ok in goals]
+
+
+def tail_share(delays, client):
+    """The client's part of the slowest 1% of the rows' delays: the sum of
+    their client parts over the sum of their delays."""
+    cut = pct(delays, 99)
+    tail = [(d, c) for d, c in zip(delays, client) if d >= cut]
+    total = sum(d for d, _ in tail)
+    return sum(c for _, c in tail) / total if total > 0 else 0.0
 
 
 def pct(values, p):
