@@ -24,7 +24,6 @@ registry, in the form the stream uses (binary with pgoutput's
 exactly what a streamed `Insert` would.
 """
 
-import asyncio
 import json
 import logging
 import os
@@ -577,6 +576,8 @@ class AsyncFeed:
             try:
                 item = self.q.get_nowait()
             except queue.Empty:
+                # imported here: a blocking Reader does not load asyncio
+                import asyncio
                 loop = asyncio.get_running_loop()
                 item = await loop.run_in_executor(None, self._get)
             if isinstance(item, tuple):

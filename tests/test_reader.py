@@ -1,6 +1,8 @@
 """The Reader API against the real server: events, acks, restarts, stop."""
 
 import datetime
+import subprocess
+import sys
 import threading
 import time
 
@@ -467,3 +469,39 @@ def test_output_settings_are_fixed_for_decoding(pg_server, sql, table):
         conn.close()
     finally:
         sql("DROP DATABASE IF EXISTS pld_styles (FORCE)")
+
+
+# A blocking consumer's process holds only what it needs: asyncio's ~7,000
+# objects made its first full collection of the cyclic GC 2-7 ms of CPU,
+# a pause every message waiting behind it paid (bench/README.md, "Latency:
+# where the tail comes from").
+NO_ASYNCIO_CHILD = r"""
+import sys
+import pylogicaldecoding as pld
+assert "asyncio" not in sys.modules, "import pylogicaldecoding loaded asyncio"
+class R(pld.Reader):
+    n = 0
+    def event(self, msg):
+        self.n += 1
+r = R(sys.argv[1], slot=sys.argv[2], create_slot=False)
+r.start(until_lsn=int(sys.argv[3]))
+r.close()
+assert r.n > 0, "nothing streamed"
+assert "asyncio" not in sys.modules, "Reader.start() loaded asyncio"
+pld.AsyncReader
+assert "asyncio" in sys.modules
+print("ok")
+"""
+
+
+def test_blocking_reader_does_not_load_asyncio(dsn, sql, slot_name, table):
+    """Importing the package and streaming with a Reader leave asyncio
+    unloaded; AsyncReader loads it on first use."""
+    with Collector(dsn, slot=slot_name) as r:
+        r.create_slot(snapshot="nothing")
+    sql("INSERT INTO %s(data) VALUES('1')" % table)
+    out = subprocess.run(
+        [sys.executable, "-c", NO_ASYNCIO_CHILD, dsn, slot_name,
+         str(current_lsn(sql))], capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.strip() == "ok"
