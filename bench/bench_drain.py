@@ -601,18 +601,30 @@ class Bench:
         self.results["scale"] = rows
         return [("peak rss growth MiB", growth, GOAL_RSS_MIB, ok)]
 
-    def latency_run(self, client, slot, rate, transport="tcp"):
-        """One latency run: start the client, wait until it streams, run
-        the writer; return the list of delays in ms."""
+    def latency_run(self, clients, slots, rate, transport="tcp"):
+        """One latency run: start the clients (one, or with --paired both
+        at once, each on its own slot), wait until they stream, run the
+        writer; return {client: (delays ms, client parts ms, text)} and
+        the writer's rate."""
         t0 = time.monotonic()
-        proc = spawn(child_cmd("lat-" + client, self.dsns[transport], slot))
-        line = proc.stdout.readline()
-        if line.strip() != "ready":
-            out, wall, ru = finish(proc, t0, "%s latency client" % client)
-            raise RuntimeError("%s latency client did not start" % client)
+        procs = {}
+        for c, slot in zip(clients, slots):
+            procs[c] = spawn(child_cmd("lat-" + c, self.dsns[transport],
+                                       slot))
+        for c, proc in procs.items():
+            if proc.stdout.readline().strip() != "ready":
+                finish(proc, t0, "%s latency client" % c)
+                raise RuntimeError("%s latency client did not start" % c)
         n, tps = self.run_writer(rate)
-        out, _, _ = finish(proc, t0, "%s latency client" % client)
-        result = json.loads(out.strip().splitlines()[-1])
+        out = {}
+        for c, proc in procs.items():
+            text, _, _ = finish(proc, t0, "%s latency client" % c)
+            out[c] = self._latency_result(c, text, n)
+        return out, tps
+
+    @staticmethod
+    def _latency_result(client, text, n):
+        result = json.loads(text.strip().splitlines()[-1])
         delays = result["delays"]
         if len(delays) != n:
             raise RuntimeError("%s saw %d rows of the %d committed"
@@ -625,7 +637,7 @@ class Bench:
         if result.get("waits"):
             extra += "  %d waits, %d batched" % (result["waits"],
                                                 result["batched"])
-        return delays, result["client"], tps, extra
+        return delays, result["client"], extra
 
     def run_writer(self, rate):
         """Commit single-row transactions at `rate` a second (pgbench -R,
@@ -669,9 +681,10 @@ class Bench:
         a = self.args
         label = "%d/s %s%s" % (rate, tr, " +hog" if hog else "")
         print("\n== latency %s: ~%d single-row commits/s for %g s over %s%s, "
-              "%d repetition(s) ==" % (label, rate, a.seconds, tr,
-                                       ", one busy process" if hog else "",
-                                       a.lat_reps))
+              "%d repetition(s)%s ==" % (label, rate, a.seconds, tr,
+                                         ", one busy process" if hog else "",
+                                         a.lat_reps, ", both clients at once"
+                                         if a.paired else ""))
         clients = ["psycopg2", "ours"]
         delays = {c: [] for c in clients}
         rep_p99 = {c: [] for c in clients}
@@ -680,19 +693,23 @@ class Bench:
             if hog else None
         try:
             for rep in range(a.lat_reps):
-                for c in (clients if rep % 2 == 0 else clients[::-1]):
-                    slot = self.new_slots(1)[0]
+                order = clients if rep % 2 == 0 else clients[::-1]
+                # alternating: one client per run; paired: both at once
+                for group in ([order] if a.paired else [[c] for c in order]):
+                    slots = self.new_slots(len(group))
                     self.sql("SELECT pg_logical_emit_message(false, "
                              "'bench-ready', '')")
-                    d, cd, got, extra = self.latency_run(c, slot, rate, tr)
-                    self.drop_slots([slot])
-                    delays[c].extend(d)
-                    rep_p99[c].append(pct(d, 99))
-                    rep_client_p99[c].append(pct(cd, 99))
-                    print("  rep %d %-9s %5d commits (%.0f/s)  p50 %6.3f ms  "
-                          "p99 %6.3f ms  max %7.3f ms%s" % (
-                              rep + 1, c, len(d), got, pct(d, 50),
-                              pct(d, 99), max(d), extra), flush=True)
+                    res, got = self.latency_run(group, slots, rate, tr)
+                    self.drop_slots(slots)
+                    for c in group:
+                        d, cd, extra = res[c]
+                        delays[c].extend(d)
+                        rep_p99[c].append(pct(d, 99))
+                        rep_client_p99[c].append(pct(cd, 99))
+                        print("  rep %d %-9s %5d commits (%.0f/s)  p50 %6.3f "
+                              "ms  p99 %6.3f ms  max %7.3f ms%s" % (
+                                  rep + 1, c, len(d), got, pct(d, 50),
+                                  pct(d, 99), max(d), extra), flush=True)
         finally:
             if hog_proc:
                 hog_proc.kill()
@@ -723,6 +740,12 @@ class Bench:
             goals = [("p99 ours ms " + label, p99, GOAL_P99_MS),
                      ("p99 ours/psycopg2 " + label, ratio, GOAL_P99_RATIO)]
         print()
+        for what, runs in (("p99", rep_p99), ("client p99", rep_client_p99)):
+            r = [o / p for o, p in zip(runs["ours"], runs["psycopg2"])]
+            print("%-36s %6.3f  (%.3f-%.3f; per repetition, %d of %d <= 1)"
+                  % ("%s ours/psycopg2 %s" % (what, label),
+                     statistics.median(r), min(r), max(r),
+                     sum(1 for x in r if x <= 1.0), len(r)))
         print("%-36s %6.3f  (p99 of all runs pooled)" % (
             "p99 ours/psycopg2 " + label,
             stats["ours"]["p99"] / stats["psycopg2"]["p99"]))
@@ -738,7 +761,8 @@ class Bench:
         for major in self.args.pg or [None]:
             goals += self.run_server(major)
         print("\n== summary (%.0f s; each figure a ratio of medians over "
-              "alternating repetitions) ==" % (time.monotonic() - t))
+              "%s repetitions) ==" % (time.monotonic() - t, "simultaneous"
+                                     if self.args.paired else "alternating"))
         for name, value, goal, ok in goals:
             print("%-44s %8.3f  goal <= %-6g %s" % (
                 name, value, goal, "PASS" if ok else "FAIL"))
@@ -850,6 +874,11 @@ def main():
                    "(default 5, quick 2)")
     p.add_argument("--lat-reps", type=int, help="latency repetitions per "
                    "client (default 5, quick 2)")
+    p.add_argument("--paired", action="store_true",
+                   help="latency: run psycopg2 and ours at once, each on "
+                   "its own slot, rather than one after the other: both see "
+                   "the same commits under the same load, and the ratio of "
+                   "each repetition compares them on equal terms")
     p.add_argument("--phases", default="drain,scale,latency",
                    help="comma-separated subset of drain,scale,latency")
     p.add_argument("--json", metavar="PATH", help="also write the results "
