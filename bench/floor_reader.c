@@ -4,9 +4,13 @@
  * connects and sends START_REPLICATION; from then on the socket is read
  * raw, recv() into a 1 MiB buffer, and the CopyData framing walked only to
  * find the first XLogData at or past END: no copy, no allocation, no
- * object per message, no status update (the slot is not moved). Before
- * each poll() it sleeps PAUSE_US microseconds (0: none), which is how a
- * reader batches wake-ups on a socket that ignores SO_RCVLOWAT.
+ * object per message, no status update (the slot is not moved).
+ *
+ * PAUSE_US > 0 batches wake-ups as our Reader does while it batches: the
+ * socket gets SO_RCVLOWAT 64 kB and each poll() lasts at most 2 ms (TCP
+ * honours it), and the reader sleeps PAUSE_US microseconds before each
+ * poll() (what batches a Unix socket, which ignores SO_RCVLOWAT).
+ * PAUSE_US = 0: no batching, a poll() as soon as the socket is empty.
  *
  *     floor_reader CONNINFO SLOT END PAUSE_US [OPTIONS]
  *
@@ -30,6 +34,8 @@
 #include <libpq-fe.h>
 
 #define BUF_SIZE (1 << 20)
+#define LOWAT 65536
+#define LOWAT_WAIT_MS 2
 
 static double
 mono(void)
@@ -97,6 +103,10 @@ main(int argc, char **argv)
         return 1;
     }
     fd = PQsocket(conn);
+    if (pause_us > 0) {
+        int v = LOWAT;
+        (void)setsockopt(fd, SOL_SOCKET, SO_RCVLOWAT, &v, sizeof(v));
+    }
 
     while (!done) {
         size_t off = 0;
@@ -117,7 +127,7 @@ main(int argc, char **argv)
             p.fd = fd;
             p.events = POLLIN;
             p.revents = 0;
-            (void)poll(&p, 1, -1);
+            (void)poll(&p, 1, pause_us > 0 ? LOWAT_WAIT_MS : -1);
             waits++;
             continue;
         }

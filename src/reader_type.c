@@ -202,7 +202,12 @@ ka_stop(readerObject *self)
  * that the backlog accumulates in the socket meanwhile. Since only a
  * backlog batches, the delay a batched wait adds (at most BATCH_DELAY or
  * BATCH_PAUSE) falls on changes that were already late, never on live
- * ones.
+ * ones. 0.3 ms lets a hundred or more messages gather (the server's
+ * socket buffer holds a few hundred). Longer pauses save little, since there the
+ * kernel's cost per message, not per wake-up, is most of the CPU, and they
+ * stall the server: 1 ms and 3 ms spent 1-11% less CPU and made the drain
+ * about 1.5x and 3x longer (bench/bench_unix_floor.py; bench/README.md,
+ * "Where the Unix socket's CPU goes").
  *
  * One rule for both loops: the C stream loop calls batch_before_wait()
  * before each wait, AsyncReader through _batch_before_wait(). */
