@@ -44,7 +44,7 @@ YIELD_EVERY = 0.005
 #: The shortest wait an event loop's timers honour: asyncio's selector and
 #: uvloop (libuv) count in milliseconds, and uvloop's call_later() rounds a
 #: shorter delay to zero, a timer due at once. A sub-millisecond wait (the
-#: batching rule's cap and pause, a status update due in 0.3 ms) is raised
+#: batching rule's cap and pause, a status update due in 0.2 ms) is raised
 #: to it: a wait that never waits would spin the loop (uvloop did, at 100%
 #: CPU, for as long as a backlog batched).
 LOOP_RESOLUTION = 0.001

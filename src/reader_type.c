@@ -202,12 +202,16 @@ ka_stop(readerObject *self)
  * that the backlog accumulates in the socket meanwhile. Since only a
  * backlog batches, the delay a batched wait adds (at most BATCH_DELAY or
  * BATCH_PAUSE) falls on changes that were already late, never on live
- * ones. 0.3 ms lets a hundred or more messages gather (the server's
- * socket buffer holds a few hundred). Longer pauses save little, since there the
- * kernel's cost per message, not per wake-up, is most of the CPU, and they
- * stall the server: 1 ms and 3 ms spent 1-11% less CPU and made the drain
- * about 1.5x and 3x longer (bench/bench_unix_floor.py; bench/README.md,
- * "Where the Unix socket's CPU goes").
+ * ones. 0.2 ms lets about a hundred messages gather (the server's socket
+ * buffer holds a few hundred small ones: its limit counts each message's
+ * kernel buffer, not its bytes). Longer pauses save little, since there
+ * the kernel's cost per message, not per wake-up, is most of the CPU, and
+ * they stall the server once its buffer fills: 1 ms and 3 ms spent 1-11%
+ * less CPU and made the drain about 1.5x and 3x longer; 0.3 ms already
+ * made pgoutput drains 2-10% longer than pg_recvlogical's in quiet runs,
+ * where 0.2 ms kept them at 0.98-1.00x for about 5% more CPU
+ * (bench/bench_unix_floor.py; bench/README.md, "Where the Unix socket's
+ * CPU goes").
  *
  * One rule for both loops: the C stream loop calls batch_before_wait()
  * before each wait, AsyncReader through _batch_before_wait(). */
@@ -215,7 +219,7 @@ ka_stop(readerObject *self)
 #define BATCH_AFTER 16
 #define BATCH_DELAY 0.002
 #ifndef BATCH_PAUSE
-#define BATCH_PAUSE 0.0003
+#define BATCH_PAUSE 0.0002
 #endif
 #define BATCH_MIN 8
 #define BATCH_AHEAD 65536

@@ -423,7 +423,7 @@ class _StreamStub:
 
 
 @pytest.mark.parametrize("loop", LOOPS)
-@pytest.mark.parametrize("pause", [0.0, 0.0003], ids=["tcp", "unix"])
+@pytest.mark.parametrize("pause", [0.0, 0.0002], ids=["tcp", "unix"])
 def test_batched_waits_do_not_spin(loop, pause):
     """A batched wait (the rule caps it below a millisecond; on a Unix
     socket a shorter pause comes first) waits on the loop's clock: uvloop
